@@ -1,0 +1,74 @@
+# EmoDistill: `make serve` and `make test` are the two set-up commands (see README).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# On this machine torch==2.13.0 is a local CPU wheel. GPU users: `make TORCH=torch ...`
+# (or pre-install their CUDA build); the project itself only asks for torch>=2.4.
+TORCH ?= torch==2.13.0
+ORT_EXTRA ?= cpu
+EMODISTILL_MODEL_DIR ?= models/demo
+export EMODISTILL_MODEL_DIR
+DEBIAN_PKGS := alsa-utils asterisk-core-sounds-en-wav espeak-ng chromium
+
+.PHONY: serve test test-fast lint demo-model demo bench sys-deps clean
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(VENV)/.serve: pyproject.toml | $(PY)
+	$(PIP) install -q -e ".[serve,$(ORT_EXTRA)]"
+	touch $@
+
+$(VENV)/.train: pyproject.toml | $(PY)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH)"
+	$(PIP) install -q -e ".[train,serve,$(ORT_EXTRA)]"
+	touch $@
+
+$(VENV)/.dev: pyproject.toml $(VENV)/.train
+	$(PIP) install -q -e ".[train,serve,$(ORT_EXTRA),dev]"
+	touch $@
+
+# Real human speech and a browser for the tests (Debian packages; needs root or sudo).
+sys-deps:
+	@missing=""; for p in $(DEBIAN_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+# The demo model: synthetic corpus -> teachers -> distilled student -> ONNX model directory.
+$(EMODISTILL_MODEL_DIR)/model.json:
+	@$(MAKE) --no-print-directory $(VENV)/.train
+	$(PY) -m training.distill --preset demo --run-dir runs/demo --export $(EMODISTILL_MODEL_DIR)
+
+demo-model: $(EMODISTILL_MODEL_DIR)/model.json
+
+serve: $(VENV)/.serve
+	@if [ ! -f "$(EMODISTILL_MODEL_DIR)/model.json" ]; then \
+	  echo "No model in $(EMODISTILL_MODEL_DIR): building the demo model once (about 10-15 min on 2 CPU cores)."; \
+	  $(MAKE) --no-print-directory demo-model; fi
+	$(PY) -m server
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check server training export tests benchmarks examples
+	$(VENV)/bin/ruff format --check server training export tests benchmarks examples
+	@if command -v docker >/dev/null 2>&1; then docker compose config --quiet && echo "docker compose config: ok"; \
+	  else echo "docker client not installed: skipping docker compose config"; fi
+	$(VENV)/bin/hadolint Dockerfile
+
+test: $(VENV)/.dev sys-deps lint
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.dev
+	$(PY) -m pytest -q -m "not slow and not browser" -x $(PYTEST_ARGS)
+
+bench: $(VENV)/.dev
+	$(PY) benchmarks/bench_model.py
+	$(PY) benchmarks/bench_server.py
+	$(PY) benchmarks/bench_stream.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

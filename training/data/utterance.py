@@ -1,0 +1,39 @@
+"""The utterance record every dataset adapter yields, and the 4-class label set."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+# IEMOCAP 4-class set (happy = happy + excited), in model output order.
+EMOTIONS: tuple[str, ...] = ("neutral", "happy", "angry", "sad")
+
+
+@dataclass(frozen=True)
+class Utterance:
+    id: str
+    audio_path: str
+    label: str
+    transcript: str = ""
+    speaker: str = ""
+    session: str = ""
+    duration: float = 0.0
+    split: str = ""  # optional fixed split from a manifest ("train" / "valid" / "test")
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, line: str) -> Utterance:
+        return cls(**json.loads(line))
+
+
+def write_jsonl(utterances: list[Utterance], path: str | Path) -> None:
+    Path(path).write_text("".join(u.to_json() + "\n" for u in utterances), encoding="utf-8")
+
+
+def read_jsonl(path: str | Path) -> list[Utterance]:
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return [Utterance.from_json(line) for line in lines if line.strip()]

@@ -1,0 +1,204 @@
+"""The speech-only student: a transformers audio encoder + masked mean pooling + classifier.
+
+The student wraps an ``AutoModelForAudioClassification`` (HuBERT, wav2vec 2.0, WavLM), so its
+weights save as a plain transformers checkpoint, and adds what a batching server needs:
+
+* per-utterance normalisation over the valid samples, inside the model (consumers feed raw audio);
+* exact batching: the first GroupNorm of group-norm feature encoders (hubert-base, wav2vec2-base)
+  normalises over valid frames only, so an utterance's logits do not depend on its batch mates;
+* one projection head per teacher, used only by the distillation losses.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModelForAudioClassification,
+    HubertConfig,
+    HubertForSequenceClassification,
+    PretrainedConfig,
+)
+
+NORM_EPS = 1e-7  # Wav2Vec2FeatureExtractor's zero-mean unit-variance epsilon
+
+# Named from-scratch configurations (no download): for tests, the demo and benchmarks.
+NAMED_CONFIGS: dict[str, dict] = {
+    "tiny": dict(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        conv_dim=(32,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        feat_extract_norm="group",
+        classifier_proj_size=64,
+    ),
+    "tiny-layer": dict(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        conv_dim=(32,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        conv_bias=True,
+        classifier_proj_size=64,
+    ),
+    # The HuBERT-base architecture (94.4M parameters), randomly initialised: benchmarks.
+    "hubert-base": dict(),
+}
+
+
+class MaskedGroupNormConvLayer(nn.Module):
+    """A group-norm conv layer whose GroupNorm sees only each row's valid frames.
+
+    Keeps the wrapped layer's parameter names (conv, layer_norm), so checkpoints stay
+    loadable by transformers. ``lengths`` (valid input samples per row) is set by the
+    student for the duration of one forward pass; without it the layer is the original.
+    """
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.conv = layer.conv
+        self.layer_norm = layer.layer_norm
+        self.activation = layer.activation
+        self.lengths: torch.Tensor | None = None
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.conv(hidden_states)
+        if self.lengths is None:
+            hidden_states = self.layer_norm(hidden_states)
+        else:
+            kernel, stride = self.conv.kernel_size[0], self.conv.stride[0]
+            frames = torch.div(self.lengths - kernel, stride, rounding_mode="floor") + 1
+            frames = frames.clamp(min=1).to(hidden_states.dtype)
+            steps = torch.arange(hidden_states.shape[-1], device=hidden_states.device)
+            mask = (steps[None, :] < frames[:, None]).to(hidden_states.dtype)[:, None, :]
+            mean = (hidden_states * mask).sum(-1, keepdim=True) / frames[:, None, None]
+            centred = (hidden_states - mean) * mask
+            var = (centred * centred).sum(-1, keepdim=True) / frames[:, None, None]
+            norm = self.layer_norm
+            hidden_states = (hidden_states - mean) / torch.sqrt(var + norm.eps)
+            hidden_states = hidden_states * norm.weight[None, :, None] + norm.bias[None, :, None]
+        return self.activation(hidden_states)
+
+
+def masked_normalise(audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit variance over each row's valid samples; padding stays zero."""
+    steps = torch.arange(audio.shape[1], device=audio.device)
+    mask = (steps[None, :] < lengths[:, None]).to(audio.dtype)
+    count = lengths.clamp(min=1).to(audio.dtype)[:, None]
+    mean = (audio * mask).sum(1, keepdim=True) / count
+    centred = (audio - mean) * mask
+    var = (centred * centred).sum(1, keepdim=True) / count
+    return centred / torch.sqrt(var + NORM_EPS)
+
+
+def build_classifier(
+    name_or_path: str, labels: tuple[str, ...] | list[str], **overrides
+) -> nn.Module:
+    """A transformers audio classifier: a named from-scratch config, or a hub name / local path."""
+    label_kw = dict(
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+    if name_or_path in NAMED_CONFIGS:
+        config = HubertConfig(**NAMED_CONFIGS[name_or_path], **label_kw, **overrides)
+        return HubertForSequenceClassification(config)
+    config: PretrainedConfig = AutoConfig.from_pretrained(name_or_path, **label_kw, **overrides)
+    return AutoModelForAudioClassification.from_pretrained(name_or_path, config=config)
+
+
+class Student(nn.Module):
+    """Raw 16 kHz audio [batch, samples] + valid lengths [batch] -> (logits, embedding)."""
+
+    def __init__(self, classifier: nn.Module, teacher_dims: dict[str, int] | None = None):
+        super().__init__()
+        self.classifier = classifier
+        self.config = classifier.config
+        base = classifier.base_model
+        self._masked_norm: MaskedGroupNormConvLayer | None = None
+        if self.config.feat_extract_norm == "group":
+            layers = base.feature_extractor.conv_layers
+            if not isinstance(layers[0], MaskedGroupNormConvLayer):
+                layers[0] = MaskedGroupNormConvLayer(layers[0])
+            self._masked_norm = layers[0]
+        self.projections = nn.ModuleDict(
+            {
+                name: nn.Linear(self.config.classifier_proj_size, dim)
+                for name, dim in (teacher_dims or {}).items()
+            }
+        )
+
+    @property
+    def labels(self) -> list[str]:
+        return [self.config.id2label[i] for i in range(self.config.num_labels)]
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.config.classifier_proj_size
+
+    def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        return self.classifier.base_model._get_feat_extract_output_lengths(lengths)
+
+    def freeze_feature_encoder(self) -> None:
+        self.classifier.freeze_feature_encoder()
+
+    def forward(
+        self, audio: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        audio = masked_normalise(audio, lengths)
+        steps = torch.arange(audio.shape[1], device=audio.device)
+        attention_mask = (steps[None, :] < lengths[:, None]).long()
+        if self._masked_norm is not None:
+            self._masked_norm.lengths = lengths
+        try:
+            hidden = self.classifier.base_model(audio, attention_mask=attention_mask)[0]
+        finally:
+            if self._masked_norm is not None:
+                self._masked_norm.lengths = None
+        hidden = self.classifier.projector(hidden)
+        frames = self.frame_lengths(lengths).clamp(min=1)
+        frame_steps = torch.arange(hidden.shape[1], device=hidden.device)
+        frame_mask = (frame_steps[None, :] < frames[:, None]).to(hidden.dtype)[..., None]
+        embedding = (hidden * frame_mask).sum(1) / frames[:, None].to(hidden.dtype)
+        logits = self.classifier.classifier(embedding)
+        return logits, embedding
+
+    def project(self, embedding: torch.Tensor, teacher: str) -> torch.Tensor:
+        return self.projections[teacher](embedding)
+
+
+def save_student(student: Student, directory) -> None:
+    """Save as a transformers checkpoint (+ projection heads, needed only to resume training)."""
+    from pathlib import Path
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    student.classifier.save_pretrained(directory)
+    torch.save(
+        {
+            "dims": {k: v.out_features for k, v in student.projections.items()},
+            "state": student.projections.state_dict(),
+        },
+        directory / "projections.pt",
+    )
+
+
+def load_student(directory) -> Student:
+    from pathlib import Path
+
+    directory = Path(directory)
+    classifier = AutoModelForAudioClassification.from_pretrained(directory)
+    heads = directory / "projections.pt"
+    saved = torch.load(heads, weights_only=True) if heads.exists() else {"dims": {}, "state": {}}
+    student = Student(classifier, saved["dims"])
+    if saved["dims"]:
+        student.projections.load_state_dict(saved["state"])
+    return student
