@@ -55,9 +55,9 @@ serve: $(VENV)/.serve
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check server training export tests benchmarks examples
 	$(VENV)/bin/ruff format --check server training export tests benchmarks examples
-	@if command -v docker >/dev/null 2>&1; then docker compose config --quiet && echo "docker compose config: ok"; \
-	  else echo "docker client not installed: skipping docker compose config"; fi
-	$(VENV)/bin/hadolint Dockerfile
+	$(VENV)/bin/docker-compose config --quiet && echo "docker compose config: ok"
+	$(VENV)/bin/docker-compose --profile cpu config --quiet
+	$(VENV)/bin/hadolint Dockerfile && echo "hadolint: ok"
 
 test: $(VENV)/.dev sys-deps lint
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
