@@ -1,0 +1,38 @@
+"""python -m export --run RUN_DIR [--fold K] --out models/NAME [--int8] [--triton DIR]"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
+    parser.add_argument("--run", type=Path, required=True, help="training run directory")
+    parser.add_argument("--fold", help="fold to export (default: best validation UA)")
+    parser.add_argument("--out", type=Path, required=True, help="model directory to write")
+    parser.add_argument("--int8", action="store_true", help="add model.int8.onnx (CPU)")
+    parser.add_argument("--triton", type=Path, help="also write a Triton model repository here")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    from export.parity import ParityError
+    from export.run import export_run
+
+    try:
+        out = export_run(args.run, args.out, fold=args.fold, int8=args.int8, triton_dir=args.triton)
+    except (ParityError, FileNotFoundError, FileExistsError) as exc:
+        print(f"export failed: {exc}", file=sys.stderr)
+        return 1
+    meta = json.loads((out / "model.json").read_text())
+    print(f"wrote {out}: parity {json.dumps(meta['parity'])}")
+    if meta["int8"]:
+        print(f"int8: {json.dumps(meta['int8'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Build the model directory (DESIGN.md §3): model.onnx, model.json, hf/, optional int8 + Triton."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+
+from export.hf_checkpoint import save_hf
+from export.onnx_export import export_onnx
+from export.parity import measure_parity
+from export.spec import (
+    FORMAT_VERSION,
+    HF_DIR,
+    INT8_FILE,
+    MAX_SECONDS,
+    META_FILE,
+    MIN_SAMPLES,
+    MODEL_FILE,
+    OPSET,
+    SAMPLE_RATE,
+    TOLERANCE,
+)
+from training.student import Student
+
+
+def file_entry(path: Path) -> dict:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return {"sha256": digest.hexdigest(), "bytes": path.stat().st_size}
+
+
+def exporter_info() -> dict:
+    return {
+        "name": "torch.onnx.export (TorchScript, dynamo=False)",
+        "opset": OPSET,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+
+
+def build_model_dir(
+    student: Student,
+    out_dir: Path | str,
+    *,
+    summary: dict | None = None,
+    int8: bool = False,
+    calibration: list[np.ndarray] | None = None,
+    calibration_labels: list[int] | None = None,
+    triton_dir: Path | str | None = None,
+    tolerance: float = TOLERANCE,
+    hf: bool = True,
+) -> Path:
+    """Export, check parity, and only then write ``out_dir`` (replacing an earlier model dir).
+
+    ``calibration`` is validation audio (float32 16 kHz rows) for the int8 scales and its
+    agreement figures; ``calibration_labels`` (class indices) adds the UA of fp32 and int8.
+    Raises ``ParityError`` (and writes nothing) above ``tolerance``.
+    """
+    out_dir = Path(out_dir)
+    student = student.eval()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; a server may run as another user
+    try:
+        model_path = export_onnx(student, staging / MODEL_FILE)
+        parity = measure_parity(student, model_path, tolerance=tolerance)
+        parity.check()
+        files = {MODEL_FILE: file_entry(model_path)}
+        int8_meta = None
+        if int8:
+            from export.quantize import quantize_model
+
+            int8_meta = quantize_model(
+                model_path, staging / INT8_FILE, calibration, calibration_labels
+            )
+            files[INT8_FILE] = file_entry(staging / INT8_FILE)
+        if hf:
+            save_hf(student, staging / HF_DIR)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "labels": student.labels,
+            "sample_rate": SAMPLE_RATE,
+            "min_samples": MIN_SAMPLES,
+            "max_seconds": MAX_SECONDS,
+            "backbone": (summary or {}).get("backbone") or student.config.model_type,
+            "embedding_dim": student.embedding_dim,
+            "files": files,
+            "parity": parity.to_json(),
+            "int8": int8_meta,
+            "training": summary,
+            "exporter": exporter_info(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        (staging / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        replace_dir(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if triton_dir is not None:
+        from export.triton import write_triton_repo
+
+        write_triton_repo(out_dir, Path(triton_dir))
+    return out_dir
+
+
+def replace_dir(staging: Path, out_dir: Path) -> None:
+    """Move the finished directory into place; only an earlier model dir may be replaced."""
+    if out_dir.exists():
+        if any(out_dir.iterdir()) and not (out_dir / META_FILE).exists():
+            raise FileExistsError(
+                f"{out_dir} exists and is not a model directory; not replacing it"
+            )
+        shutil.rmtree(out_dir)
+    staging.rename(out_dir)

@@ -1,0 +1,122 @@
+"""The parity gate: ONNX Runtime vs PyTorch, and batched vs alone, over padded batches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from export.spec import MIN_SAMPLES, PARITY_CASES, TOLERANCE
+from training.student import Student
+
+
+class ParityError(RuntimeError):
+    """The exported graph disagrees with PyTorch (or with itself across batches)."""
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    tolerance: float
+    max_abs_diff_logits: float
+    max_abs_diff_embedding: float
+    batching_max_abs_diff: float
+    cases: list[list[int]]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def check(self) -> None:
+        """Raise ParityError when any measured difference exceeds the tolerance."""
+        worst = {
+            "ONNX vs PyTorch logits": self.max_abs_diff_logits,
+            "ONNX vs PyTorch embedding": self.max_abs_diff_embedding,
+            "batched vs alone (ONNX)": self.batching_max_abs_diff,
+        }
+        failed = {k: v for k, v in worst.items() if not v <= self.tolerance}
+        if failed:
+            detail = ", ".join(f"{k}: {v:.3g}" for k, v in failed.items())
+            raise ParityError(
+                f"refusing to write the model directory: max abs difference above the "
+                f"tolerance {self.tolerance:g} ({detail}; cases {self.cases})"
+            )
+
+
+def open_session(path: Path | str, threads: int | None = None) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def pad_batch(rows: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-padded float32 [batch, samples] + int64 lengths [batch]; rows must be >= MIN_SAMPLES."""
+    lengths = np.array([len(r) for r in rows], dtype=np.int64)
+    if lengths.min() < MIN_SAMPLES:
+        raise ValueError(f"rows shorter than {MIN_SAMPLES} samples crash the feature encoder")
+    audio = np.zeros((len(rows), lengths.max()), dtype=np.float32)
+    for i, row in enumerate(rows):
+        audio[i, : len(row)] = row
+    return audio, lengths
+
+
+def run_onnx(session: ort.InferenceSession, rows: Sequence[np.ndarray]) -> list[np.ndarray]:
+    audio, lengths = pad_batch(rows)
+    return session.run(None, {"audio": audio, "lengths": lengths})
+
+
+def run_torch(student: Student, rows: Sequence[np.ndarray]) -> list[np.ndarray]:
+    audio, lengths = pad_batch(rows)
+    with torch.no_grad():
+        outputs = student(torch.from_numpy(audio), torch.from_numpy(lengths))
+    return [o.numpy() for o in outputs]
+
+
+def probe_signal(length: int, seed: int) -> np.ndarray:
+    """Noise plus a gliding tone at a speech-like level: deterministic, non-trivial audio."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(length) / 16_000
+    tone = 0.3 * np.sin(2 * np.pi * (120 + 80 * rng.random()) * t * (1 + 0.2 * t))
+    return (0.05 * rng.standard_normal(length) + tone).astype(np.float32)
+
+
+def batching_max_abs_diff(session: ort.InferenceSession, rows: Sequence[np.ndarray]) -> float:
+    """Largest difference of any output between a row in the padded batch and the row alone."""
+    batched = run_onnx(session, rows)
+    worst = 0.0
+    for i, row in enumerate(rows):
+        alone = run_onnx(session, [row])
+        for b, a in zip(batched, alone, strict=True):
+            worst = max(worst, float(np.abs(b[i] - a[0]).max()))
+    return worst
+
+
+def measure_parity(
+    student: Student,
+    onnx_path: Path,
+    *,
+    tolerance: float = TOLERANCE,
+    cases: Sequence[Sequence[int]] = PARITY_CASES,
+) -> ParityReport:
+    session = open_session(onnx_path)
+    student = student.eval()
+    diff_logits = diff_embedding = batching = 0.0
+    for c, case in enumerate(cases):
+        rows = [probe_signal(n, seed=1000 * c + i) for i, n in enumerate(case)]
+        ort_logits, ort_embedding = run_onnx(session, rows)
+        pt_logits, pt_embedding = run_torch(student, rows)
+        diff_logits = max(diff_logits, float(np.abs(ort_logits - pt_logits).max()))
+        diff_embedding = max(diff_embedding, float(np.abs(ort_embedding - pt_embedding).max()))
+        if len(rows) > 1:
+            batching = max(batching, batching_max_abs_diff(session, rows))
+    return ParityReport(
+        tolerance=tolerance,
+        max_abs_diff_logits=diff_logits,
+        max_abs_diff_embedding=diff_embedding,
+        batching_max_abs_diff=batching,
+        cases=[list(case) for case in cases],
+    )

@@ -1,0 +1,38 @@
+"""The model directory contract (DESIGN.md §3) and the export defaults, in one place."""
+
+from __future__ import annotations
+
+from server.audio import MIN_SAMPLES, SAMPLE_RATE
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+META_FILE = "model.json"
+HF_DIR = "hf"
+
+INPUTS = ("audio", "lengths")
+OUTPUTS = ("logits", "embedding")
+DYNAMIC_AXES = {
+    "audio": {0: "batch", 1: "samples"},
+    "lengths": {0: "batch"},
+    "logits": {0: "batch"},
+    "embedding": {0: "batch"},
+}
+
+# The TorchScript exporter gives the fastest ORT graph here (docs/export.md); dynamo's SDPA
+# translation adds NaN guards over the full T x T attention matrix and needs opset >= 18.
+OPSET = 17
+TOLERANCE = 1e-4  # fp32 ORT vs PyTorch, and batched vs alone
+
+# Parity cases: batches of utterance lengths in samples, 0.5 s to 20 s, batch 1 to 4, mixed
+# lengths and the shortest legal row. Never below MIN_SAMPLES: shorter rows crash the first conv.
+PARITY_CASES: tuple[tuple[int, ...], ...] = (
+    (SAMPLE_RATE // 2,),
+    (20 * SAMPLE_RATE,),
+    (3 * SAMPLE_RATE, SAMPLE_RATE // 2, 7 * SAMPLE_RATE + 123),
+    (MIN_SAMPLES, 2 * SAMPLE_RATE, 20 * SAMPLE_RATE, 11_111),
+)
+# The longest length export verified; the server's recommended utterance limit.
+MAX_SECONDS = max(max(case) for case in PARITY_CASES) / SAMPLE_RATE
+
+__all__ = ["MIN_SAMPLES", "SAMPLE_RATE"]

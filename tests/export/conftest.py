@@ -1,0 +1,29 @@
+import os
+
+import pytest
+import torch
+
+from training.data.utterance import EMOTIONS
+from training.student import Student, build_classifier
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def new_student(name: str) -> Student:
+    torch.manual_seed(0)
+    return Student(build_classifier(name, EMOTIONS)).eval()
+
+
+@pytest.fixture
+def make_student():
+    return new_student
+
+
+@pytest.fixture(scope="session", params=["tiny", "tiny-layer"])
+def student_and_dir(request, tmp_path_factory):
+    """Both encoder kinds: group norm (masked first GroupNorm) and layer norm."""
+    from export import build_model_dir
+
+    student = new_student(request.param)
+    out = build_model_dir(student, tmp_path_factory.mktemp(request.param) / "model")
+    return student, out

@@ -1,0 +1,100 @@
+import hashlib
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from export import ParityError, build_model_dir
+from export.parity import open_session, probe_signal, run_onnx, run_torch
+from export.spec import MIN_SAMPLES, PARITY_CASES
+from training.data.utterance import EMOTIONS
+
+META_KEYS = {
+    "format_version", "labels", "sample_rate", "min_samples", "max_seconds", "backbone",
+    "embedding_dim", "files", "parity", "int8", "training", "exporter", "created",
+}  # fmt: skip
+
+
+def test_model_json_complete(student_and_dir):
+    student, out = student_and_dir
+    meta = json.loads((out / "model.json").read_text())
+    assert META_KEYS <= set(meta)
+    assert meta["format_version"] == 1
+    assert meta["labels"] == list(EMOTIONS)
+    assert meta["sample_rate"] == 16000 and meta["min_samples"] == MIN_SAMPLES == 400
+    assert meta["embedding_dim"] == student.embedding_dim
+    entry = meta["files"]["model.onnx"]
+    data = (out / "model.onnx").read_bytes()
+    assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    assert set(meta["parity"]) == {
+        "tolerance", "max_abs_diff_logits", "max_abs_diff_embedding",
+        "batching_max_abs_diff", "cases",
+    }  # fmt: skip
+    assert min(min(case) for case in meta["parity"]["cases"]) >= MIN_SAMPLES
+    assert meta["exporter"]["opset"] == 17
+
+
+def test_graph_has_contract_io_with_dynamic_axes(student_and_dir):
+    _, out = student_and_dir
+    graph = onnx.load(str(out / "model.onnx")).graph
+    io = {v.name: v.type.tensor_type for v in list(graph.input) + list(graph.output)}
+    assert list(io) == ["audio", "lengths", "logits", "embedding"]
+    assert io["audio"].elem_type == onnx.TensorProto.FLOAT
+    assert io["lengths"].elem_type == onnx.TensorProto.INT64
+    assert [d.dim_param for d in io["audio"].shape.dim] == ["batch", "samples"]
+    assert io["logits"].shape.dim[0].dim_param == "batch"
+
+
+def test_onnx_matches_torch_on_unseen_lengths(student_and_dir):
+    student, out = student_and_dir
+    rows = [probe_signal(n, seed=n) for n in (MIN_SAMPLES, 5_000, 41_003)]
+    onnx_out = run_onnx(open_session(out / "model.onnx"), rows)
+    torch_out = run_torch(student, rows)
+    for a, b in zip(onnx_out, torch_out, strict=True):
+        assert np.abs(a - b).max() <= 1e-4
+
+
+def test_batched_equals_alone_in_onnx(student_and_dir):
+    """Exact batching over mixed lengths, for group-norm and layer-norm encoders."""
+    _, out = student_and_dir
+    session = open_session(out / "model.onnx")
+    rows = [probe_signal(n, seed=i) for i, n in enumerate((16_000, MIN_SAMPLES, 70_000, 9_999))]
+    logits, embedding = run_onnx(session, rows)
+    for i, row in enumerate(rows):
+        alone_logits, alone_embedding = run_onnx(session, [row])
+        assert np.abs(logits[i] - alone_logits[0]).max() <= 1e-4
+        assert np.abs(embedding[i] - alone_embedding[0]).max() <= 1e-4
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["parity"]["batching_max_abs_diff"] <= 1e-4
+
+
+def test_refuses_above_tolerance_and_writes_nothing(tmp_path, make_student):
+    out = tmp_path / "model"
+    with pytest.raises(ParityError, match="refusing"):
+        build_model_dir(make_student("tiny"), out, tolerance=0.0, hf=False)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # no staging leftovers
+
+
+def test_tampered_graph_fails_the_gate(tmp_path, make_student):
+    from export.onnx_export import export_onnx
+    from export.parity import measure_parity
+
+    student = make_student("tiny")
+    path = export_onnx(student, tmp_path / "model.onnx")
+    model = onnx.load(str(path))
+    weight = max(model.graph.initializer, key=lambda t: np.prod(t.dims))
+    array = onnx.numpy_helper.to_array(weight) * 1.01
+    weight.CopyFrom(onnx.numpy_helper.from_array(array.astype(np.float32), weight.name))
+    onnx.save(model, str(path))
+    report = measure_parity(student, path, cases=PARITY_CASES[:1])
+    with pytest.raises(ParityError):
+        report.check()
+
+
+def test_replaces_only_model_dirs(tmp_path, make_student):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError):
+        build_model_dir(make_student("tiny"), tmp_path, hf=False)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
