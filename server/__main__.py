@@ -1,0 +1,46 @@
+"""``python -m server``: validate the model directory, then serve with uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import sys
+
+import uvicorn
+
+from server.app import create_app
+from server.model_dir import ModelDirError
+from server.runtime import ProviderError, Runtime
+from server.settings import Settings
+
+
+def main() -> int:
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        runtime = Runtime.load(
+            settings.model_dir, device=settings.device, int8=settings.int8, threads=settings.threads
+        )
+    except (ModelDirError, ProviderError) as exc:
+        print(f"emodistill: cannot start: {exc}", file=sys.stderr)
+        return 2
+    config = uvicorn.Config(
+        create_app(settings, runtime=runtime),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
+        lifespan="on",
+    )
+    # uvicorn drains on SIGTERM and then re-raises the signal under the handler that was
+    # installed before it started; a no-op one makes a clean drain exit with status 0.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    uvicorn.Server(config).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

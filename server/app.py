@@ -1,0 +1,96 @@
+"""The FastAPI application: lifespan (load, validate, warm up, drain) and its routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
+
+from server import health, predict
+from server.batcher import Batcher
+from server.errors import install_error_handlers
+from server.metrics import Metrics
+from server.middleware import BodyLimitMiddleware, MetricsMiddleware
+from server.runtime import Runtime
+from server.settings import Settings
+
+log = logging.getLogger("emodistill.app")
+STATIC_DIR = Path(__file__).parent / "static"
+VERSION = "0.1.0"
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
+    """The service. ``runtime`` (already loaded) skips loading in the lifespan: ``python -m
+    server`` loads it before uvicorn starts, so a bad model directory is one clear message."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loaded = runtime or Runtime.load(
+            settings.model_dir, device=settings.device, int8=settings.int8, threads=settings.threads
+        )
+        batcher = Batcher(
+            loaded,
+            max_batch_size=settings.max_batch_size,
+            max_wait_ms=settings.max_wait_ms,
+            queue_size=settings.queue_size,
+            timeout_s=settings.request_timeout_s,
+            max_length_ratio=settings.max_length_ratio,
+            observer=app.state.metrics,
+        )
+        loaded.warm_up(batcher.max_batch_size)
+        app.state.runtime = loaded
+        app.state.batcher = batcher
+        batcher.start()
+        app.state.ready = True
+        log.info("ready: %s on %s", settings.model_dir, loaded.provider)
+        try:
+            yield
+        finally:
+            # uvicorn has stopped accepting and let in-flight requests finish; finish the queue.
+            app.state.ready = False
+            await batcher.close()
+            log.info("stopped")
+
+    app = FastAPI(
+        title="EmoDistill",
+        version=VERSION,
+        description="Speech emotion recognition: batched utterance-level predictions from ONNX.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.state.ready = False
+    install_error_handlers(app)
+    app.include_router(predict.router)
+    app.include_router(health.router)
+    _include_streaming(app)
+    # Added innermost first: metrics see every answer, including 413s from the body limit.
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+        )
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    return app
+
+
+def _include_streaming(app: FastAPI) -> None:
+    """The websocket route and its web page (server/stream.py, server/static/)."""
+    try:
+        from server.stream import router as stream_router
+    except ModuleNotFoundError as exc:
+        if exc.name != "server.stream":
+            raise
+        return
+    app.include_router(stream_router)
+    if (STATIC_DIR / "index.html").is_file():
+        app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static")

@@ -1,0 +1,244 @@
+"""The dynamic batcher every request shares (HTTP and websocket).
+
+Requests queue one utterance each. A collector task waits until ``max_batch_size`` utterances
+are queued or ``max_wait_ms`` has passed since the oldest arrived, picks the oldest plus the
+queued utterances closest to it in length (bounded padding), and runs ONNX Runtime on them in
+one worker thread, so the event loop never blocks. While that batch runs, new requests queue
+up and form the next batch. The model's batching is exact, so a batched answer equals the
+unbatched one. Cancelled requests (client gone, timed out) leave the queue before inference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from server.runtime import Runtime, pad_batch, softmax
+
+log = logging.getLogger("emodistill.batcher")
+
+
+class QueueFull(RuntimeError):
+    """The bounded queue has no room: the caller should retry after ``retry_after_s``."""
+
+    def __init__(self, retry_after_s: int):
+        super().__init__(f"the inference queue is full; retry in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+class RequestTimeout(RuntimeError):
+    """Queue wait plus inference took longer than the per-request timeout."""
+
+
+class BatcherClosed(RuntimeError):
+    """The server is shutting down and takes no new work."""
+
+
+class InferenceFailed(RuntimeError):
+    """ONNX Runtime raised while running a batch (a server fault, not the client's)."""
+
+
+@dataclass(frozen=True)
+class Inference:
+    logits: np.ndarray  # [C]
+    probabilities: np.ndarray  # [C]
+    embedding: np.ndarray  # [D]
+    queue_wait_s: float
+    inference_s: float
+    batch_size: int
+
+
+class BatchObserver(Protocol):
+    def observe_batch(self, size: int, inference_s: float) -> None: ...
+    def observe_queue_wait(self, seconds: float) -> None: ...
+    def set_queue_depth(self, depth: int) -> None: ...
+    def count_dropped(self, reason: str) -> None: ...
+
+
+@dataclass(eq=False)
+class _Request:
+    audio: np.ndarray
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+class Batcher:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        max_batch_size: int = 8,
+        max_wait_ms: float = 5.0,
+        queue_size: int = 64,
+        timeout_s: float = 30.0,
+        max_length_ratio: float = 2.0,
+        observer: BatchObserver | None = None,
+    ):
+        self.runtime = runtime
+        # int8 models whose padded batches drift run one utterance at a time (exact answers).
+        self.max_batch_size = max_batch_size if runtime.batch_invariant else 1
+        if self.max_batch_size < max_batch_size:
+            log.warning("%s is not batch-invariant: batch size 1", runtime.model.onnx_path.name)
+        self.max_wait_s = max_wait_ms / 1000
+        self.queue_size = queue_size
+        self.timeout_s = timeout_s
+        self.max_length_ratio = max_length_ratio
+        self.observer = observer
+        self._queue: list[_Request] = []
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxruntime")
+        self._task: asyncio.Task | None = None
+        self._closing = False
+        self._last_batch_s = 0.0
+
+    @property
+    def depth(self) -> int:
+        """Utterances queued and not yet in a batch."""
+        return len(self._queue)
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._collect(), name="batcher")
+
+    async def infer(self, audio: np.ndarray) -> Inference:
+        """Queue one mono 16 kHz utterance and wait for its answer.
+
+        Raises QueueFull, RequestTimeout, BatcherClosed or InferenceFailed. Cancelling the
+        awaiting task drops the utterance if it has not reached a batch yet.
+        """
+        if self._closing or self._task is None:
+            raise BatcherClosed("the server is shutting down")
+        if len(self._queue) >= self.queue_size:
+            if self.observer:
+                self.observer.count_dropped("queue_full")
+            raise QueueFull(self._retry_after())
+        request = _Request(
+            np.asarray(audio, dtype=np.float32), asyncio.get_running_loop().create_future()
+        )
+        request.future.add_done_callback(lambda _: self._forget(request))
+        self._queue.append(request)
+        self._report_depth()
+        self._wakeup.set()
+        try:
+            return await asyncio.wait_for(request.future, self.timeout_s)
+        except asyncio.TimeoutError:
+            if self.observer:
+                self.observer.count_dropped("timeout")
+            raise RequestTimeout(
+                f"no answer within the {self.timeout_s:g} s request timeout (server busy)"
+            ) from None
+
+    async def close(self) -> None:
+        """Stop taking work, finish everything already queued, stop the worker."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+        self._executor.shutdown(wait=True)
+
+    def _retry_after(self) -> int:
+        batches_ahead = math.ceil(len(self._queue) / self.max_batch_size)
+        return max(1, math.ceil(batches_ahead * self._last_batch_s))
+
+    def _forget(self, request: _Request) -> None:
+        """Done-callback: a cancelled request leaves the queue at once (room for others)."""
+        if request.future.cancelled():
+            with contextlib.suppress(ValueError):
+                self._queue.remove(request)
+                if self.observer:
+                    self.observer.count_dropped("cancelled")
+                self._report_depth()
+
+    def _report_depth(self) -> None:
+        if self.observer:
+            self.observer.set_queue_depth(len(self._queue))
+
+    async def _collect(self) -> None:
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            deadline = self._queue[0].enqueued + self.max_wait_s
+            while (
+                self._queue
+                and len(self._queue) < self.max_batch_size
+                and not self._closing
+                and (remaining := deadline - time.monotonic()) > 0
+            ):
+                self._wakeup.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), remaining)
+            batch = self._take_batch()
+            if batch:
+                await self._execute(batch)
+
+    def _take_batch(self) -> list[_Request]:
+        """The oldest request plus the queued ones nearest to it in length (padding bounded)."""
+        if not self._queue:
+            return []
+        oldest = self._queue[0]
+        anchor = len(oldest.audio)
+        others = sorted(self._queue[1:], key=lambda r: abs(math.log(len(r.audio) / anchor)))
+        batch, shortest, longest = [oldest], anchor, anchor
+        for request in others:
+            if len(batch) == self.max_batch_size:
+                break
+            lo, hi = min(shortest, len(request.audio)), max(longest, len(request.audio))
+            if hi <= self.max_length_ratio * lo:
+                batch.append(request)
+                shortest, longest = lo, hi
+        chosen = set(map(id, batch))
+        self._queue = [r for r in self._queue if id(r) not in chosen]
+        self._report_depth()
+        return batch
+
+    async def _execute(self, batch: list[_Request]) -> None:
+        started = time.monotonic()
+        audio, lengths = pad_batch([request.audio for request in batch])
+        loop = asyncio.get_running_loop()
+        try:
+            logits, embedding = await loop.run_in_executor(
+                self._executor, self.runtime.run, audio, lengths
+            )
+        except Exception as exc:
+            log.exception("inference failed for a batch of %d", len(batch))
+            for request in batch:
+                if not request.future.done():
+                    request.future.set_exception(
+                        InferenceFailed(f"inference failed: {type(exc).__name__}")
+                    )
+            return
+        inference_s = time.monotonic() - started
+        self._last_batch_s = inference_s
+        probabilities = softmax(logits)
+        if self.observer:
+            self.observer.observe_batch(len(batch), inference_s)
+        for row, request in enumerate(batch):
+            queue_wait_s = started - request.enqueued
+            if self.observer:
+                self.observer.observe_queue_wait(queue_wait_s)
+            if not request.future.done():  # a request may time out while its batch runs
+                request.future.set_result(
+                    Inference(
+                        logits=logits[row].copy(),
+                        probabilities=probabilities[row].copy(),
+                        embedding=embedding[row].copy(),
+                        queue_wait_s=queue_wait_s,
+                        inference_s=inference_s,
+                        batch_size=len(batch),
+                    )
+                )

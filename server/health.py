@@ -1,0 +1,48 @@
+"""Operational routes: liveness, readiness, Prometheus metrics and the served model."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from server.auth import require_api_key
+from server.errors import ApiError
+
+router = APIRouter()
+
+
+@router.get("/health", summary="Liveness: the process answers")
+async def health(request: Request) -> dict:
+    runtime = getattr(request.app.state, "runtime", None)
+    return {"status": "ok", "provider": runtime.provider if runtime else None}
+
+
+@router.get("/ready", summary="Readiness: model loaded, warmed up, not shutting down")
+async def ready(request: Request) -> dict:
+    batcher = getattr(request.app.state, "batcher", None)
+    if not request.app.state.ready or batcher is None or batcher.closing:
+        raise ApiError(
+            503, "not_ready", "the model is not loaded and warmed up yet, or the server is stopping"
+        )
+    return {
+        "status": "ready",
+        "provider": request.app.state.runtime.provider,
+        "queue_depth": batcher.depth,
+    }
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    registry = request.app.state.metrics
+    return Response(registry.render(), media_type=registry.content_type)
+
+
+@router.get("/v1/model", summary="The served model", dependencies=[Depends(require_api_key)])
+async def model(request: Request) -> dict:
+    runtime = request.app.state.runtime
+    batcher = request.app.state.batcher
+    return {
+        "labels": runtime.labels,
+        "provider": runtime.provider,
+        "max_batch_size": batcher.max_batch_size,
+        "model": runtime.model.summary(),
+    }

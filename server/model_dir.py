@@ -1,0 +1,136 @@
+"""Read and check a model directory (model.json format_version 1) before anything is served."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+META_FILE = "model.json"
+INPUT_NAMES = ("audio", "lengths")
+OUTPUT_NAMES = ("logits", "embedding")
+# Used when model.json has no parity tolerance: DESIGN.md's exact-batching bound.
+DEFAULT_TOLERANCE = 1e-4
+_REQUIRED_KEYS = ("format_version", "labels", "sample_rate", "min_samples", "files")
+
+
+class ModelDirError(RuntimeError):
+    """A model directory that cannot be served; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class ModelDir:
+    path: Path
+    meta: dict
+    onnx_path: Path
+    int8: bool
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.meta["labels"])
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.meta["sample_rate"])
+
+    @property
+    def min_samples(self) -> int:
+        return int(self.meta["min_samples"])
+
+    @property
+    def batch_invariant(self) -> bool:
+        """Whether padded batches give each utterance its unbatched answer.
+
+        fp32 exports are exact by contract. Dynamic int8 is not (activation scales span the
+        batch): it is batched only if the export measured its drift within tolerance.
+        """
+        if not self.int8:
+            return True
+        tolerance = float((self.meta.get("parity") or {}).get("tolerance", DEFAULT_TOLERANCE))
+        drift = (self.meta.get("int8") or {}).get("batching_max_abs_diff")
+        return drift is not None and float(drift) <= tolerance
+
+    def summary(self) -> dict:
+        """The model.json fields a client cares about (no file hashes or paths)."""
+        keys = (
+            "format_version",
+            "labels",
+            "sample_rate",
+            "min_samples",
+            "max_seconds",
+            "backbone",
+            "embedding_dim",
+            "parity",
+            "int8",
+            "training",
+            "exporter",
+            "created",
+        )
+        return {key: self.meta.get(key) for key in keys} | {
+            "variant": "int8" if self.int8 else "fp32"
+        }
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_model_dir(path: str | Path, *, int8: bool = False) -> ModelDir:
+    """Validate ``path`` (model.json keys, file presence, sha256) and return its description."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelDirError(
+            f"model directory {path} does not exist; build one with `make demo-model` or "
+            f"`python -m export --run RUN --out {path}`, or set EMODISTILL_MODEL_DIR"
+        )
+    meta_path = path / META_FILE
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelDirError(f"{meta_path} is missing: {path} is not a model directory") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelDirError(f"{meta_path} is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise ModelDirError(f"{meta_path} must hold a JSON object")
+    missing = [key for key in _REQUIRED_KEYS if key not in meta]
+    if missing:
+        raise ModelDirError(f"{meta_path} lacks {', '.join(missing)}")
+    if meta["format_version"] != FORMAT_VERSION:
+        raise ModelDirError(
+            f"{meta_path} has format_version {meta['format_version']!r}; this server reads {FORMAT_VERSION}"
+        )
+    labels = meta["labels"]
+    if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
+        raise ModelDirError(f"{meta_path}: labels must be a non-empty list of strings")
+    if len(set(labels)) != len(labels):
+        raise ModelDirError(f"{meta_path}: labels repeat ({labels})")
+    if meta["sample_rate"] != 16_000:
+        raise ModelDirError(
+            f"{meta_path}: sample_rate {meta['sample_rate']} (this server feeds 16000)"
+        )
+    if not (isinstance(meta["min_samples"], int) and meta["min_samples"] > 0):
+        raise ModelDirError(f"{meta_path}: min_samples must be a positive integer")
+
+    name = INT8_FILE if int8 else MODEL_FILE
+    entry = meta["files"].get(name) if isinstance(meta["files"], dict) else None
+    if entry is None:
+        hint = " (this model was exported without --int8; unset EMODISTILL_INT8)" if int8 else ""
+        raise ModelDirError(f"{meta_path} lists no {name}{hint}")
+    onnx_path = path / name
+    if not onnx_path.is_file():
+        raise ModelDirError(f"{onnx_path} is missing")
+    actual = sha256_file(onnx_path)
+    if actual != entry.get("sha256"):
+        raise ModelDirError(
+            f"{onnx_path} does not match model.json (sha256 {actual[:12]}..., expected "
+            f"{str(entry.get('sha256'))[:12]}...): the file is corrupt or was replaced; re-export"
+        )
+    return ModelDir(path=path, meta=meta, onnx_path=onnx_path, int8=int8)

@@ -1,0 +1,282 @@
+"""``POST /predict``: uploaded audio -> decoded utterances -> the shared batcher -> scores.
+
+A request is followed from here: read the body (multipart files or raw bytes), decode each
+file with server/audio.py in a thread, optionally split it into utterances with the VAD,
+queue every utterance on the batcher, and build the answer with server/predictions.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Annotated, TypeVar
+
+import numpy as np
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from server import predictions
+from server.audio import ACCEPTED_FORMATS, SAMPLE_RATE, AudioError, load_audio
+from server.auth import require_api_key
+from server.batcher import (
+    Batcher,
+    BatcherClosed,
+    Inference,
+    InferenceFailed,
+    QueueFull,
+    RequestTimeout,
+)
+from server.errors import ApiError
+from server.schemas import ErrorResponse, Prediction, PredictResponse
+from server.settings import Settings
+
+router = APIRouter()
+T = TypeVar("T")
+
+# AudioError code -> HTTP status. Everything here is the client's input, so never a 5xx.
+AUDIO_STATUS = {"undecodable": 415, "too_long": 413}
+AUDIO_STATUS_DEFAULT = 422
+CLIENT_CLOSED = 499  # nginx's convention for "the client went away before the answer"
+
+_ERRORS = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in {
+        401: "missing or wrong API key",
+        413: "body over the size limit, or audio over max_seconds without segment=true",
+        415: f"audio that cannot be decoded; accepted: {', '.join(ACCEPTED_FORMATS)}",
+        422: "empty, too short, NaN/Inf audio, or invalid options",
+        503: "queue full or request timeout (Retry-After), or shutting down",
+    }.items()
+}
+_BODY_DOC = {
+    "requestBody": {
+        "description": "audio as the raw body, or multipart/form-data with one or more `file` parts",
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "file": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                    },
+                    "required": ["file"],
+                }
+            },
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+@dataclass(frozen=True)
+class Upload:
+    filename: str | None
+    data: bytes
+
+
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    responses=_ERRORS,
+    openapi_extra=_BODY_DOC,
+    dependencies=[Depends(require_api_key)],
+    summary="Emotion of each uploaded utterance (or of each utterance in a long file)",
+)
+async def predict(
+    request: Request,
+    top_k: Annotated[
+        int | None, Query(ge=1, description="also list the k most probable labels")
+    ] = None,
+    return_embedding: Annotated[bool, Query(description="include the utterance embedding")] = False,
+    segment: Annotated[
+        bool, Query(description="split long audio into utterances (VAD); answer per segment")
+    ] = False,
+) -> PredictResponse:
+    settings: Settings = request.app.state.settings
+    labels: list[str] = request.app.state.runtime.labels
+    if top_k is not None and top_k > len(labels):
+        raise ApiError(422, "invalid_request", f"top_k must be between 1 and {len(labels)}")
+    uploads = await read_uploads(request, settings.max_files)
+    options = dict(top_k=top_k, return_embedding=return_embedding)
+    work = [
+        _predict_one(request, upload, index, len(uploads), segment, options)
+        for index, upload in enumerate(uploads)
+    ]
+    results = await until_disconnected(request, asyncio.gather(*work))
+    return PredictResponse(results=results)
+
+
+async def read_uploads(request: Request, max_files: int) -> list[Upload]:
+    """The multipart ``file`` parts in order, or the raw body as one upload."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form(max_files=max_files)
+        parts = form.getlist("file")
+        if not parts:
+            raise ApiError(422, "no_audio", "the multipart body has no `file` part")
+        uploads = []
+        for part in parts:
+            if not isinstance(part, UploadFile):
+                raise ApiError(422, "no_audio", "the multipart `file` field must be a file upload")
+            uploads.append(Upload(part.filename, await part.read()))
+        return uploads
+    # Anything else is the audio itself, whatever it is labelled (curl's --data-binary sends
+    # application/x-www-form-urlencoded): the decoder decides and names the accepted formats.
+    return [Upload(None, await request.body())]
+
+
+async def _predict_one(
+    request: Request, upload: Upload, index: int, count: int, segment: bool, options: dict
+) -> Prediction:
+    settings: Settings = request.app.state.settings
+    runtime = request.app.state.runtime
+    started = time.perf_counter()
+    limit = settings.max_segmented_seconds if segment else settings.max_seconds
+    try:
+        audio = await run_in_threadpool(
+            load_audio,
+            upload.data,
+            min_seconds=runtime.min_samples / SAMPLE_RATE,
+            max_seconds=limit,
+        )
+    except AudioError as exc:
+        raise audio_error(exc, upload, index, count, segment) from None
+    decoded = time.perf_counter()
+    request.app.state.metrics.audio_seconds.inc(len(audio) / SAMPLE_RATE)
+    common = dict(filename=upload.filename, duration_s=predictions.seconds(len(audio)))
+    labels = runtime.labels
+    if not segment:
+        inference = await infer(request.app.state.batcher, audio)
+        timings = _timings(
+            inference,
+            decode_ms=predictions.ms(decoded - started),
+            total_ms=predictions.ms(time.perf_counter() - started),
+        )
+        return Prediction(
+            **common,
+            **_scores(labels, inference, options),
+            batch_size=inference.batch_size,
+            timings=timings,
+        )
+    from server.vad import speech_segments  # the VAD session loads only when first needed
+
+    spans = await run_in_threadpool(speech_segments, audio)
+    found = time.perf_counter()
+    max_samples = int(settings.max_seconds * SAMPLE_RATE)
+    spans = [
+        piece
+        for s, e in spans
+        for piece in predictions.split_span(s, e, max_samples, runtime.min_samples)
+    ]
+    inferences = await _infer_spans(request.app.state.batcher, audio, spans)
+    segments = [
+        dict(
+            start_s=predictions.seconds(s),
+            end_s=predictions.seconds(e),
+            **_scores(labels, inference, options),
+            batch_size=inference.batch_size,
+            timings=_timings(inference),
+        )
+        for (s, e), inference in zip(spans, inferences, strict=True)
+    ]
+    summary = (
+        predictions.scores(
+            labels,
+            predictions.summarise(spans, np.stack([i.probabilities for i in inferences])),
+            top_k=options["top_k"],
+        )
+        if inferences
+        else predictions.no_scores()
+    )
+    return Prediction(
+        **common,
+        **summary,
+        segments=segments,
+        timings=dict(
+            decode_ms=predictions.ms(decoded - started),
+            vad_ms=predictions.ms(found - decoded),
+            queue_wait_ms=predictions.ms(sum(i.queue_wait_s for i in inferences)),
+            inference_ms=predictions.ms(sum(i.inference_s for i in inferences)),
+            total_ms=predictions.ms(time.perf_counter() - started),
+        ),
+    )
+
+
+def _scores(labels: list[str], inference: Inference, options: dict) -> dict:
+    embedding = inference.embedding if options["return_embedding"] else None
+    return predictions.scores(
+        labels, inference.probabilities, top_k=options["top_k"], embedding=embedding
+    )
+
+
+def _timings(inference: Inference, **extra: float) -> dict:
+    return dict(
+        queue_wait_ms=predictions.ms(inference.queue_wait_s),
+        inference_ms=predictions.ms(inference.inference_s),
+        **extra,
+    )
+
+
+async def _infer_spans(
+    batcher: Batcher, audio: np.ndarray, spans: list[tuple[int, int]]
+) -> list[Inference]:
+    """Queue a long file's utterances at most a batch at a time, so one file cannot fill the queue."""
+    room = asyncio.Semaphore(batcher.max_batch_size)
+
+    async def one(start: int, end: int) -> Inference:
+        async with room:
+            return await infer(batcher, audio[start:end])
+
+    return list(await asyncio.gather(*(one(s, e) for s, e in spans)))
+
+
+async def infer(batcher: Batcher, audio: np.ndarray) -> Inference:
+    """Batcher errors -> HTTP errors (overload and shutdown are 503 with Retry-After)."""
+    try:
+        return await batcher.infer(audio)
+    except QueueFull as exc:
+        raise ApiError(
+            503, "queue_full", str(exc), {"Retry-After": str(exc.retry_after_s)}
+        ) from None
+    except RequestTimeout as exc:
+        raise ApiError(503, "timeout", str(exc), {"Retry-After": "1"}) from None
+    except BatcherClosed as exc:
+        raise ApiError(503, "shutting_down", str(exc), {"Retry-After": "5"}) from None
+    except InferenceFailed as exc:
+        raise ApiError(500, "inference_failed", str(exc)) from None
+
+
+def audio_error(exc: AudioError, upload: Upload, index: int, count: int, segment: bool) -> ApiError:
+    message = exc.message
+    if exc.code == "too_long" and not segment:
+        message += "; send segment=true to split long audio into utterances"
+    if count > 1:
+        message = f"file {index + 1} ({upload.filename}): {message}"
+    return ApiError(AUDIO_STATUS.get(exc.code, AUDIO_STATUS_DEFAULT), exc.code, message)
+
+
+async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work`` unless the client disconnects first; then cancel it (its queued
+    utterances leave the batcher before inference) and answer 499 to nobody."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, ApiError):
+        await task
+    raise ApiError(CLIENT_CLOSED, "client_closed", "the client closed the connection")
+
+
+async def _disconnected(request: Request) -> None:
+    # Once the body is read, the server's next message is http.disconnect (client gone, or
+    # sent by the test client after the response).
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

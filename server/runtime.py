@@ -1,0 +1,167 @@
+"""The ONNX Runtime session: provider choice, input checks, padded batch inference."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from server.model_dir import INPUT_NAMES, OUTPUT_NAMES, ModelDir, ModelDirError, load_model_dir
+
+log = logging.getLogger("emodistill.runtime")
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+# cuDNN's default EXHAUSTIVE search re-benchmarks conv algorithms for every new input shape,
+# i.e. for every new utterance length; HEURISTIC picks one without timing runs.
+CUDA_OPTIONS = {"cudnn_conv_algo_search": "HEURISTIC"}
+WARMUP_SECONDS = 1.0
+
+
+class ProviderError(RuntimeError):
+    """The requested execution provider cannot be had (never a silent fallback)."""
+
+
+def requested_providers(device: str, available: Sequence[str]) -> list:
+    """Providers to ask ONNX Runtime for, given ``device`` and ``ort.get_available_providers()``."""
+    if device == "cpu":
+        return [CPU]
+    if CUDA not in available:
+        if device == "cuda":
+            raise ProviderError(
+                "EMODISTILL_DEVICE=cuda, but this onnxruntime build has no CUDAExecutionProvider "
+                f"(available: {', '.join(available)}); install onnxruntime-gpu or use device=auto|cpu"
+            )
+        return [CPU]
+    return [(CUDA, CUDA_OPTIONS), CPU]
+
+
+def active_provider(device: str, session_providers: Sequence[str]) -> str:
+    """The provider a created session really uses.
+
+    onnxruntime-gpu lists CUDA even where CUDA libraries are missing and then quietly runs on
+    CPU: only ``session.get_providers()`` after creation tells the truth.
+    """
+    provider = session_providers[0] if session_providers else CPU
+    if device == "cuda" and provider != CUDA:
+        raise ProviderError(
+            "EMODISTILL_DEVICE=cuda, but ONNX Runtime could not initialise CUDA and fell back to "
+            f"{provider} (check the CUDA and cuDNN libraries in its log above)"
+        )
+    return provider
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads  # 0 = ONNX Runtime's default: one per core
+    options.inter_op_num_threads = 1  # the graph is one chain; parallelism is inside ops
+    options.log_severity_level = 3
+    return options
+
+
+def pad_batch(clips: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Mono clips -> zero-padded audio [B, T] float32 + lengths [B] int64 (the model.onnx inputs)."""
+    lengths = np.array([len(clip) for clip in clips], dtype=np.int64)
+    audio = np.zeros((len(clips), int(lengths.max())), dtype=np.float32)
+    for row, clip in enumerate(clips):
+        audio[row, : len(clip)] = clip
+    return audio, lengths
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+class Runtime:
+    """One ONNX Runtime session over a validated model directory."""
+
+    def __init__(self, model: ModelDir, session: ort.InferenceSession, provider: str):
+        self.model = model
+        self.session = session
+        self.provider = provider
+        self.labels: list[str] = model.labels
+        self.meta: dict = model.meta
+        self._io_binding = provider == CUDA
+        self._check_io()
+
+    @classmethod
+    def load(
+        cls, model_dir: str | Path, *, device: str = "auto", int8: bool = False, threads: int = 0
+    ) -> Runtime:
+        model = load_model_dir(model_dir, int8=int8)
+        providers = requested_providers(device, ort.get_available_providers())
+        try:
+            session = ort.InferenceSession(
+                str(model.onnx_path), session_options(threads), providers=providers
+            )
+        except Exception as exc:  # ORT raises its own exception types for bad graphs
+            raise ModelDirError(f"ONNX Runtime cannot load {model.onnx_path}: {exc}") from None
+        provider = active_provider(device, session.get_providers())
+        if device == "auto" and providers[0] != CPU and provider != CUDA:
+            log.warning("CUDAExecutionProvider is listed but unusable; serving on %s", provider)
+        log.info(
+            "model %s (%s, %d labels) on %s, %s threads",
+            model.onnx_path,
+            model.meta.get("backbone", "?"),
+            len(model.labels),
+            provider,
+            threads or os.cpu_count(),
+        )
+        return cls(model, session, provider)
+
+    def _check_io(self) -> None:
+        inputs = {i.name for i in self.session.get_inputs()}
+        outputs = {o.name for o in self.session.get_outputs()}
+        if not (set(INPUT_NAMES) <= inputs and set(OUTPUT_NAMES) <= outputs):
+            raise ModelDirError(
+                f"{self.model.onnx_path} has inputs {sorted(inputs)} and outputs {sorted(outputs)}; "
+                f"expected inputs {list(INPUT_NAMES)} and outputs {list(OUTPUT_NAMES)}"
+            )
+
+    @property
+    def min_samples(self) -> int:
+        return self.model.min_samples
+
+    @property
+    def batch_invariant(self) -> bool:
+        return self.model.batch_invariant
+
+    def run(self, audio: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Padded audio [B, T] + lengths [B] -> (logits [B, C], embedding [B, D])."""
+        feeds = {
+            "audio": np.ascontiguousarray(audio, np.float32),
+            "lengths": lengths.astype(np.int64),
+        }
+        if not self._io_binding:
+            logits, embedding = self.session.run(list(OUTPUT_NAMES), feeds)
+            return logits, embedding
+        # On CUDA, bind inputs and outputs explicitly: one host->device copy per input and
+        # no ORT-side output reallocation between calls.
+        binding = self.session.io_binding()
+        for name, value in feeds.items():
+            binding.bind_cpu_input(name, value)
+        for name in OUTPUT_NAMES:
+            binding.bind_output(name)
+        self.session.run_with_iobinding(binding)
+        logits, embedding = binding.copy_outputs_to_cpu()
+        return logits, embedding
+
+    def run_clips(self, clips: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        return self.run(*pad_batch(clips))
+
+    def use_io_binding(self, enabled: bool) -> None:
+        """Force the I/O-binding path (tests exercise the CUDA code path on CPU with it)."""
+        self._io_binding = enabled
+
+    def warm_up(self, batch_size: int) -> None:
+        """Run the shapes serving will see first, so the first request pays no initialisation."""
+        clip = np.zeros(int(WARMUP_SECONDS * self.model.sample_rate), dtype=np.float32)
+        clip[::97] = 0.1  # not all zeros: per-utterance normalisation divides by the spread
+        self.run_clips([clip] * batch_size)
+        self.run_clips([clip[: self.min_samples]])

@@ -1,0 +1,58 @@
+"""Response bodies of the HTTP API (they also document it in the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class LabelScore(BaseModel):
+    label: str
+    probability: float
+
+
+class Timings(BaseModel):
+    decode_ms: float | None = Field(None, description="decode + downmix + resample")
+    vad_ms: float | None = Field(None, description="voice activity detection (segment=true)")
+    queue_wait_ms: float = Field(description="waiting for a batch (summed over segments)")
+    inference_ms: float = Field(description="ONNX Runtime time of the batch (summed over segments)")
+    total_ms: float | None = Field(None, description="from decoded body to answer")
+
+
+class Scores(BaseModel):
+    label: str | None = Field(description="most probable label (null: no speech found)")
+    confidence: float | None = Field(description="its probability")
+    probabilities: dict[str, float] | None = Field(description="every label, in model order")
+    top_k: list[LabelScore] | None = Field(None, description="the k best labels (top_k=k)")
+    embedding: list[float] | None = Field(
+        None, description="utterance embedding (return_embedding)"
+    )
+
+
+class Segment(Scores):
+    start_s: float
+    end_s: float
+    batch_size: int
+    timings: Timings
+
+
+class Prediction(Scores):
+    filename: str | None = Field(None, description="the multipart file name, if any")
+    duration_s: float
+    batch_size: int | None = Field(None, description="utterances in the ONNX Runtime call")
+    timings: Timings
+    segments: list[Segment] | None = Field(
+        None, description="segment=true: one entry per utterance; the top level is the summary"
+    )
+
+
+class PredictResponse(BaseModel):
+    results: list[Prediction] = Field(description="one per input file, in request order")
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail

@@ -1,0 +1,90 @@
+"""Every server setting in one place, read from ``EMODISTILL_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Device = Literal["auto", "cuda", "cpu"]
+
+
+class Settings(BaseSettings):
+    """Server configuration; ``EMODISTILL_MAX_BATCH_SIZE=16`` sets ``max_batch_size`` and so on.
+
+    Lists (``api_keys``, ``cors_origins``) are comma-separated in the environment.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="EMODISTILL_", extra="ignore")
+
+    # Model and execution
+    model_dir: Path = Field(Path("models/demo"), description="model directory (model.json + ONNX)")
+    device: Device = Field("auto", description="auto: CUDA if onnxruntime-gpu can use it, else CPU")
+    int8: bool = Field(False, description="serve model.int8.onnx instead of model.onnx")
+    threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads on CPU; 0 = all cores")
+
+    # HTTP
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=1, le=65535)
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="accepted API keys; empty = no authentication"
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    shutdown_grace_s: float = Field(
+        30.0, gt=0, description="on SIGTERM, time to finish queued and in-flight requests"
+    )
+
+    # Dynamic batching
+    max_batch_size: int = Field(8, ge=1, description="utterances per ONNX Runtime call")
+    max_wait_ms: float = Field(
+        5.0, ge=0, description="how long the first queued utterance waits for batch mates"
+    )
+    queue_size: int = Field(64, ge=1, description="queued utterances before 503 + Retry-After")
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="queue wait + inference per request before 503 (code timeout)"
+    )
+    # Padding cost bound: utterances share a batch only if the longest is at most this many
+    # times the shortest, so a 1 s clip never pays for a 30 s batch mate.
+    max_length_ratio: float = Field(2.0, ge=1.0)
+
+    # Input limits
+    max_body_mb: float = Field(
+        50.0, gt=0, description="request body limit, enforced while streaming"
+    )
+    max_seconds: float = Field(30.0, gt=0, description="longest clip without segment=true")
+    max_segmented_seconds: float = Field(
+        1800.0, gt=0, description="longest clip with segment=true (split into utterances)"
+    )
+    max_files: int = Field(16, ge=1, description="files per multipart request")
+
+    # Streaming websocket /v1/stream (docs/streaming.md); stream_* defaults a client may override
+    # per session are min_silence_ms, partial_interval_ms and max_utterance_s.
+    stream_max_streams: int = Field(32, ge=1, description="open streams; more are refused (503)")
+    stream_max_frame_bytes: int = Field(512 * 1024, ge=1024, description="largest binary frame")
+    stream_max_session_s: float = Field(3600.0, gt=0, description="wall-clock session limit")
+    stream_idle_timeout_s: float = Field(15.0, gt=0, description="close after no message this long")
+    stream_max_pending: int = Field(
+        4, ge=1, description="utterances awaiting inference per stream before reading pauses"
+    )
+    stream_min_silence_ms: float = Field(
+        300.0, ge=100, description="silence that ends an utterance"
+    )
+    stream_partial_interval_ms: float = Field(500.0, ge=100, description="interim result spacing")
+    stream_max_utterance_s: float = Field(15.0, gt=0.5, description="longer speech is cut here")
+    stream_vad_threshold: float = Field(0.5, gt=0, lt=1, description="Silero speech probability")
+    stream_min_speech_ms: float = Field(250.0, ge=0, description="shorter speech is ignored")
+    stream_pad_ms: float = Field(30.0, ge=0, description="context kept around each utterance")
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 1024 * 1024)

@@ -1,0 +1,84 @@
+"""Server test fixtures: a tiny exported model directory and app/client factories."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from fastapi.testclient import TestClient
+
+from server.app import create_app
+from server.settings import Settings
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """The "tiny" student (group-norm encoder, masked: exact batching), exported to ONNX."""
+    import torch
+
+    from export import build_model_dir
+    from training.data.utterance import EMOTIONS
+    from training.student import Student, build_classifier
+
+    torch.manual_seed(0)
+    student = Student(build_classifier("tiny", EMOTIONS)).eval()
+    return build_model_dir(student, tmp_path_factory.mktemp("models") / "tiny", hf=False)
+
+
+@pytest.fixture
+def make_settings(tiny_model_dir: Path) -> Callable[..., Settings]:
+    """Settings for the tiny model; keyword arguments override fields (environment ignored)."""
+
+    def make(**overrides) -> Settings:
+        values = dict(model_dir=tiny_model_dir, threads=1, max_wait_ms=5.0) | overrides
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def make_client(make_settings) -> Callable[..., TestClient]:
+    """``with make_client(max_seconds=5) as client:`` runs the lifespan (load, warm-up, drain)."""
+
+    @contextmanager
+    def make(**overrides) -> Iterator[TestClient]:
+        with TestClient(create_app(make_settings(**overrides))) as client:
+            yield client
+
+    return make
+
+
+@pytest.fixture
+def client(make_client) -> Iterator[TestClient]:
+    with make_client() as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def reference(tiny_model_dir: Path) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """A direct, unbatched ONNX Runtime call: samples -> (logits [C], embedding [D])."""
+    session = ort.InferenceSession(
+        str(tiny_model_dir / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+
+    def run(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        audio = samples.astype(np.float32)[None]
+        logits, embedding = session.run(
+            ["logits", "embedding"],
+            {"audio": audio, "lengths": np.array([audio.shape[1]], np.int64)},
+        )
+        return logits[0], embedding[0]
+
+    return run
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    exp = np.exp(logits - logits.max())
+    return exp / exp.sum()
