@@ -1,0 +1,106 @@
+import hashlib
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from server.audio import SAMPLE_RATE, load_audio
+from training.data import load_dataset
+from training.data.synthetic import (
+    METADATA_NAME,
+    SUMMARY_NAME,
+    SyntheticConfig,
+    generate,
+    main,
+    plan_corpus,
+)
+from training.data.utterance import EMOTIONS
+from training.prosody import extract_lld, feature_names
+
+
+def _hashes(folder):
+    files = [folder / "manifest.csv"] + sorted((folder / "wavs").rglob("*.wav"))
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files
+    }
+
+
+def test_corpus_layout_balance_and_manifest(synthetic_corpus):
+    utts = load_dataset("synthetic", synthetic_corpus)
+    n = len(utts)
+    assert Counter(u.label for u in utts) == {e: n // 4 for e in EMOTIONS}
+    assert len({u.speaker for u in utts}) == 8
+    assert all(u.transcript and u.duration > 0.5 for u in utts)
+    info = sf.info(utts[0].audio_path)
+    assert (info.samplerate, info.channels) == (SAMPLE_RATE, 1)
+    summary = json.loads((synthetic_corpus / SUMMARY_NAME).read_text())
+    assert summary["per_class"] == dict(Counter(u.label for u in utts))
+    assert summary["per_speaker"] == dict(Counter(u.speaker for u in utts))
+    meta = [
+        json.loads(line) for line in (synthetic_corpus / METADATA_NAME).read_text().splitlines()
+    ]
+    assert [m["id"] for m in meta] == [u.id for u in utts]
+    assert all(m["words_carry"] == (m["words_emotion"] == m["label"]) for m in meta)
+
+
+def test_deterministic_per_seed(tmp_path):
+    a, b, c = (tmp_path / x for x in "abc")
+    for folder, seed in ((a, 1), (b, 1), (c, 2)):
+        generate(SyntheticConfig(n=8, seed=seed), folder, progress=False)
+    assert _hashes(a) == _hashes(b)
+    ha, hc = _hashes(a), _hashes(c)
+    assert ha["manifest.csv"] != hc["manifest.csv"]
+    assert set(ha.values()).isdisjoint(hc.values())
+
+
+def test_modality_fractions_follow_config():
+    n = 2000
+    plans = plan_corpus(SyntheticConfig(n=n, p_words=0.6, p_prosody=0.7))
+    non_neutral = [p for p in plans if p.label != "neutral"]
+    words = np.mean([p.words_carry for p in non_neutral])
+    prosody = np.mean([p.prosody_carries for p in plans])
+    # binomial standard errors are ~0.012 and ~0.010: allow 4 of them
+    assert abs(words - 0.6) < 0.05 and abs(prosody - 0.7) < 0.04
+    only_words = np.mean([p.words_carry and not p.prosody_carries for p in non_neutral])
+    assert only_words > 0.1  # some utterances carry the label in the words only
+    always = plan_corpus(SyntheticConfig(n=40, p_words=1.0, p_prosody=1.0))
+    assert all(p.words_carry and p.prosody_carries for p in always)
+
+
+def test_invalid_config():
+    with pytest.raises(ValueError, match="multiple of 4"):
+        SyntheticConfig(n=10)
+    with pytest.raises(ValueError, match="probability"):
+        SyntheticConfig(p_words=1.5)
+
+
+def test_prosody_differs_per_class(tmp_path):
+    """Mean F0 of utterances spoken with happy prosody is above that of sad prosody, and
+    angry is louder than sad, for the same voices."""
+    generate(SyntheticConfig(n=32, seed=5, p_prosody=1.0), tmp_path, progress=False)
+    names = feature_names()
+    f0, loud = names.index("F0semitoneFrom27.5Hz_sma3nz"), names.index("Loudness_sma3")
+    by_class: dict[str, list[tuple[float, float]]] = {e: [] for e in EMOTIONS}
+    for u in load_dataset("synthetic", tmp_path):
+        feats = extract_lld(load_audio(u.audio_path))
+        voiced = feats[feats[:, f0] > 0, f0]
+        by_class[u.label].append((voiced.mean(), feats[:, loud].mean()))
+    mean = {e: np.mean(v, axis=0) for e, v in by_class.items()}
+    assert mean["happy"][0] > mean["neutral"][0] > mean["sad"][0]
+    assert mean["angry"][1] > mean["neutral"][1] > mean["sad"][1]
+
+
+def test_cli_prints_summary(tmp_path, capsys):
+    main(["--out", str(tmp_path / "c"), "--n", "8", "--seed", "3", "--quiet"])
+    out = capsys.readouterr().out
+    assert "8 utterances" in out and "per speaker" in out
+    assert len(load_dataset("manifest", tmp_path / "c" / "manifest.csv")) == 8
+
+
+def test_400_utterance_corpus_loads(tmp_path):
+    summary = generate(SyntheticConfig(n=400, seed=0), tmp_path, progress=False)
+    utts = load_dataset("manifest", tmp_path / "manifest.csv")
+    assert len(utts) == summary["n"] == 400
+    assert summary["per_class"] == {e: 100 for e in sorted(EMOTIONS)}

@@ -1,0 +1,30 @@
+"""Dataset adapters: every one yields ``Utterance`` records (training/data/utterance.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from training.data.utterance import EMOTIONS, Utterance
+
+DATASET_KINDS = ("iemocap", "manifest", "synthetic")
+
+
+def load_dataset(kind: str, path: str | Path) -> list[Utterance]:
+    """``kind``: "iemocap" (release root), "manifest" (a CSV/JSONL file) or "synthetic"
+    (a folder written by ``python -m training.data.synthetic``, read through its manifest)."""
+    from training.data.manifest import load_manifest
+
+    if kind == "iemocap":
+        from training.data.iemocap import load_iemocap
+
+        return load_iemocap(path)
+    if kind == "manifest":
+        return load_manifest(path)
+    if kind == "synthetic":
+        from training.data.synthetic import MANIFEST_NAME
+
+        return load_manifest(Path(path) / MANIFEST_NAME)
+    raise ValueError(f"unknown dataset kind {kind!r}; choose one of {DATASET_KINDS}")
+
+
+__all__ = ["DATASET_KINDS", "EMOTIONS", "Utterance", "load_dataset"]

@@ -1,0 +1,69 @@
+"""A tiny fake IEMOCAP release tree in the exact layout, for tests (real, short wav files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from server.audio import SAMPLE_RATE
+
+# Raw labels written per speaker and class; "hap"/"exc" alternate for happy so both map.
+_RAW = {"neutral": ("neu",), "happy": ("hap", "exc"), "angry": ("ang",), "sad": ("sad",)}
+# Labels the adapter must drop, written once per speaker.
+DROPPED_LABELS = ("fru", "xxx")
+_TONES_HZ = {"neutral": 150.0, "happy": 220.0, "angry": 180.0, "sad": 110.0}
+
+
+def _clip(label: str, seconds: float, rng: np.random.Generator) -> np.ndarray:
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    tone = 0.3 * np.sin(2 * np.pi * _TONES_HZ.get(label, 130.0) * t)
+    return (tone + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def make_fake_iemocap(
+    root: str | Path, per_class: int = 2, seconds: float = 0.3, sessions: int = 5, seed: int = 0
+) -> Path:
+    """Write ``sessions`` sessions, each with one improvised and one scripted dialog and two
+    speakers (F and M), ``per_class`` utterances per speaker and 4-class label, plus
+    utterances with dropped labels. Returns ``root``.
+
+    Expected after loading: sessions * 2 speakers * 4 classes * per_class utterances.
+    """
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for s in range(1, sessions + 1):
+        session_dir = root / f"Session{s}"
+        dialogs = {f"Ses{s:02d}F_impro01": [], f"Ses{s:02d}M_script01_1": []}
+        names = list(dialogs)
+        counter = 0
+        for gender in ("F", "M"):
+            plan = [(c, _RAW[c][k % len(_RAW[c])]) for c in _RAW for k in range(per_class)]
+            plan += [("dropped", raw) for raw in DROPPED_LABELS]
+            for label, raw in plan:
+                dialog = names[counter % len(names)]
+                utt_id = f"{dialog}_{gender}{counter:03d}"
+                dialogs[dialog].append((utt_id, label, raw))
+                counter += 1
+        for dialog, turns in dialogs.items():
+            wav_dir = session_dir / "sentences" / "wav" / dialog
+            wav_dir.mkdir(parents=True, exist_ok=True)
+            eval_lines = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
+            text_lines = []
+            start = 1.0
+            for utt_id, label, raw in turns:
+                end = start + seconds
+                sf.write(wav_dir / f"{utt_id}.wav", _clip(label, seconds, rng), SAMPLE_RATE)
+                eval_lines += [
+                    f"[{start:.4f} - {end:.4f}]\t{utt_id}\t{raw}\t[2.5000, 3.0000, 2.0000]",
+                    f"C-E1:\t{raw.capitalize()};\t()",
+                    "",
+                ]
+                text_lines.append(f"{utt_id} [{start:08.4f}-{end:08.4f}]: I feel {label} today.")
+                start = end + 0.5
+            for sub, lines in (("EmoEvaluation", eval_lines), ("transcriptions", text_lines)):
+                folder = session_dir / "dialog" / sub
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / f"{dialog}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root

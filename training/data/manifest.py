@@ -1,0 +1,115 @@
+"""Generic dataset adapter: a CSV or JSONL manifest with ``path,label[,text,speaker,session,split]``.
+
+Paths are relative to the manifest's folder. Every problem (missing columns, missing files,
+unknown labels, bad splits) is collected and reported at once in one ``ManifestError``:
+a dataset is never silently smaller than its manifest.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import soundfile as sf
+
+from training.data.utterance import EMOTIONS, Utterance
+
+REQUIRED_COLUMNS = ("path", "label")
+OPTIONAL_COLUMNS = ("text", "speaker", "session", "split", "id")
+VALID_SPLITS = ("", "train", "valid", "test")
+MAX_LISTED_PROBLEMS = 20
+
+
+class ManifestError(ValueError):
+    """A manifest with problems; ``problems`` lists every one of them."""
+
+    def __init__(self, path: Path, problems: list[str]):
+        self.path = path
+        self.problems = problems
+        shown = problems[:MAX_LISTED_PROBLEMS]
+        more = len(problems) - len(shown)
+        lines = "\n".join(f"  - {p}" for p in shown) + (f"\n  ... and {more} more" if more else "")
+        super().__init__(f"manifest {path}: {len(problems)} problem(s):\n{lines}")
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    if path.suffix.lower() in (".jsonl", ".json"):
+        rows = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ManifestError(path, [f"line {number}: not JSON ({exc})"]) from exc
+            if not isinstance(row, dict):
+                raise ManifestError(path, [f"line {number}: not a JSON object"])
+            rows.append({k: "" if v is None else str(v) for k, v in row.items()})
+        return rows
+    with path.open(newline="", encoding="utf-8") as handle:
+        return [
+            {k: (v or "").strip() for k, v in row.items() if k} for row in csv.DictReader(handle)
+        ]
+
+
+def load_manifest(path: str | Path, labels: Sequence[str] = EMOTIONS) -> list[Utterance]:
+    """Utterances in manifest order; raises ``ManifestError`` listing all problems."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(path, ["the manifest file does not exist"])
+    rows = _read_rows(path)
+    if not rows:
+        raise ManifestError(path, ["the manifest has no rows"])
+    columns = set().union(*(row.keys() for row in rows))
+    missing_columns = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing_columns:
+        raise ManifestError(path, [f"missing column(s) {missing_columns}; found {sorted(columns)}"])
+
+    problems: list[str] = []
+    utterances: list[Utterance] = []
+    seen_ids: dict[str, int] = {}
+    for number, row in enumerate(rows, start=1):
+        where = f"row {number} ({row.get('path', '')!r})"
+        audio = Path(row.get("path", ""))
+        audio = audio if audio.is_absolute() else path.parent / audio
+        label = row.get("label", "")
+        split = row.get("split", "")
+        ok = True
+        if label not in labels:
+            problems.append(f"{where}: unknown label {label!r}; expected one of {list(labels)}")
+            ok = False
+        if split not in VALID_SPLITS:
+            problems.append(f"{where}: unknown split {split!r}; expected one of {VALID_SPLITS[1:]}")
+            ok = False
+        if not row.get("path") or not audio.is_file():
+            problems.append(f"{where}: audio file not found at {audio}")
+            continue
+        try:
+            duration = sf.info(str(audio)).duration
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            problems.append(f"{where}: unreadable audio ({exc})")
+            continue
+        # The path without its suffix is unique where stems alone may repeat across folders.
+        utt_id = row.get("id") or Path(row["path"]).with_suffix("").as_posix()
+        if utt_id in seen_ids:
+            problems.append(f"{where}: duplicate id {utt_id!r} (also row {seen_ids[utt_id]})")
+            ok = False
+        seen_ids[utt_id] = number
+        if ok:
+            utterances.append(
+                Utterance(
+                    id=utt_id,
+                    audio_path=str(audio.resolve()),
+                    label=label,
+                    transcript=row.get("text", ""),
+                    speaker=row.get("speaker", ""),
+                    session=row.get("session", ""),
+                    duration=float(duration),
+                    split=split,
+                )
+            )
+    if problems:
+        raise ManifestError(path, problems)
+    return utterances

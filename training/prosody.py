@@ -1,0 +1,185 @@
+"""Frame-level prosodic features (eGeMAPSv02 low-level descriptors), their cache and normalisers.
+
+Features come from the same 16 kHz samples the student hears (``server.audio.load_audio``),
+so the prosodic teacher and the student never disagree on decoding or resampling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from server.audio import SAMPLE_RATE, load_audio
+from training.data.utterance import Utterance
+
+N_LLD = 25  # eGeMAPSv02 low-level descriptors per frame
+FRAMES_PER_SECOND = 100  # opensmile's 10 ms hop
+# Part of every cache key: bump it when the extraction changes so old caches are not reused.
+FEATURE_VERSION = "egemapsv02-lld-v1"
+# Keeps constant features (e.g. F0 of an unvoiced-only speaker) from dividing by ~0.
+MIN_STD = 1e-5
+HASH_CHUNK = 1 << 20
+
+
+@lru_cache(maxsize=1)
+def _smile():
+    import opensmile
+
+    return opensmile.Smile(
+        feature_set=opensmile.FeatureSet.eGeMAPSv02,
+        feature_level=opensmile.FeatureLevel.LowLevelDescriptors,
+    )
+
+
+def feature_names() -> list[str]:
+    return list(_smile().feature_names)
+
+
+def extract_lld(samples: np.ndarray) -> np.ndarray:
+    """16 kHz mono float32 -> float32 [frames, 25] at 100 frames/s (at least one frame)."""
+    samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+    with warnings.catch_warnings():
+        # Clips shorter than opensmile's analysis window yield one NaN row; handled below.
+        warnings.filterwarnings("ignore", message="Segment too short")
+        frame = _smile().process_signal(samples, SAMPLE_RATE)
+    feats = frame.to_numpy(dtype=np.float32)
+    if feats.shape[0] == 0:
+        feats = np.zeros((1, N_LLD), dtype=np.float32)
+    return np.nan_to_num(feats, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def file_digest(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class ProsodyCache:
+    """LLDs per utterance in ``cache_dir``, keyed by the audio file's content hash.
+
+    Keying by content (not path or id) means a re-recorded or edited file is recomputed and
+    identical files share one entry.
+    """
+
+    def __init__(self, cache_dir: str | Path):
+        self.cache_dir = Path(cache_dir)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.hits = 0
+        self.misses = 0
+
+    def path_for(self, audio_path: str | Path) -> Path:
+        key = hashlib.sha256(f"{FEATURE_VERSION}:{file_digest(audio_path)}".encode()).hexdigest()
+        return self.cache_dir / key[:2] / f"{key}.npy"
+
+    def get(self, utt: Utterance) -> np.ndarray:
+        target = self.path_for(utt.audio_path)
+        if target.is_file():
+            self.hits += 1
+            return np.load(target)
+        self.misses += 1
+        feats = extract_lld(load_audio(utt.audio_path))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Write then rename, so a killed run never leaves a truncated entry behind.
+        tmp = target.with_suffix(".tmp.npy")
+        np.save(tmp, feats)
+        tmp.replace(target)
+        return feats
+
+    def compute_all(
+        self, utts: Sequence[Utterance], progress: bool = True
+    ) -> dict[str, np.ndarray]:
+        """{utterance id: LLDs} for all ``utts``, computing only what is not cached."""
+        from tqdm.auto import tqdm
+
+        return {
+            u.id: self.get(u) for u in tqdm(utts, desc="prosody", unit="utt", disable=not progress)
+        }
+
+
+class _Normalizer:
+    """Shared mean/std bookkeeping; subclasses decide which statistics apply to a speaker."""
+
+    kind = ""
+
+    def __init__(self, stats: dict[str, tuple[np.ndarray, np.ndarray]] | None = None):
+        self.stats = stats or {}
+
+    @staticmethod
+    def _moments(feats: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        stacked = np.concatenate([np.asarray(f, dtype=np.float64) for f in feats], axis=0)
+        std = np.maximum(stacked.std(axis=0), MIN_STD)
+        return stacked.mean(axis=0).astype(np.float32), std.astype(np.float32)
+
+    def _apply(self, feats: np.ndarray, key: str) -> np.ndarray:
+        mean, std = self.stats[key]
+        return ((np.asarray(feats, dtype=np.float32) - mean) / std).astype(np.float32)
+
+    def save(self, path: str | Path) -> None:
+        payload = {
+            "kind": self.kind,
+            "feature_version": FEATURE_VERSION,
+            "stats": {
+                k: {"mean": m.tolist(), "std": s.tolist()} for k, (m, s) in self.stats.items()
+            },
+        }
+        Path(path).write_text(json.dumps(payload), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path):
+        payload = json.loads(Path(path).read_text(encoding="utf-8"))
+        if payload.get("kind") != cls.kind:
+            raise ValueError(f"{path} holds a {payload.get('kind')!r} normaliser, not {cls.kind!r}")
+        stats = {
+            k: (np.asarray(v["mean"], dtype=np.float32), np.asarray(v["std"], dtype=np.float32))
+            for k, v in payload["stats"].items()
+        }
+        return cls(stats)
+
+
+class GlobalNormalizer(_Normalizer):
+    """One mean/std per feature, fitted on the training split only."""
+
+    kind = "global"
+    KEY = "*"
+
+    def fit(
+        self, feats_by_utt: Mapping[str, np.ndarray], speakers: Mapping[str, str] | None = None
+    ):
+        self.stats = {self.KEY: self._moments(feats_by_utt.values())}
+        return self
+
+    def transform(self, feats: np.ndarray, speaker: str | None = None) -> np.ndarray:
+        return self._apply(feats, self.KEY)
+
+
+class SpeakerNormalizer(_Normalizer):
+    """Each speaker normalised by its own mean/std per feature (standard in SER).
+
+    Removes a speaker's pitch level and loudness so the prosodic teacher learns emotion,
+    not voice; statistics use all of a speaker's frames and no labels, so a test speaker's
+    statistics can be fitted on its own unlabelled audio. An unseen speaker in
+    ``transform`` falls back to the pooled statistics of the fitted speakers.
+    """
+
+    kind = "speaker"
+    POOLED = "*"
+
+    def fit(self, feats_by_utt: Mapping[str, np.ndarray], speakers: Mapping[str, str]):
+        """``speakers`` maps utterance id -> speaker."""
+        by_speaker: dict[str, list[np.ndarray]] = {}
+        for utt_id, feats in feats_by_utt.items():
+            by_speaker.setdefault(speakers[utt_id], []).append(feats)
+        self.stats = {spk: self._moments(f) for spk, f in by_speaker.items()}
+        self.stats[self.POOLED] = self._moments(feats_by_utt.values())
+        return self
+
+    def transform(self, feats: np.ndarray, speaker: str | None = None) -> np.ndarray:
+        return self._apply(feats, speaker if speaker in self.stats else self.POOLED)
