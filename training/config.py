@@ -1,0 +1,251 @@
+"""The training configuration: one dataclass, named presets, a config file and ``--key=value``.
+
+Precedence (later wins): the dataclass defaults, the preset (``--preset``, default ``demo``), a
+config file (``--config FILE``, JSON or TOML, flat keys), then ``--key=value`` overrides. Every
+override is type-checked against the field's annotation; unknown keys are errors that name the
+closest known keys. The final configuration is saved as ``RUN/config.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tomllib
+
+from training.data.utterance import EMOTIONS
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+
+
+class ConfigError(ValueError):
+    """A configuration problem a user can fix (unknown key, bad type or value)."""
+
+
+def _help(text: str, default):
+    return field(default=default, metadata={"help": text})
+
+
+def _list(text: str, default: list):
+    return field(default_factory=lambda: list(default), metadata={"help": text})
+
+
+@dataclass
+class Config:
+    # --- data -------------------------------------------------------------------------------
+    dataset: str = _help("iemocap | manifest | synthetic", "synthetic")
+    data_path: str = _help("dataset root / manifest file / synthetic corpus dir", "data/synthetic")
+    protocol: str = _help(
+        "loso | lospk | speakers | manifest (see training.data.splits)", "speakers"
+    )
+    folds: str = _help("'first', 'all', or comma-separated fold names", "first")
+    valid_speakers: int = _help("speakers held out of each training part for validation", 2)
+    labels: list[str] = _list("class labels in model output order", EMOTIONS)
+    synth_n: int = _help("synthetic corpus: utterances (generated into data_path if missing)", 960)
+    synth_seed: int = _help("synthetic corpus: generator seed", 0)
+    synth_p_words: float = _help("synthetic corpus: P(the words carry the label)", 0.6)
+    synth_p_prosody: float = _help("synthetic corpus: P(the prosody carries the label)", 0.7)
+    run_dir: str = _help("run directory (resumable)", "runs/demo")
+    prosody_cache: str = _help("LLD cache dir, shared across runs (empty = RUN/cache/prosody)", "")
+    # --- reproducibility / hardware ---------------------------------------------------------
+    seed: int = _help("seed of teachers and of the main student", 0)
+    seeds: list[int] = _list("student seeds for --ablation", [0, 1, 2])
+    threads: int = _help("torch CPU threads (0 = torch default)", 0)
+    cpu: bool = _help("force CPU even if a GPU is available", False)
+    mixed_precision: str = _help("auto (bf16 on a GPU that supports it) | no | bf16 | fp16", "auto")
+    num_workers: int = _help("DataLoader workers for the student", 0)
+    cache_audio: bool = _help("keep decoded training audio in memory", True)
+    # --- linguistic teacher -----------------------------------------------------------------
+    ling_model: str = _help(
+        "text encoder: hub name or local path ('minilm' = offline MiniLM)", "minilm"
+    )
+    ling_epochs: int = _help("linguistic teacher epochs", 3)
+    ling_lr: float = _help("linguistic teacher learning rate", 5e-5)
+    ling_batch_size: int = _help("linguistic teacher batch size", 32)
+    ling_max_tokens: int = _help("transcript truncation (tokens)", 64)
+    ling_dropout: float = _help("dropout before the linguistic classifier", 0.1)
+    # --- prosodic teacher -------------------------------------------------------------------
+    pros_norm: str = _help("prosodic feature normalisation: speaker | global | none", "speaker")
+    pros_hidden: int = _help("prosodic BiGRU hidden size per direction", 64)
+    pros_layers: int = _help("prosodic BiGRU layers", 2)
+    pros_dropout: float = _help("prosodic teacher dropout", 0.2)
+    pros_epochs: int = _help("prosodic teacher epochs", 20)
+    pros_lr: float = _help("prosodic teacher learning rate", 1e-3)
+    pros_batch_size: int = _help("prosodic teacher batch size", 32)
+    pros_max_frames: int = _help("random training crop of LLD frames (100 fps); 0 = whole", 0)
+    # --- student ----------------------------------------------------------------------------
+    student_model: str = _help("audio encoder: named config (tiny, ...), hub name or path", "tiny")
+    epochs: int = _help("student epochs", 10)
+    batch_size: int = _help("student batch size per process", 16)
+    grad_accum: int = _help("gradient accumulation steps", 1)
+    lr_encoder: float = _help("student encoder learning rate", 5e-4)
+    lr_heads: float = _help("student classifier + projection heads learning rate", 1e-3)
+    weight_decay: float = _help("AdamW weight decay", 0.01)
+    warmup_ratio: float = _help("share of optimisation steps with linear warmup", 0.1)
+    grad_clip: float = _help("max gradient norm (0 = off)", 1.0)
+    freeze_feature_encoder: bool = _help("freeze the CNN feature encoder", False)
+    max_seconds: float = _help("random training crop length in seconds", 3.0)
+    eval_batch_size: int = _help("evaluation batch size (whole clips)", 16)
+    bucket_size: int = _help("batches per length bucket (length-bucketed batching)", 8)
+    # --- distillation loss ------------------------------------------------------------------
+    temperature: float = _help("KD temperature T", 2.0)
+    a_ling: float = _help("weight of KD(linguistic teacher)", 1.0)
+    a_pros: float = _help("weight of KD(prosodic teacher)", 1.0)
+    b_ling: float = _help("weight of EMB(linguistic teacher)", 1.0)
+    b_pros: float = _help("weight of EMB(prosodic teacher)", 1.0)
+    emb_loss: str = _help("embedding distance: cosine | mse", "cosine")
+    # --- what to run ------------------------------------------------------------------------
+    variant: str = _help("student variant of the main run (see training.losses.VARIANTS)", "full")
+    ablation: bool = _help("train every variant x seeds and write one table", False)
+    export: str = _help("export the best student of the first fold to this model dir", "")
+    int8: bool = _help("also write the int8 model with --export", False)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "dataset": ("iemocap", "manifest", "synthetic"),
+    "protocol": ("loso", "lospk", "speakers", "manifest"),
+    "pros_norm": ("speaker", "global", "none"),
+    "mixed_precision": ("auto", "no", "bf16", "fp16"),
+    "emb_loss": ("cosine", "mse"),
+}
+
+
+def field_types() -> dict[str, object]:
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
+
+
+def _convert(key: str, value, kind) -> object:
+    """Coerce ``value`` (a CLI string or a JSON/TOML value) to the field type, or raise."""
+    origin = typing.get_origin(kind)
+    if origin in (list, tuple):
+        (item,) = set(typing.get_args(kind)) - {Ellipsis}
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list of {item.__name__}, got {value!r}")
+        return [_convert(key, v, item) for v in value]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{key}: expected a boolean (true/false), got {value!r}")
+    if kind is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        try:
+            return int(str(value))
+        except ValueError:
+            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+    if kind is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if kind is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{key}: unsupported field type {kind}")  # pragma: no cover
+
+
+def _check_key(key: str, types_: dict) -> None:
+    if key not in types_:
+        close = difflib.get_close_matches(key, types_, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ConfigError(f"unknown config key {key!r}{hint}; see --help-config for all keys")
+
+
+def apply(config: Config, values: dict) -> Config:
+    """A copy of ``config`` with ``values`` type-checked and applied."""
+    types_ = field_types()
+    converted = {}
+    for key, value in values.items():
+        _check_key(key, types_)
+        converted[key] = _convert(key, value, types_[key])
+        if key in CHOICES and converted[key] not in CHOICES[key]:
+            raise ConfigError(f"{key}: expected one of {', '.join(CHOICES[key])}, got {value!r}")
+    return dataclasses.replace(config, **converted)
+
+
+def read_file(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot parse config file {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a table/object of keys")
+    return data
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
+
+
+def parse_overrides(args: list[str]) -> dict[str, str]:
+    """``--key=value`` / ``--key value`` / ``--flag`` (booleans) -> {key: raw string}."""
+    types_ = field_types()
+    values: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--"):
+            raise ConfigError(f"unexpected argument {arg!r}; use --key=value")
+        key, eq, value = arg[2:].partition("=")
+        key = key.replace("-", "_")
+        _check_key(key, types_)
+        if not eq:
+            nxt = args[i + 1] if i + 1 < len(args) else None
+            if types_[key] is bool and (nxt is None or nxt.startswith("--")):
+                value = "true"
+            elif nxt is None:
+                raise ConfigError(f"--{key} needs a value")
+            else:
+                value, i = nxt, i + 1
+        values[key] = value
+        i += 1
+    return values
+
+
+def load_config(
+    preset: str = "demo", config_file: str | None = None, overrides: list[str] | None = None
+) -> Config:
+    if preset not in preset_names():
+        raise ConfigError(f"unknown preset {preset!r}; presets: {', '.join(preset_names())}")
+    config = apply(Config(), read_file(PRESETS_DIR / f"{preset}.toml"))
+    if config_file:
+        config = apply(config, read_file(config_file))
+    return apply(config, parse_overrides(overrides or []))
+
+
+def describe() -> str:
+    """Every key with its type, default and help (for ``--help-config``)."""
+    types_ = field_types()
+    lines = []
+    for f in dataclasses.fields(Config):
+        kind = types_[f.name]
+        name = getattr(kind, "__name__", str(kind)) if not typing.get_origin(kind) else str(kind)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        lines.append(f"  --{f.name}={default!r:<24} {name:<10} {f.metadata.get('help', '')}")
+    return "\n".join(lines)

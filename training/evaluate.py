@@ -1,0 +1,136 @@
+"""Scores and reports: student metrics, the results table, confusion and training-curve PNGs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from training.metrics import compute_metrics, plot_confusion
+
+SUMMARY_KEYS = ("ua", "wa", "macro_f1")
+# (column title, result key, metric) of the results table, in order.
+COLUMNS = (
+    ("test UA (best valid)", "test_best", "ua"),
+    ("test WA (best valid)", "test_best", "wa"),
+    ("test UA (last epoch)", "test_last", "ua"),
+    ("test WA (last epoch)", "test_last", "wa"),
+    ("valid UA (best)", "valid_best", "ua"),
+)
+
+
+def scorer(labels: Sequence[str]):
+    """``score(y_true_indices, logits) -> compute_metrics(...)`` with label names."""
+
+    def score(y_true: np.ndarray, logits: np.ndarray) -> dict:
+        names = list(labels)
+        return compute_metrics(
+            [names[i] for i in y_true], [names[i] for i in np.asarray(logits).argmax(-1)], names
+        )
+
+    return score
+
+
+def brief(metrics: dict) -> dict:
+    return {k: metrics[k] for k in SUMMARY_KEYS}
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def fmt(values: Sequence[float]) -> str:
+    if not values:
+        return "-"
+    mean, std = mean_std(values)
+    return f"{100 * mean:.1f} ± {100 * std:.1f}"
+
+
+def aggregate(students: Sequence[dict], teachers: Sequence[dict]) -> dict:
+    """Mean/std over (fold, seed) runs per variant, and over folds per teacher."""
+    out: dict = {"students": {}, "teachers": {}}
+    for variant in dict.fromkeys(s["variant"] for s in students):
+        runs = [s for s in students if s["variant"] == variant]
+        out["students"][variant] = {
+            "runs": len(runs),
+            **{
+                f"{part}_{m}": dict(
+                    zip(("mean", "std"), mean_std([r[part][m] for r in runs]), strict=True)
+                )
+                for _, part, m in COLUMNS
+            },
+        }
+    for name in ("ling", "pros"):
+        runs = [t[name] for t in teachers if name in t]
+        if runs:
+            out["teachers"][name] = {
+                f"{part}_{m}": dict(
+                    zip(("mean", "std"), mean_std([r[part][m] for r in runs]), strict=True)
+                )
+                for part in ("test", "valid")
+                for m in SUMMARY_KEYS
+            }
+    return out
+
+
+TEACHER_NAMES = {
+    "ling": "linguistic teacher (transcript)",
+    "pros": "prosodic teacher (eGeMAPS LLDs)",
+}
+
+
+def results_table(students: Sequence[dict], teachers: Sequence[dict], title: str = "") -> str:
+    """Markdown: one row per teacher and per student variant, UA/WA in % (mean ± std)."""
+    head = "| model | runs | " + " | ".join(c[0] for c in COLUMNS) + " |"
+    lines = [f"### {title}", ""] if title else []
+    lines += [head, "|" + " --- |" * (len(COLUMNS) + 2)]
+    for name, label in TEACHER_NAMES.items():
+        runs = [t[name] for t in teachers if name in t]
+        if runs:
+            cells = [
+                fmt([r["test"][m] for r in runs]) if part == "test_best" else
+                fmt([r["valid"][m] for r in runs]) if part == "valid_best" else "-"
+                for _, part, m in COLUMNS
+            ]  # fmt: skip
+            lines.append(f"| {label} | {len(runs)} | " + " | ".join(cells) + " |")
+    for variant in dict.fromkeys(s["variant"] for s in students):
+        runs = [s for s in students if s["variant"] == variant]
+        cells = [fmt([r[part][m] for r in runs]) for _, part, m in COLUMNS]
+        lines.append(f"| student: {variant} | {len(runs)} | " + " | ".join(cells) + " |")
+    base = [s for s in students if s["variant"] == "ce_only"]
+    full = [s for s in students if s["variant"] == "full"]
+    if base and full:
+        cells = [
+            f"{100 * (mean_std([r[p][m] for r in full])[0] - mean_std([r[p][m] for r in base])[0]):+.1f}"
+            for _, p, m in COLUMNS
+        ]
+        lines.append("| full - ce_only (points) | | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(histories: dict[str, list[dict]], path: Path) -> Path:
+    """Training loss and validation UA per epoch, one line per named run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_ua) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, history in histories.items():
+        epochs = [h["epoch"] for h in history]
+        ax_loss.plot(epochs, [h["loss"] for h in history], marker=".", label=name)
+        ax_ua.plot(epochs, [h["valid_ua"] for h in history], marker=".", label=name)
+    ax_loss.set(xlabel="epoch", ylabel="training loss (all terms)", title="training loss")
+    ax_ua.set(xlabel="epoch", ylabel="UA", title="validation UA")
+    ax_ua.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def confusion_png(metrics: dict, labels: Sequence[str], path: Path, title: str) -> Path:
+    return plot_confusion(metrics["confusion"], list(labels), path, title=title)

@@ -1,0 +1,366 @@
+"""The student's training loop: cached teacher targets in, best/last checkpoints out.
+
+Device and process handling is ``accelerate``'s (CPU, one GPU, or DDP under ``torchrun``);
+sharding of the length-bucketed batches is ours, so every process sees the same number of
+batches and resuming reproduces the data order (it depends only on seed and epoch).
+
+The teachers' targets describe the whole utterance while the student sees a random crop of at
+most ``max_seconds``: standard practice (the crop still carries the utterance's emotion) and the
+reason evaluation always uses whole clips.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+from tqdm.auto import tqdm
+
+from server.audio import SAMPLE_RATE, load_audio
+from training.losses import LossWeights, distill_loss
+from training.student import Student, build_classifier, load_student, save_student
+
+log = logging.getLogger("emodistill.training")
+
+TRAINER_STATE = "trainer.pt"
+
+
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float
+) -> LambdaLR:
+    """Linear warmup over ``warmup_ratio`` of the steps, then cosine decay to 0."""
+    warmup = max(1, int(round(total_steps * warmup_ratio)))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return LambdaLR(optimizer, factor)
+
+
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    return (seed * 1_000_003 + epoch * 10_007 + index) % (2**32)
+
+
+class AudioSet:
+    """Utterances' audio (decoded once when ``cache`` is set), labels and teacher targets."""
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        y: np.ndarray,
+        targets: dict[str, dict[str, np.ndarray]] | None = None,
+        cache: bool = True,
+        durations: Sequence[float] | None = None,
+    ):
+        self.paths = list(paths)
+        self.y = np.asarray(y, dtype=np.int64)
+        self.targets = targets or {}
+        self.audio = [load_audio(p) for p in self.paths] if cache else None
+        if self.audio is not None:
+            self.lengths = np.array([len(a) for a in self.audio])
+        elif durations is not None and all(d > 0 for d in durations):
+            self.lengths = (np.asarray(durations) * SAMPLE_RATE).astype(int)
+        else:
+            self.lengths = np.array([len(load_audio(p)) for p in self.paths])
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def samples(self, i: int) -> np.ndarray:
+        return self.audio[i] if self.audio is not None else load_audio(self.paths[i])
+
+
+def crop(samples: np.ndarray, max_samples: int, rng: np.random.Generator) -> np.ndarray:
+    if max_samples <= 0 or len(samples) <= max_samples:
+        return samples
+    start = int(rng.integers(0, len(samples) - max_samples + 1))
+    return samples[start : start + max_samples]
+
+
+def pad(clips: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([len(c) for c in clips], dtype=torch.long)
+    audio = torch.zeros(len(clips), int(lengths.max()))
+    for i, c in enumerate(clips):
+        audio[i, : len(c)] = torch.from_numpy(np.asarray(c, dtype=np.float32))
+    return audio, lengths
+
+
+def bucketed_batches(
+    lengths: np.ndarray,
+    batch_size: int,
+    bucket_size: int,
+    seed: int,
+    epoch: int,
+    rank: int = 0,
+    world: int = 1,
+) -> list[np.ndarray]:
+    """This process's batches for one epoch: shuffled, then sorted by length within buckets of
+    ``bucket_size`` batches (limits padding), batch order shuffled again. Every process gets the
+    same number of batches (the last few wrap around to the start)."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    span = batch_size * max(1, bucket_size)
+    batches = []
+    for start in range(0, len(order), span):
+        bucket = order[start : start + span]
+        bucket = bucket[np.argsort(lengths[bucket], kind="stable")]
+        batches += [bucket[i : i + batch_size] for i in range(0, len(bucket), batch_size)]
+    batches = [batches[i] for i in rng.permutation(len(batches))]
+    per_rank = math.ceil(len(batches) / world)
+    batches = (batches * 2)[: per_rank * world] if per_rank * world > len(batches) else batches
+    return batches[rank::world]
+
+
+@dataclass
+class StudentOptions:
+    model: str = "tiny"
+    labels: tuple[str, ...] = ()
+    epochs: int = 10
+    batch_size: int = 16
+    eval_batch_size: int = 16
+    grad_accum: int = 1
+    lr_encoder: float = 5e-4
+    lr_heads: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    grad_clip: float = 1.0
+    freeze_feature_encoder: bool = False
+    max_seconds: float = 3.0
+    bucket_size: int = 8
+    num_workers: int = 0
+    seed: int = 0
+    weights: LossWeights = field(default_factory=LossWeights)
+    progress: bool = True
+    desc: str = "student"
+
+
+class DistillModel(nn.Module):
+    """The student plus its projection heads in one forward (one DDP module, one backward)."""
+
+    def __init__(self, student: Student):
+        super().__init__()
+        self.student = student
+
+    def forward(self, audio: torch.Tensor, lengths: torch.Tensor):
+        logits, embedding = self.student(audio, lengths)
+        projected = {t: self.student.project(embedding, t) for t in self.student.projections}
+        return logits, embedding, projected
+
+
+def param_groups(student: Student, opts: StudentOptions) -> list[dict]:
+    """Encoder vs heads learning rates; no weight decay on biases and norms (1-D tensors)."""
+    groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
+    encoder = {id(p) for p in student.classifier.base_model.parameters()}
+    for p in student.parameters():
+        if p.requires_grad:
+            groups.setdefault(("enc" if id(p) in encoder else "head", p.ndim > 1), []).append(p)
+    return [
+        {
+            "params": params,
+            "lr": opts.lr_encoder if part == "enc" else opts.lr_heads,
+            "weight_decay": opts.weight_decay if decay else 0.0,
+        }
+        for (part, decay), params in groups.items()
+    ]
+
+
+class EpochBatches(torch.utils.data.Dataset):
+    """One epoch's batches as a map-style dataset, so DataLoader workers can decode and crop."""
+
+    def __init__(
+        self, data: AudioSet, batches: list[np.ndarray], max_samples: int, seed: int, epoch: int
+    ):
+        self.data, self.batches = data, batches
+        self.max_samples, self.seed, self.epoch = max_samples, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, b: int):
+        idx = self.batches[b]
+        clips = [
+            crop(
+                self.data.samples(i),
+                self.max_samples,
+                np.random.default_rng(item_seed(self.seed, self.epoch, int(i))),
+            )
+            for i in idx
+        ]
+        audio, lengths = pad(clips)
+        targets = {
+            t: {k: torch.from_numpy(v[idx]) for k, v in parts.items()}
+            for t, parts in self.data.targets.items()
+        }
+        return audio, lengths, torch.from_numpy(self.data.y[idx]), targets
+
+
+def _to_device(batch, device):
+    audio, lengths, y, targets = batch
+    targets = {t: {k: v.to(device) for k, v in parts.items()} for t, parts in targets.items()}
+    return audio.to(device), lengths.to(device), y.to(device), targets
+
+
+@torch.no_grad()
+def predict(
+    student: Student, data: AudioSet, batch_size: int, accelerator: Accelerator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(logits [N, C], embeddings [N, D]) on whole clips; work sharded over processes."""
+    from accelerate.utils import gather_object
+
+    student.eval()
+    order = np.argsort(data.lengths, kind="stable")
+    mine = order[accelerator.process_index :: accelerator.num_processes]
+    rows = []
+    for start in range(0, len(mine), batch_size):
+        idx = mine[start : start + batch_size]
+        audio, lengths = pad([data.samples(i) for i in idx])
+        with accelerator.autocast():
+            logits, emb = student(audio.to(accelerator.device), lengths.to(accelerator.device))
+        rows += list(
+            zip(idx.tolist(), logits.float().cpu().numpy(), emb.float().cpu().numpy(), strict=True)
+        )
+    if accelerator.num_processes > 1:
+        rows = gather_object(rows)
+    rows.sort(key=lambda r: r[0])
+    return np.stack([r[1] for r in rows]), np.stack([r[2] for r in rows])
+
+
+def new_student(opts: StudentOptions, teacher_dims: dict[str, int]) -> Student:
+    student = Student(build_classifier(opts.model, opts.labels), teacher_dims)
+    if opts.freeze_feature_encoder:
+        student.freeze_feature_encoder()
+    return student
+
+
+def train_student(
+    train: AudioSet,
+    valid: AudioSet,
+    opts: StudentOptions,
+    out_dir: Path,
+    accelerator: Accelerator,
+    metric_fn,
+) -> dict:
+    """Train with ``opts.weights``; save ``out_dir/best`` (on validation UA) and ``out_dir/last``.
+
+    Resumes from ``out_dir/last`` when it exists. ``metric_fn(y_true, logits) -> dict`` scores
+    validation. Returns {"history", "best_epoch", "best_valid"}.
+    """
+    from accelerate.utils import set_seed
+
+    set_seed(opts.seed)
+    dims = {t: train.targets[t]["embedding"].shape[1] for t in opts.weights.embedding_teachers}
+    last_dir, best_dir = out_dir / "last", out_dir / "best"
+    resume = (last_dir / TRAINER_STATE).is_file()
+    student = load_student(last_dir) if resume else new_student(opts, dims)
+    if resume and opts.freeze_feature_encoder:
+        student.freeze_feature_encoder()
+    optimizer = torch.optim.AdamW(param_groups(student, opts), lr=opts.lr_heads)
+    model, optimizer = accelerator.prepare(DistillModel(student), optimizer)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    n_batches = len(bucketed_batches(train.lengths, opts.batch_size, 1, 0, 0, rank, world))
+    steps = opts.epochs * math.ceil(n_batches / opts.grad_accum)
+    scheduler = warmup_cosine(optimizer, steps, opts.warmup_ratio)
+    state = {"epoch": 0, "history": [], "best_ua": -1.0, "best_epoch": 0}
+    if resume:
+        saved = torch.load(last_dir / TRAINER_STATE, weights_only=False)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        state = saved["state"]
+        log.info("%s: resuming after epoch %d of %d", opts.desc, state["epoch"], opts.epochs)
+    max_samples = int(opts.max_seconds * SAMPLE_RATE)
+    accelerator.gradient_accumulation_steps = opts.grad_accum
+    for epoch in range(state["epoch"] + 1, opts.epochs + 1):
+        model.train()
+        started = time.monotonic()
+        batches = bucketed_batches(
+            train.lengths, opts.batch_size, opts.bucket_size, opts.seed, epoch, rank, world
+        )
+        sums: dict[str, float] = {}
+        loader = torch.utils.data.DataLoader(
+            EpochBatches(train, batches, max_samples, opts.seed, epoch),
+            batch_size=None,
+            num_workers=opts.num_workers,
+        )
+        bar = tqdm(
+            loader,
+            desc=f"{opts.desc} {epoch}/{opts.epochs}",
+            disable=not (opts.progress and accelerator.is_main_process),
+            leave=False,
+        )
+        for step, batch in enumerate(bar, 1):
+            audio, lengths, y, targets = _to_device(batch, accelerator.device)
+            with accelerator.accumulate(model), accelerator.autocast():
+                logits, _, projected = model(audio, lengths)
+                loss, terms = distill_loss(logits, projected, y, targets, opts.weights)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    if opts.grad_clip > 0:
+                        accelerator.clip_grad_norm_(model.parameters(), opts.grad_clip)
+                    optimizer.step()
+                    scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            terms["loss"] = loss.item()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v
+            bar.set_postfix(loss=f"{sums['loss'] / step:.3f}")
+        bar.close()
+        means = {k: v / len(batches) for k, v in sums.items()}
+        student = accelerator.unwrap_model(model).student
+        logits, _ = predict(student, valid, opts.eval_batch_size, accelerator)
+        metrics = metric_fn(valid.y, logits)
+        record = {
+            "epoch": epoch,
+            **means,
+            "valid_ua": metrics["ua"],
+            "valid_wa": metrics["wa"],
+            "seconds": round(time.monotonic() - started, 1),
+        }
+        state["history"].append(record)
+        improved = metrics["ua"] > state["best_ua"]
+        if improved:
+            state.update(best_ua=metrics["ua"], best_epoch=epoch)
+        log.info(
+            "%s epoch %d/%d: loss %.3f (%s), valid UA %.3f WA %.3f%s [%.0fs]",
+            opts.desc,
+            epoch,
+            opts.epochs,
+            means["loss"],
+            ", ".join(f"{k} {v:.3f}" for k, v in means.items() if k != "loss"),
+            metrics["ua"],
+            metrics["wa"],
+            " *best*" if improved else "",
+            record["seconds"],
+        )
+        state["epoch"] = epoch
+        if accelerator.is_main_process:
+            if improved:
+                save_student(student, best_dir)
+                (best_dir / "epoch.json").write_text(json.dumps({"epoch": epoch, "valid": metrics}))
+            save_student(student, last_dir)
+            torch.save(
+                {
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "state": state,
+                },
+                last_dir / TRAINER_STATE,
+            )
+        accelerator.wait_for_everyone()
+    return {
+        "history": state["history"],
+        "best_epoch": state["best_epoch"],
+        "best_valid_ua": state["best_ua"],
+    }

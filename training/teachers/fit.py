@@ -1,0 +1,147 @@
+"""Fine-tuning and inference shared by both teachers (single process; teachers are cheap).
+
+A teacher is an ``nn.Module`` whose ``forward(**inputs)`` returns ``(logits, embedding)``;
+``collate(items) -> inputs`` turns a list of per-utterance inputs into a batch. Selection is on
+validation UA, as for the student.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from training.loop import warmup_cosine
+from training.metrics import compute_metrics
+
+log = logging.getLogger("emodistill.training")
+
+Collate = Callable[[Sequence], dict[str, torch.Tensor]]
+
+
+@dataclass
+class FitOptions:
+    epochs: int
+    lr: float
+    batch_size: int
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    device: str = "cpu"
+    desc: str = "teacher"
+    progress: bool = True
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    valid: dict
+    history: list[dict] = field(default_factory=list)
+
+
+def _batches(n: int, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def _to(inputs: dict[str, torch.Tensor], device: str) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in inputs.items()}
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, collate: Collate, items: Sequence, batch_size: int, device: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(logits [N, C], embeddings [N, D]) as float32 numpy, in ``items`` order."""
+    model.eval().to(device)
+    logits, embeddings = [], []
+    for idx in _batches(len(items), batch_size, None):
+        out_logits, out_emb = model(**_to(collate([items[i] for i in idx]), device))
+        logits.append(out_logits.float().cpu())
+        embeddings.append(out_emb.float().cpu())
+    return torch.cat(logits).numpy(), torch.cat(embeddings).numpy()
+
+
+def evaluate(
+    model: nn.Module,
+    collate: Collate,
+    items: Sequence,
+    y: np.ndarray,
+    labels: Sequence[str],
+    batch_size: int,
+    device: str,
+) -> dict:
+    logits, _ = predict(model, collate, items, batch_size, device)
+    return compute_metrics(list(y), list(logits.argmax(-1)), list(range(len(labels))))
+
+
+def fit(
+    model: nn.Module,
+    collate: Collate,
+    train: tuple[Sequence, np.ndarray],
+    valid: tuple[Sequence, np.ndarray],
+    labels: Sequence[str],
+    opts: FitOptions,
+    train_collate: Collate | None = None,
+) -> FitResult:
+    """Fine-tune with cross-entropy; keep (and load) the weights of the best validation UA.
+
+    ``train_collate`` (default ``collate``) may augment, e.g. crop; evaluation uses ``collate``.
+    """
+    train_collate = train_collate or collate
+    torch.manual_seed(opts.seed)
+    rng = np.random.default_rng(opts.seed)
+    items, y = train
+    model.to(opts.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    steps = opts.epochs * len(_batches(len(items), opts.batch_size, None))
+    scheduler = warmup_cosine(optimizer, steps, opts.warmup_ratio)
+    best: tuple[float, int, dict] = (-1.0, 0, {})
+    history = []
+    for epoch in range(1, opts.epochs + 1):
+        model.train()
+        losses = []
+        batches = _batches(len(items), opts.batch_size, rng)
+        bar = tqdm(batches, desc=f"{opts.desc} {epoch}/{opts.epochs}", disable=not opts.progress)
+        for idx in bar:
+            logits, _ = model(**_to(train_collate([items[i] for i in idx]), opts.device))
+            loss = F.cross_entropy(logits.float(), torch.as_tensor(y[idx], device=opts.device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if opts.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), opts.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses):.3f}")
+        metrics = evaluate(model, collate, *valid, labels, opts.batch_size, opts.device)
+        history.append(
+            {
+                "epoch": epoch,
+                "loss": float(np.mean(losses)),
+                "valid_ua": metrics["ua"],
+                "valid_wa": metrics["wa"],
+            }
+        )
+        log.info(
+            "%s epoch %d/%d: train loss %.3f, valid UA %.3f WA %.3f",
+            opts.desc,
+            epoch,
+            opts.epochs,
+            np.mean(losses),
+            metrics["ua"],
+            metrics["wa"],
+        )
+        if metrics["ua"] > best[0]:
+            state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            best = (metrics["ua"], epoch, state)
+    model.load_state_dict(best[2])
+    valid_metrics = evaluate(model, collate, *valid, labels, opts.batch_size, opts.device)
+    return FitResult(best_epoch=best[1], valid=valid_metrics, history=history)
