@@ -18,7 +18,13 @@ SAMPLE_RATE = 16_000
 # The wav2vec2/HuBERT feature encoder's receptive field: shorter inputs crash its first conv.
 MIN_SAMPLES = 400
 MIN_SECONDS = MIN_SAMPLES / SAMPLE_RATE
-ACCEPTED_FORMATS = ("WAV (8/16/24/32-bit int, 32/64-bit float)", "FLAC", "OGG Vorbis", "Opus", "MP3")
+ACCEPTED_FORMATS = (
+    "WAV (8/16/24/32-bit int, 32/64-bit float)",
+    "FLAC",
+    "OGG Vorbis",
+    "Opus",
+    "MP3",
+)
 
 
 class AudioError(ValueError):
@@ -36,6 +42,13 @@ class DecodedAudio:
     sample_rate: int
 
 
+def _undecodable(exc: Exception) -> AudioError:
+    return AudioError(
+        "undecodable",
+        f"could not decode the audio ({exc}); accepted formats: {', '.join(ACCEPTED_FORMATS)}",
+    )
+
+
 def decode(source: bytes | str | Path) -> DecodedAudio:
     """Decode anything libsndfile reads into float32 [frames, channels]."""
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -51,11 +64,13 @@ def decode(source: bytes | str | Path) -> DecodedAudio:
         handle = str(path)
     try:
         samples, sample_rate = sf.read(handle, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise AudioError(
-            "undecodable",
-            f"could not decode the audio ({exc}); accepted formats: {', '.join(ACCEPTED_FORMATS)}",
-        ) from exc
+    except sf.LibsndfileError as exc:
+        # libsndfile refuses a header that declares zero channels before we see any samples.
+        if "channel count is zero" in exc.error_string.lower():
+            raise AudioError("no_channels", "the audio header declares zero channels") from exc
+        raise _undecodable(exc) from exc
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise _undecodable(exc) from exc
     if samples.shape[1] == 0:
         raise AudioError("no_channels", "the audio has zero channels")
     if sample_rate <= 0:

@@ -37,6 +37,7 @@ ALSA_PACKAGE = "alsa-utils"
 ASTERISK_PACKAGE = "asterisk-core-sounds-en-wav"
 ALSA_SOUNDS = Path("/usr/share/sounds/alsa")
 ALSA_NON_SPEECH = {"Noise.wav"}
+ASTERISK_NON_SPEECH_DIR = "silence"  # silence/1.wav ... : prompts of pure silence
 
 
 def _speech(sr: int, seconds: float | None) -> np.ndarray:
@@ -135,6 +136,8 @@ def real_speech_files(package: str | None = None, limit: int | None = None) -> l
         found = sorted(p for p in _package_files(name) if p.is_file())
         if name == ALSA_PACKAGE:
             found = [p for p in found if p.name not in ALSA_NON_SPEECH]
+        else:
+            found = [p for p in found if p.parent.name != ASTERISK_NON_SPEECH_DIR]
         if limit is not None and len(found) > limit:
             found = [found[int(i)] for i in np.linspace(0, len(found) - 1, limit)]
         if not found:
