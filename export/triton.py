@@ -1,0 +1,69 @@
+"""A Triton Inference Server model repository for the same ONNX model (for users who outgrow one
+machine): <repo>/<name>/config.pbtxt, <repo>/<name>/1/model.onnx, <repo>/<name>/labels.txt."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from export.spec import META_FILE, MODEL_FILE
+
+MODEL_NAME = "emodistill"
+MAX_BATCH_SIZE = 16
+PREFERRED_BATCH_SIZES = (4, 8)
+MAX_QUEUE_DELAY_US = 5_000  # like the service's max_wait_ms: bounded latency cost of batching
+LABELS_FILE = "labels.txt"
+
+
+def config_pbtxt(name: str, classes: int, embedding_dim: int) -> str:
+    # With max_batch_size > 0 Triton adds the batch axis itself: dims are per row. `lengths` is
+    # one int64 per row, so it is [1] in Triton's view, reshaped to the graph's [batch].
+    preferred = ", ".join(str(b) for b in PREFERRED_BATCH_SIZES)
+    return f"""name: "{name}"
+platform: "onnxruntime_onnx"
+max_batch_size: {MAX_BATCH_SIZE}
+input [
+  {{
+    name: "audio"
+    data_type: TYPE_FP32
+    dims: [ -1 ]
+  }},
+  {{
+    name: "lengths"
+    data_type: TYPE_INT64
+    dims: [ 1 ]
+    reshape: {{ shape: [ ] }}
+  }}
+]
+output [
+  {{
+    name: "logits"
+    data_type: TYPE_FP32
+    dims: [ {classes} ]
+    label_filename: "{LABELS_FILE}"
+  }},
+  {{
+    name: "embedding"
+    data_type: TYPE_FP32
+    dims: [ {embedding_dim} ]
+  }}
+]
+dynamic_batching {{
+  preferred_batch_size: [ {preferred} ]
+  max_queue_delay_microseconds: {MAX_QUEUE_DELAY_US}
+}}
+instance_group [ {{ count: 1, kind: KIND_AUTO }} ]
+"""
+
+
+def write_triton_repo(model_dir: Path, repo_dir: Path, name: str = MODEL_NAME) -> Path:
+    """Write (or refresh) the model ``name`` in the repository ``repo_dir``; returns its folder."""
+    meta = json.loads((model_dir / META_FILE).read_text())
+    model = repo_dir / name
+    (model / "1").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model_dir / MODEL_FILE, model / "1" / MODEL_FILE)
+    (model / LABELS_FILE).write_text("".join(f"{label}\n" for label in meta["labels"]))
+    config = config_pbtxt(name, len(meta["labels"]), meta["embedding_dim"])
+    (model / "config.pbtxt").write_text(config)
+    return model
