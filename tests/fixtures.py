@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +41,19 @@ ALSA_NON_SPEECH = {"Noise.wav"}
 ASTERISK_NON_SPEECH_DIR = "silence"  # silence/1.wav ... : prompts of pure silence
 
 
-def _speech(sr: int, seconds: float | None) -> np.ndarray:
-    from server.audio import resample
+@cache
+def _speech_base() -> tuple[np.ndarray, int]:
+    """Synthesised once per process: eSpeak's output depends on what it synthesised before."""
     from training.data.espeak import Prosody, synthesize
 
-    samples, rate = synthesize(SPEECH_TEXT, "en-us+m1", Prosody())
+    return synthesize(SPEECH_TEXT, "en-us+m1", Prosody())
+
+
+def _speech(sr: int, seconds: float) -> np.ndarray:
+    from server.audio import resample
+
+    samples, rate = _speech_base()
     samples = resample(samples, rate, sr)
-    if seconds is None:
-        return samples
     frames = int(round(seconds * sr))
     reps = int(np.ceil(frames / max(len(samples), 1)))
     return np.tile(samples, reps)[:frames]
