@@ -62,7 +62,7 @@ def summarise(spans: Sequence[tuple[int, int]], probabilities: np.ndarray) -> np
 
 
 def seconds(samples: int) -> float:
-    return round(samples / SAMPLE_RATE, 4)
+    return round(samples / SAMPLE_RATE, 5)  # 10 us: sample offsets survive the round trip
 
 
 def ms(value_s: float) -> float:

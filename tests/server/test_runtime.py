@@ -1,0 +1,163 @@
+"""Execution provider choice (fake provider lists: no GPU here), model dir checks, ORT runs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+from server.model_dir import ModelDirError, load_model_dir, sha256_file
+from server.runtime import (
+    CPU,
+    CUDA,
+    CUDA_OPTIONS,
+    ProviderError,
+    Runtime,
+    active_provider,
+    pad_batch,
+    requested_providers,
+)
+
+GPU_BUILD = ["TensorrtExecutionProvider", CUDA, CPU]  # what onnxruntime-gpu lists, CUDA or not
+
+
+def test_requested_providers():
+    assert requested_providers("cpu", GPU_BUILD) == [CPU]
+    assert requested_providers("auto", [CPU]) == [CPU]
+    assert requested_providers("auto", GPU_BUILD) == [(CUDA, CUDA_OPTIONS), CPU]
+    assert requested_providers("cuda", GPU_BUILD) == [(CUDA, CUDA_OPTIONS), CPU]
+    assert CUDA_OPTIONS["cudnn_conv_algo_search"] == "HEURISTIC"
+    with pytest.raises(ProviderError, match="onnxruntime-gpu"):
+        requested_providers("cuda", [CPU])
+
+
+def test_active_provider_trusts_the_session_not_the_build():
+    assert active_provider("auto", [CUDA, CPU]) == CUDA
+    assert active_provider("auto", [CPU]) == CPU
+    assert active_provider("cuda", [CUDA, CPU]) == CUDA
+    with pytest.raises(ProviderError, match="fell back"):
+        active_provider("cuda", [CPU])
+
+
+@pytest.fixture
+def gpu_build_without_cuda(monkeypatch):
+    """Mimic onnxruntime-gpu on a machine without CUDA: lists CUDA, silently runs on CPU."""
+    real_session = ort.InferenceSession
+    asked = []
+
+    def session(path, options=None, providers=None):
+        asked.append(providers)
+        return real_session(path, options, providers=[CPU])
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: GPU_BUILD)
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    return asked
+
+
+def test_auto_falls_back_to_cpu_with_a_warning(tiny_model_dir, gpu_build_without_cuda, caplog):
+    with caplog.at_level(logging.WARNING, logger="emodistill.runtime"):
+        runtime = Runtime.load(tiny_model_dir, device="auto")
+    assert gpu_build_without_cuda[0][0] == (CUDA, CUDA_OPTIONS)
+    assert runtime.provider == CPU
+    assert "unusable" in caplog.text
+
+
+def test_cuda_that_cannot_be_had_is_a_startup_error(tiny_model_dir, gpu_build_without_cuda):
+    with pytest.raises(ProviderError):
+        Runtime.load(tiny_model_dir, device="cuda")
+
+
+def test_io_binding_path_equals_plain_run(tiny_model_dir):
+    runtime = Runtime.load(tiny_model_dir, device="cpu", threads=1)
+    rng = np.random.default_rng(0)
+    clips = [rng.uniform(-0.5, 0.5, n).astype(np.float32) for n in (16000, 9000, 400)]
+    plain = runtime.run_clips(clips)
+    runtime.use_io_binding(True)  # the CUDA code path, on CPU
+    bound = runtime.run_clips(clips)
+    for a, b in zip(plain, bound, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_pad_batch():
+    audio, lengths = pad_batch([np.ones(3, np.float32), np.ones(5, np.float32)])
+    assert audio.shape == (2, 5) and audio.dtype == np.float32 and lengths.dtype == np.int64
+    assert lengths.tolist() == [3, 5] and audio[0, 3:].sum() == 0
+
+
+@pytest.fixture
+def model_copy(tiny_model_dir, tmp_path):
+    return shutil.copytree(tiny_model_dir, tmp_path / "model")
+
+
+def edit_meta(model_dir, **changes):
+    path = model_dir / "model.json"
+    meta = json.loads(path.read_text())
+    meta.update(changes)
+    path.write_text(json.dumps(meta))
+
+
+def test_valid_model_dir(model_copy):
+    model = load_model_dir(model_copy)
+    assert model.labels == ["neutral", "happy", "angry", "sad"]
+    assert model.min_samples == 400 and model.batch_invariant
+    assert "files" not in model.summary()
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda d: shutil.rmtree(d), "does not exist"),
+        (lambda d: (d / "model.json").unlink(), "model.json is missing"),
+        (lambda d: (d / "model.json").write_text("{oops"), "not valid JSON"),
+        (lambda d: edit_meta(d, format_version=2), "format_version"),
+        (lambda d: edit_meta(d, labels=[]), "labels"),
+        (lambda d: edit_meta(d, sample_rate=8000), "sample_rate"),
+        (lambda d: (d / "model.onnx").unlink(), "model.onnx is missing"),
+        (lambda d: (d / "model.onnx").write_bytes(b"corrupt"), "sha256"),
+    ],
+)
+def test_broken_model_dirs_are_refused(model_copy, damage, message):
+    damage(model_copy)
+    with pytest.raises(ModelDirError, match=message):
+        load_model_dir(model_copy)
+
+
+def test_int8_requested_but_not_exported(model_copy):
+    with pytest.raises(ModelDirError, match="model.int8.onnx"):
+        load_model_dir(model_copy, int8=True)
+
+
+def test_int8_batch_invariance_comes_from_model_json(model_copy):
+    shutil.copy(model_copy / "model.onnx", model_copy / "model.int8.onnx")
+    entry = {"sha256": sha256_file(model_copy / "model.int8.onnx")}
+    files = json.loads((model_copy / "model.json").read_text())["files"] | {
+        "model.int8.onnx": entry
+    }
+    edit_meta(model_copy, files=files, int8={"batching_max_abs_diff": 5e-3})
+    assert not load_model_dir(model_copy, int8=True).batch_invariant
+    edit_meta(model_copy, int8={"batching_max_abs_diff": 1e-6})
+    assert load_model_dir(model_copy, int8=True).batch_invariant
+    assert load_model_dir(model_copy).batch_invariant  # fp32 is exact by contract
+
+
+def test_wrong_onnx_io_names_are_refused(model_copy):
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "wrong",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "t"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "t"])],
+    )
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+        model_copy / "model.onnx",
+    )
+    files = {"model.onnx": {"sha256": sha256_file(model_copy / "model.onnx")}}
+    edit_meta(model_copy, files=files)
+    with pytest.raises(ModelDirError, match="expected inputs"):
+        Runtime.load(model_copy, device="cpu")
