@@ -151,7 +151,8 @@ class SegmentTracker:
         if (
             self._confirmed
             and self._max_speech is not None
-            and self.position - self._padded_start() >= self._max_speech
+            # Cut before the next window would take the segment past the limit.
+            and self.position + WINDOW - self._padded_start() > self._max_speech
         ):
             events += self._close(self.position, pad=False)
         return events

@@ -1,0 +1,159 @@
+"""The /v1/stream wire protocol, free of I/O: session config, PCM decoding, errors, event JSON.
+
+docs/streaming.md is the user-facing description of the same protocol.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from server.audio import SAMPLE_RATE
+
+Encoding = Literal["pcm_s16le", "f32le"]
+ENCODINGS: tuple[str, ...] = ("pcm_s16le", "f32le")
+BYTES_PER_SAMPLE = {"pcm_s16le": 2, "f32le": 4}
+MIN_RATE, MAX_RATE = 8_000, 192_000
+# Query-string keys that make the session start at once (no start message needed).
+CONFIG_KEYS = (
+    "sample_rate",
+    "encoding",
+    "interim",
+    "partial_interval_ms",
+    "min_silence_ms",
+    "max_utterance_s",
+)
+
+# Websocket close codes (RFC 6455 section 7.4.1).
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001  # the server shuts down
+CLOSE_UNSUPPORTED = 1003  # audio the server cannot take: encoding, byte count, NaN
+CLOSE_POLICY = 1008  # protocol misuse: bad JSON or config, binary before config, limits
+CLOSE_TOO_BIG = 1009  # a frame over the size limit
+CLOSE_INTERNAL = 1011
+CLOSE_TRY_LATER = 1013  # overloaded: too many streams, inference queue full
+
+
+class StreamError(Exception):
+    """Ends a session: an `error` event with `code` and `message`, then a close with `close_code`."""
+
+    def __init__(self, code: str, message: str, close_code: int, utterance: int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.close_code = close_code
+        self.utterance = utterance
+
+
+class StreamConfig(BaseModel):
+    """What a client may choose per session; defaults and upper bounds come from Settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sample_rate: int = Field(SAMPLE_RATE, ge=MIN_RATE, le=MAX_RATE)
+    encoding: str = "pcm_s16le"
+    interim: bool = False
+    partial_interval_ms: float = Field(500.0, ge=100, le=10_000)
+    min_silence_ms: float = Field(300.0, ge=100, le=5_000)
+    max_utterance_s: float = Field(15.0, gt=0.5)
+
+    @property
+    def bytes_per_sample(self) -> int:
+        return BYTES_PER_SAMPLE[self.encoding]
+
+
+def parse_config(
+    values: Mapping[str, Any], defaults: StreamConfig, *, max_utterance_s: float
+) -> StreamConfig:
+    """Validate client values over the server defaults; raise StreamError on anything wrong."""
+    merged = {**defaults.model_dump(), **values}
+    encoding = merged.get("encoding")
+    if encoding not in ENCODINGS:
+        raise StreamError(
+            "unsupported_encoding",
+            f"encoding {encoding!r} is not supported; use one of: {', '.join(ENCODINGS)}",
+            CLOSE_UNSUPPORTED,
+        )
+    try:
+        config = StreamConfig.model_validate(merged)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()
+        )
+        raise StreamError("invalid_config", problems, CLOSE_POLICY) from None
+    if config.max_utterance_s > max_utterance_s:
+        raise StreamError(
+            "invalid_config",
+            f"max_utterance_s: at most {max_utterance_s:g} s on this server",
+            CLOSE_POLICY,
+        )
+    return config
+
+
+def query_config(params: Mapping[str, str]) -> dict[str, str] | None:
+    """The config keys present in a query string, or None when it names none."""
+    chosen = {key: params[key] for key in CONFIG_KEYS if key in params}
+    return chosen or None
+
+
+def parse_message(text: str) -> dict[str, Any]:
+    """A client text message: a JSON object with a string `type`."""
+    try:
+        message = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise StreamError(
+            "malformed_json", f"text message is not JSON: {exc}", CLOSE_POLICY
+        ) from None
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise StreamError(
+            "malformed_message", 'a text message must be a JSON object with a "type"', CLOSE_POLICY
+        )
+    return message
+
+
+def decode_pcm(data: bytes, config: StreamConfig) -> np.ndarray:
+    """A binary frame -> float32 samples at the client's rate; whole samples only."""
+    if len(data) % config.bytes_per_sample:
+        raise StreamError(
+            "odd_byte_count",
+            f"a {config.encoding} frame must hold whole {config.bytes_per_sample}-byte samples; "
+            f"got {len(data)} bytes",
+            CLOSE_UNSUPPORTED,
+        )
+    if config.encoding == "pcm_s16le":
+        return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+    samples = np.frombuffer(data, dtype="<f4").astype(np.float32)
+    if not np.isfinite(samples).all():
+        raise StreamError(
+            "non_finite", "f32le audio contains NaN or infinite samples", CLOSE_UNSUPPORTED
+        )
+    return samples
+
+
+def seconds(samples: int) -> float:
+    """Stream time in seconds, rounded to the millisecond."""
+    return round(samples / SAMPLE_RATE, 3)
+
+
+def event(kind: str, *, time: int, utterance: int | None, **fields: Any) -> dict[str, Any]:
+    """Every server event: its type, the stream time (s) and the utterance index (or None)."""
+    return {"type": kind, "time": seconds(time), "utterance": utterance, **fields}
+
+
+def result_fields(labels: Sequence[str], probabilities: np.ndarray) -> dict[str, Any]:
+    return {
+        "label": labels[int(np.argmax(probabilities))],
+        "probabilities": {
+            label: round(float(p), 6) for label, p in zip(labels, probabilities, strict=True)
+        },
+    }
+
+
+def error_event(error: StreamError, time: int) -> dict[str, Any]:
+    return event(
+        "error", time=time, utterance=error.utterance, code=error.code, message=error.message
+    )

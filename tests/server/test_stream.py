@@ -1,0 +1,287 @@
+"""/v1/stream over Starlette's TestClient: endpointing accuracy, rates, encodings, every error path."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+from starlette.testclient import WebSocketDenialResponse
+from starlette.websockets import WebSocketDisconnect
+
+from server.audio import SAMPLE_RATE
+from tests.server.speech_clips import three_utterances
+
+TOLERANCE_S = 0.150
+
+
+def encode(samples: np.ndarray, encoding: str) -> bytes:
+    if encoding == "pcm_s16le":
+        return (np.clip(samples, -1, 1) * 32767).round().astype("<i2").tobytes()
+    return samples.astype("<f4").tobytes()
+
+
+def random_frames(data: bytes, sample_bytes: int, rate: int, seed: int):
+    """Frames from one sample (2 bytes at pcm_s16le) up to one second, in random sizes."""
+    rng = np.random.default_rng(seed)
+    position = 0
+    while position < len(data):
+        # Mostly small frames, some up to a second (log-uniform sizes).
+        count = int(np.exp(rng.uniform(0, np.log(rate))))
+        yield data[position : position + count * sample_bytes]
+        position += count * sample_bytes
+
+
+def collect(ws) -> tuple[list[dict], int]:
+    """Every event until the server closes; returns (events, close code)."""
+    events = []
+    while True:
+        try:
+            events.append(ws.receive_json())
+        except WebSocketDisconnect as closed:
+            return events, closed.code
+
+
+def stream_file(client, samples: np.ndarray, *, rate: int, encoding: str, seed: int = 0, query=""):
+    data = encode(samples, encoding)
+    sample_bytes = 2 if encoding == "pcm_s16le" else 4
+    url = f"/v1/stream?sample_rate={rate}&encoding={encoding}{query}"
+    with client.websocket_connect(url) as ws:
+        ready = ws.receive_json()
+        for frame in random_frames(data, sample_bytes, rate, seed):
+            ws.send_bytes(frame)
+        ws.send_text(json.dumps({"type": "stop"}))
+        events, code = collect(ws)
+    return ready, events, code
+
+
+def finals(events: list[dict]) -> list[dict]:
+    return [e for e in events if e["type"] == "final"]
+
+
+def assert_near_truth(found: list[dict], truth: list[tuple[int, int]]) -> None:
+    assert len(found) == len(truth), [(f["start"], f["end"]) for f in found]
+    for final, (start, end) in zip(found, truth, strict=True):
+        assert abs(final["start"] - start / SAMPLE_RATE) <= TOLERANCE_S
+        assert abs(final["end"] - end / SAMPLE_RATE) <= TOLERANCE_S
+
+
+def predict_span(client, samples: np.ndarray, rate: int, start_s: float, end_s: float) -> dict:
+    span = samples[int(round(start_s * rate)) : int(round(end_s * rate))]
+    wav = io.BytesIO()
+    sf.write(wav, span, rate, subtype="PCM_16", format="WAV")
+    response = client.post("/predict", content=wav.getvalue())
+    assert response.status_code == 200, response.text
+    return response.json()["results"][0]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_three_utterances_in_random_chunks_match_truth_and_predict(client, seed):
+    clip = three_utterances()
+    ready, events, code = stream_file(
+        client, clip.samples, rate=SAMPLE_RATE, encoding="pcm_s16le", seed=seed
+    )
+    assert ready["type"] == "ready" and ready["sample_rate"] == SAMPLE_RATE
+    assert code == 1000
+    found = finals(events)
+    assert_near_truth(found, clip.truth)
+    assert [f["utterance"] for f in found] == [0, 1, 2]
+    # The same spans through POST /predict give the same answer: 16-bit samples are exact.
+    pcm = np.frombuffer(encode(clip.samples, "pcm_s16le"), "<i2").astype(np.float32) / 32768
+    for final in found:
+        expected = predict_span(client, pcm, SAMPLE_RATE, final["start"], final["end"])
+        assert final["label"] == expected["label"]
+        for label, p in expected["probabilities"].items():
+            assert final["probabilities"][label] == pytest.approx(p, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("rate", "encoding"), [(8000, "pcm_s16le"), (48000, "f32le"), (8000, "f32le")]
+)
+def test_other_rates_and_encodings(client, rate, encoding):
+    clip = three_utterances()
+    samples = soxr.resample(clip.samples, SAMPLE_RATE, rate).astype(np.float32)
+    _, events, code = stream_file(client, samples, rate=rate, encoding=encoding, seed=rate)
+    assert code == 1000
+    found = finals(events)
+    assert_near_truth(found, clip.truth)
+    for final in found:
+        expected = predict_span(client, samples, rate, final["start"], final["end"])
+        for label, p in expected["probabilities"].items():
+            assert final["probabilities"][label] == pytest.approx(p, abs=2e-3)
+
+
+def test_start_message_config_and_event_order(client):
+    clip = three_utterances()
+    with client.websocket_connect("/v1/stream") as ws:
+        ws.send_text(json.dumps({"type": "start", "encoding": "f32le", "interim": True}))
+        ready = ws.receive_json()
+        assert ready["encoding"] == "f32le" and ready["interim"] is True
+        assert ready["labels"] == ["neutral", "happy", "angry", "sad"]
+        data = encode(clip.samples, "f32le")
+        step = SAMPLE_RATE // 10 * 4  # 100 ms frames at a little over real time
+        for position in range(0, len(data), step):
+            ws.send_bytes(data[position : position + step])
+            time.sleep(0.03)
+        ws.send_text(json.dumps({"type": "stop"}))
+        events, code = collect(ws)
+    assert code == 1000
+    assert [e["type"] for e in events].count("partial") >= 2
+    for utterance in range(3):
+        kinds = [e["type"] for e in events if e["utterance"] == utterance]
+        assert kinds[0] == "speech_start" and kinds[-1] == "final"
+        assert set(kinds[1:-1]) <= {"partial"}
+    for e in events:
+        if e["type"] == "partial":
+            assert set(e["probabilities"]) == set(ready["labels"])
+            assert e["end"] > e["start"]
+
+
+def test_flush_forces_a_final_and_keepalive_is_silent(client):
+    clip = three_utterances()
+    cut = clip.truth[0][0] + SAMPLE_RATE  # a second into the first utterance
+    with client.websocket_connect("/v1/stream?sample_rate=16000") as ws:
+        ws.receive_json()
+        ws.send_bytes(encode(clip.samples[:cut], "pcm_s16le"))
+        ws.send_text(json.dumps({"type": "keepalive"}))
+        ws.send_text(json.dumps({"type": "flush"}))
+        started = ws.receive_json()
+        final = ws.receive_json()
+        assert started["type"] == "speech_start"
+        assert final["type"] == "final" and final["utterance"] == 0
+        assert final["end"] == pytest.approx(cut / SAMPLE_RATE, abs=0.033)
+        ws.send_text(json.dumps({"type": "stop"}))
+        assert collect(ws) == ([], 1000)
+
+
+def expect_error(ws, code: str, close_code: int) -> dict:
+    events, closed = collect(ws)
+    assert closed == close_code
+    assert events[-1]["type"] == "error" and events[-1]["code"] == code, events
+    assert events[-1]["message"]
+    return events[-1]
+
+
+@pytest.mark.parametrize(
+    ("url", "messages", "code", "close_code"),
+    [
+        ("/v1/stream", [b"\x00\x00"], "binary_before_config", 1008),
+        ("/v1/stream", ["{not json"], "malformed_json", 1008),
+        ("/v1/stream", ['["start"]'], "malformed_message", 1008),
+        ("/v1/stream", ['{"type": "rewind"}'], "unknown_message_type", 1008),
+        ("/v1/stream", ['{"type": "start", "encoding": "mulaw"}'], "unsupported_encoding", 1003),
+        ("/v1/stream", ['{"type": "start", "sample_rate": 100}'], "invalid_config", 1008),
+        ("/v1/stream", ['{"type": "start", "colour": "red"}'], "invalid_config", 1008),
+        ("/v1/stream?encoding=opus", [], "unsupported_encoding", 1003),
+        ("/v1/stream?max_utterance_s=600", [], "invalid_config", 1008),
+        ("/v1/stream?sample_rate=16000", [b"\x00\x00\x00"], "odd_byte_count", 1003),
+        ("/v1/stream?encoding=f32le", [b"\x00" * 6], "odd_byte_count", 1003),
+        ("/v1/stream?encoding=f32le", [np.array([np.nan], "<f4").tobytes()], "non_finite", 1003),
+        ("/v1/stream?sample_rate=16000", ['{"type": "start"}'], "already_started", 1008),
+        ("/v1/stream?sample_rate=16000", [b"\x00" * (64 * 1024 + 2)], "frame_too_large", 1009),
+    ],
+)
+def test_protocol_errors_send_an_error_then_close(make_client, url, messages, code, close_code):
+    with (
+        make_client(stream_max_frame_bytes=64 * 1024) as client,
+        client.websocket_connect(url) as ws,
+    ):
+        for message in messages:
+            if isinstance(message, bytes):
+                ws.send_bytes(message)
+            else:
+                ws.send_text(message)
+        expect_error(ws, code, close_code)
+
+
+def test_idle_and_session_limits(make_client):
+    with make_client(stream_idle_timeout_s=0.3) as client:
+        with client.websocket_connect("/v1/stream?sample_rate=16000") as ws:
+            ws.receive_json()
+            expect_error(ws, "idle_timeout", 1008)
+    with make_client(stream_idle_timeout_s=0.4, stream_max_session_s=1.0) as client:
+        with client.websocket_connect("/v1/stream?sample_rate=16000") as ws:
+            ws.receive_json()
+            for _ in range(6):  # keepalives hold off the idle timeout, not the session limit
+                ws.send_text('{"type": "keepalive"}')
+                time.sleep(0.2)
+            expect_error(ws, "session_too_long", 1008)
+
+
+def test_too_many_streams_are_refused_at_the_handshake(make_client):
+    with make_client(stream_max_streams=1) as client:
+        with client.websocket_connect("/v1/stream?sample_rate=16000") as first:
+            first.receive_json()
+            with pytest.raises(WebSocketDenialResponse) as refused:
+                with client.websocket_connect("/v1/stream?sample_rate=16000"):
+                    pass
+            assert refused.value.status_code == 503
+            assert refused.value.json()["error"]["code"] == "too_many_streams"
+        # The slot is free again once the first stream ends.
+        with client.websocket_connect("/v1/stream?sample_rate=16000") as again:
+            assert again.receive_json()["type"] == "ready"
+
+
+def test_api_key_is_required_when_configured(make_client):
+    with make_client(api_keys=["s3cret"]) as client:
+        with pytest.raises(WebSocketDenialResponse) as refused:
+            with client.websocket_connect("/v1/stream?sample_rate=16000"):
+                pass
+        assert refused.value.status_code == 401
+        with client.websocket_connect("/v1/stream?sample_rate=16000&api_key=s3cret") as ws:
+            assert ws.receive_json()["type"] == "ready"
+
+
+def test_finals_wait_in_a_bounded_queue_when_inference_is_slow(make_client, monkeypatch):
+    """A client far faster than real time fills at most stream_max_pending utterances."""
+    clip = three_utterances()
+    with make_client(stream_max_pending=1) as client:
+        batcher = client.app.state.batcher
+        original = batcher.infer
+        in_flight = peak = 0
+
+        async def slow_infer(audio):
+            nonlocal in_flight, peak
+            in_flight += 1
+            peak = max(peak, in_flight)
+            try:
+                import asyncio
+
+                await asyncio.sleep(0.3)
+                return await original(audio)
+            finally:
+                in_flight -= 1
+
+        monkeypatch.setattr(batcher, "infer", slow_infer)
+        data = encode(np.concatenate([clip.samples] * 3), "pcm_s16le")
+        with client.websocket_connect("/v1/stream?sample_rate=16000") as ws:
+            ws.receive_json()
+            for position in range(0, len(data), 3200):
+                ws.send_bytes(data[position : position + 3200])
+            ws.send_text('{"type": "stop"}')
+            events, code = collect(ws)
+    assert code == 1000
+    assert [f["utterance"] for f in finals(events)] == list(range(9))
+    assert peak <= 2  # the pending one plus the one that made the reader wait
+
+
+def test_overload_closes_with_try_again_later(make_client, monkeypatch):
+    from server.batcher import QueueFull
+
+    clip = three_utterances()
+    with make_client(request_timeout_s=0.3) as client:
+
+        async def full(audio):
+            raise QueueFull(1)
+
+        monkeypatch.setattr(client.app.state.batcher, "infer", full)
+        with client.websocket_connect("/v1/stream?sample_rate=16000") as ws:
+            ws.receive_json()
+            ws.send_bytes(encode(clip.samples, "pcm_s16le"))
+            ws.send_text('{"type": "stop"}')
+            error = expect_error(ws, "overloaded", 1013)
+            assert error["utterance"] == 0
