@@ -11,8 +11,13 @@ from server.metrics import Metrics
 
 
 def body_too_large(limit: int) -> ApiError:
+    # Connection: close makes uvicorn drop the connection instead of reading (and
+    # discarding) the rest of an oversized upload.
     return ApiError(
-        413, "body_too_large", f"the request body exceeds the {limit / 2**20:g} MiB limit"
+        413,
+        "body_too_large",
+        f"the request body exceeds the {limit / 2**20:g} MiB limit",
+        {"Connection": "close"},
     )
 
 

@@ -1,0 +1,174 @@
+"""A real ``python -m server`` on loopback: start-up errors, SIGTERM drain, client gone, chunked bodies."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.fixtures import encode_clip
+
+ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 60
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def server_env(model_dir: Path, port: int, **settings: object) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMODISTILL_")}
+    env |= {
+        "EMODISTILL_MODEL_DIR": str(model_dir),
+        "EMODISTILL_HOST": "127.0.0.1",
+        "EMODISTILL_PORT": str(port),
+    }
+    env |= {"EMODISTILL_THREADS": "1", "EMODISTILL_LOG_LEVEL": "warning", "PYTHONPATH": str(ROOT)}
+    env |= {f"EMODISTILL_{key.upper()}": str(value) for key, value in settings.items()}
+    return env
+
+
+@contextmanager
+def serve(model_dir: Path, **settings: object) -> Iterator[tuple[subprocess.Popen, str]]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server"],
+        cwd=ROOT,
+        env=server_env(model_dir, port, **settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"server exited with {process.returncode}: {process.stdout.read()}")
+            try:
+                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("server did not become ready")
+            time.sleep(0.1)
+        yield process, url
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    text = httpx.get(f"{url}/metrics").text
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name and labels.items() <= s.labels.items()
+    )
+
+
+def start_failure(model_dir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "server"],
+        cwd=ROOT,
+        env=server_env(model_dir, free_port()),
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT_S,
+    )
+
+
+def test_missing_model_dir_is_one_clear_message(tmp_path):
+    result = start_failure(tmp_path / "no-such-model")
+    assert result.returncode != 0
+    assert "cannot start" in result.stderr and "no-such-model" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_corrupt_model_is_one_clear_message(tiny_model_dir, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    meta = json.loads((tiny_model_dir / "model.json").read_text())
+    (broken / "model.json").write_text(json.dumps(meta))
+    (broken / "model.onnx").write_bytes(b"not the exported model")
+    result = start_failure(broken)
+    assert result.returncode != 0
+    assert "sha256" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_sigterm_finishes_queued_requests_and_exits_zero(tiny_model_dir):
+    # Requests sit in the batcher for max_wait_ms: SIGTERM arrives while they are queued.
+    with serve(tiny_model_dir, max_wait_ms=1500, max_batch_size=8) as (process, url):
+        data = encode_clip("wav", seconds=1.0, kind="noise")
+        with ThreadPoolExecutor(3) as pool:
+            pending = [
+                pool.submit(httpx.post, f"{url}/predict", content=data, timeout=30)
+                for _ in range(3)
+            ]
+            deadline = time.monotonic() + 5
+            while metric(url, "emodistill_queue_depth") < 3 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert metric(url, "emodistill_queue_depth") == 3
+            process.send_signal(signal.SIGTERM)
+            responses = [p.result() for p in pending]
+        assert process.wait(timeout=30) == 0
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    assert {r.json()["results"][0]["batch_size"] for r in responses} == {3}
+
+
+def test_a_client_that_goes_away_is_dropped_before_inference(tiny_model_dir):
+    with serve(tiny_model_dir, max_wait_ms=1000) as (_, url):
+        data = encode_clip("wav", seconds=1.0, kind="noise")
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            head = f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n\r\n"
+            sock.sendall(head.encode() + data)
+            deadline = time.monotonic() + 5
+            while metric(url, "emodistill_queue_depth") < 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+        # the socket is closed while the request waits for batch mates
+        deadline = time.monotonic() + 5
+        while (
+            metric(url, "emodistill_dropped_total", reason="cancelled") < 1
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.02)
+        assert metric(url, "emodistill_dropped_total", reason="cancelled") == 1
+        assert httpx.post(f"{url}/predict", content=data, timeout=30).status_code == 200
+        assert metric(url, "emodistill_batch_size_sum") == 1  # only the second was inferred
+
+
+def test_chunked_body_over_the_limit_is_refused_mid_stream(tiny_model_dir):
+    chunk, limit_mb, offered = b"\0" * 65536, 1, 1024  # offers 64 MiB against a 1 MiB limit
+    with serve(tiny_model_dir, max_body_mb=limit_mb) as (_, url):
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+            sent = 0
+            try:
+                for _ in range(offered):
+                    sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                    sent += len(chunk)
+            except OSError:
+                pass  # the server answered and closed the connection while we were sending
+            answer = sock.recv(65536).decode(errors="replace")
+    assert answer.startswith("HTTP/1.1 413"), answer[:200]
+    assert '"body_too_large"' in answer
+    assert sent < offered * len(chunk)
