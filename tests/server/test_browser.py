@@ -1,0 +1,102 @@
+"""The web page in a real headless Chromium: upload -> bars; fake microphone -> live finals."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from server.audio import SAMPLE_RATE
+from server.settings import Settings
+from tests.server.live_server import live_server
+from tests.server.speech_clips import three_utterances
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = Path(os.environ.get("EMODISTILL_SCREENSHOTS", "/tmp/emodistill-screenshots"))
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.is_file(), reason="/usr/bin/chromium missing (Debian chromium; make sys-deps)"
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def speech_wav(tmp_path_factory) -> Path:
+    clip = three_utterances(lead_s=0.3, gap_s=0.8, tail_s=2.0)
+    path = tmp_path_factory.mktemp("browser") / "three.wav"
+    sf.write(path, clip.samples, SAMPLE_RATE, subtype="PCM_16")
+    return path
+
+
+@pytest.fixture(scope="module")
+def page_url(tiny_model_dir):
+    with live_server(Settings(model_dir=tiny_model_dir, threads=1)) as server:
+        yield server.url
+
+
+@pytest.fixture
+def browser(speech_wav):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={speech_wav}"],
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def test_live_microphone_shows_final_utterances(browser, page_url):
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(page_url + "/")
+    page.wait_for_selector("#model-info:has-text('Labels')")
+    page.click("#record")
+    page.wait_for_selector("#utterances li.final >> nth=1", timeout=25_000)
+    finals = page.locator("#utterances li.final")
+    labels = finals.evaluate_all("items => items.map(item => item.dataset.label)")
+    assert len(labels) >= 2
+    assert set(labels) <= {"neutral", "happy", "angry", "sad"}
+    assert page.locator("#timeline .span.final").count() >= 2
+    assert page.locator("#utterances li.final .bars .fill").count() >= 8
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "live.png"), full_page=True)
+    page.click("#stop")
+    page.wait_for_selector("#live-status:has-text('Stopped')", timeout=10_000)
+    assert not errors
+
+
+def test_upload_shows_probability_bars(browser, page_url, speech_wav):
+    page = browser.new_page()
+    page.goto(page_url + "/")
+    page.set_input_files("#upload-file", str(speech_wav))
+    page.click("#upload-form button[type=submit]")
+    page.wait_for_selector("#upload-result .bars")
+    widths = page.locator("#upload-result .bars .fill").evaluate_all(
+        "fills => fills.map(fill => parseFloat(fill.style.width))"
+    )
+    assert len(widths) == 4 and abs(sum(widths) - 100) < 1
+    page.check("#upload-segment")
+    page.click("#upload-form button[type=submit]")
+    page.wait_for_function("document.querySelectorAll('#upload-result .prediction').length === 3")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "upload.png"), full_page=True)
