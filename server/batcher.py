@@ -21,7 +21,8 @@ from typing import Protocol
 
 import numpy as np
 
-from server.runtime import Runtime, pad_batch, softmax
+from server.predictions import softmax
+from server.runtime import Runtime, pad_batch
 
 log = logging.getLogger("emodistill.batcher")
 

@@ -161,16 +161,11 @@ async def _predict_one(
             batch_size=inference.batch_size,
             timings=timings,
         )
-    from server.vad import speech_segments  # the VAD session loads only when first needed
-
-    spans = await run_in_threadpool(speech_segments, audio)
-    found = time.perf_counter()
     max_samples = int(settings.max_seconds * SAMPLE_RATE)
-    spans = [
-        piece
-        for s, e in spans
-        for piece in predictions.split_span(s, e, max_samples, runtime.min_samples)
-    ]
+    spans = await run_in_threadpool(
+        predictions.utterance_spans, audio, max_samples, runtime.min_samples
+    )
+    found = time.perf_counter()
     inferences = await _infer_spans(request.app.state.batcher, audio, spans)
     segments = [
         dict(

@@ -13,6 +13,11 @@ import numpy as np
 from server.audio import SAMPLE_RATE
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
 def scores(
     labels: Sequence[str],
     probabilities: np.ndarray,
@@ -67,3 +72,14 @@ def seconds(samples: int) -> float:
 
 def ms(value_s: float) -> float:
     return round(value_s * 1000, 3)
+
+
+def utterance_spans(audio: np.ndarray, max_samples: int, min_samples: int) -> list[tuple[int, int]]:
+    """Speech spans of a long clip (Silero VAD), each cut to at most ``max_samples``."""
+    from server.vad import speech_segments  # the VAD model loads only when segmenting
+
+    return [
+        piece
+        for start, end in speech_segments(audio)
+        for piece in split_span(start, end, max_samples, min_samples)
+    ]

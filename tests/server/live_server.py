@@ -1,46 +1,79 @@
-"""A real uvicorn server on loopback in a background thread (websocket clients, the browser)."""
+"""A live ``python -m server`` process on loopback, for tests that need a real uvicorn."""
 
 from __future__ import annotations
 
-import threading
+import os
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from pathlib import Path
 
-import uvicorn
-from fastapi import FastAPI
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from server.app import create_app
-from server.settings import Settings
+ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 60
 
 
-@dataclass(frozen=True)
-class LiveServer:
-    url: str  # http://127.0.0.1:PORT
-    app: FastAPI
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
-    @property
-    def ws_url(self) -> str:
-        return "ws" + self.url.removeprefix("http") + "/v1/stream"
+
+def server_env(model_dir: Path, port: int, **settings: object) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMODISTILL_")}
+    env |= {
+        "EMODISTILL_MODEL_DIR": str(model_dir),
+        "EMODISTILL_HOST": "127.0.0.1",
+        "EMODISTILL_PORT": str(port),
+    }
+    env |= {"EMODISTILL_THREADS": "1", "EMODISTILL_LOG_LEVEL": "warning", "PYTHONPATH": str(ROOT)}
+    env |= {f"EMODISTILL_{key.upper()}": str(value) for key, value in settings.items()}
+    return env
 
 
 @contextmanager
-def live_server(settings: Settings) -> Iterator[LiveServer]:
-    """Serve the app on 127.0.0.1 at a free port."""
-    app = create_app(settings)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
+def serve(model_dir: Path, **settings: object) -> Iterator[tuple[subprocess.Popen, str]]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server"],
+        cwd=ROOT,
+        env=server_env(model_dir, port, **settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
     try:
-        yield LiveServer(f"http://127.0.0.1:{port}", app)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"server exited with {process.returncode}: {process.stdout.read()}")
+            try:
+                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("server did not become ready")
+            time.sleep(0.1)
+        yield process, url
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    text = httpx.get(f"{url}/metrics").text
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name and labels.items() <= s.labels.items()
+    )

@@ -3,85 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures import encode_clip
-
-ROOT = Path(__file__).resolve().parents[2]
-START_TIMEOUT_S = 60
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def server_env(model_dir: Path, port: int, **settings: object) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EMODISTILL_")}
-    env |= {
-        "EMODISTILL_MODEL_DIR": str(model_dir),
-        "EMODISTILL_HOST": "127.0.0.1",
-        "EMODISTILL_PORT": str(port),
-    }
-    env |= {"EMODISTILL_THREADS": "1", "EMODISTILL_LOG_LEVEL": "warning", "PYTHONPATH": str(ROOT)}
-    env |= {f"EMODISTILL_{key.upper()}": str(value) for key, value in settings.items()}
-    return env
-
-
-@contextmanager
-def serve(model_dir: Path, **settings: object) -> Iterator[tuple[subprocess.Popen, str]]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "server"],
-        cwd=ROOT,
-        env=server_env(model_dir, port, **settings),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"server exited with {process.returncode}: {process.stdout.read()}")
-            try:
-                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("server did not become ready")
-            time.sleep(0.1)
-        yield process, url
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
-def metric(url: str, name: str, **labels: str) -> float:
-    text = httpx.get(f"{url}/metrics").text
-    return sum(
-        s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == name and labels.items() <= s.labels.items()
-    )
+from tests.server.live_server import ROOT, START_TIMEOUT_S, free_port, metric, serve, server_env
 
 
 def start_failure(model_dir: Path) -> subprocess.CompletedProcess:
