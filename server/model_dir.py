@@ -50,8 +50,11 @@ class ModelDir:
         """
         if not self.int8:
             return True
+        int8 = self.meta.get("int8") or {}
+        if isinstance(int8.get("batch_invariant"), bool):
+            return int8["batch_invariant"]
         tolerance = float((self.meta.get("parity") or {}).get("tolerance", DEFAULT_TOLERANCE))
-        drift = (self.meta.get("int8") or {}).get("batching_max_abs_diff")
+        drift = int8.get("batching_max_abs_diff")
         return drift is not None and float(drift) <= tolerance
 
     def summary(self) -> dict:

@@ -143,6 +143,8 @@ def test_int8_batch_invariance_comes_from_model_json(model_copy):
     assert not load_model_dir(model_copy, int8=True).batch_invariant
     edit_meta(model_copy, int8={"batching_max_abs_diff": 1e-6})
     assert load_model_dir(model_copy, int8=True).batch_invariant
+    edit_meta(model_copy, int8={"batching_max_abs_diff": 1e-6, "batch_invariant": False})
+    assert not load_model_dir(model_copy, int8=True).batch_invariant  # the explicit flag wins
     assert load_model_dir(model_copy).batch_invariant  # fp32 is exact by contract
 
 
