@@ -89,7 +89,9 @@ async def stream(websocket: WebSocket) -> None:
         return
     batcher = getattr(state, "batcher", None)
     if not getattr(state, "ready", False) or batcher is None or batcher.closing:
-        await _refuse(websocket, 503, "not_ready", "the model is not loaded yet", CLOSE_TRY_LATER)
+        await _refuse(
+            websocket, 503, "not_ready", "the server is loading or shutting down", CLOSE_TRY_LATER
+        )
         return
     active = getattr(state, "open_streams", 0)
     if active >= settings.stream_max_streams:
@@ -102,7 +104,10 @@ async def stream(websocket: WebSocket) -> None:
         )
         return
     state.open_streams = active + 1
-    vad = _idle_vads.pop() if _idle_vads else await asyncio.to_thread(SileroVad)
+    try:
+        vad = _idle_vads.pop()  # atomic: apps on other threads (tests) share the pool
+    except IndexError:
+        vad = await asyncio.to_thread(SileroVad)
     try:
         await StreamSession(websocket, settings, batcher, state.runtime.labels, vad).run()
     finally:

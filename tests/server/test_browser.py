@@ -10,7 +10,7 @@ import soundfile as sf
 
 from server.audio import SAMPLE_RATE
 from server.settings import Settings
-from tests.server.live_server import live_server
+from tests.server.uvicorn_thread import live_server
 from tests.server.speech_clips import three_utterances
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -18,7 +18,7 @@ from websockets.asyncio.client import connect
 from examples.stream_client import encode, stream_audio
 from server.audio import SAMPLE_RATE
 from server.settings import Settings
-from tests.server.live_server import live_server
+from tests.server.uvicorn_thread import live_server
 from tests.server.speech_clips import three_utterances
 
 ROOT = Path(__file__).resolve().parents[2]
