@@ -108,12 +108,15 @@ async def stream(websocket: WebSocket) -> None:
         vad = _idle_vads.pop()  # atomic: apps on other threads (tests) share the pool
     except IndexError:
         vad = await asyncio.to_thread(SileroVad)
+    session = StreamSession(websocket, settings, batcher, state.runtime.labels, vad)
     try:
-        await StreamSession(websocket, settings, batcher, state.runtime.labels, vad).run()
+        await session.run()
     finally:
         state.open_streams -= 1
-        vad.reset()
-        if len(_idle_vads) < settings.stream_max_streams:
+        # A VAD still running in a worker thread (the session was cancelled mid-frame) is
+        # left to the garbage collector rather than reset under that thread's feet.
+        if not session.vad_in_thread and len(_idle_vads) < settings.stream_max_streams:
+            vad.reset()
             _idle_vads.append(vad)
 
 
@@ -160,6 +163,7 @@ class StreamSession:
         self._finalized = -1  # highest utterance index handed to a final task
         self._failure: StreamError | BaseException | None = None
         self._abort = asyncio.Event()
+        self.vad_in_thread = False
 
     @property
     def position(self) -> int:
@@ -187,9 +191,17 @@ class StreamSession:
                 self.session_id,
                 seconds(self.position),
                 self._finalized + 1,
-                type(self._failure).__name__ if self._failure else "cancelled",
+                self._reason(),
             )
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _reason(self) -> str:
+        failure = self._failure
+        if isinstance(failure, StreamError):
+            return failure.code
+        return {_Stop: "stop", _ClientGone: "client gone", type(None): "cancelled"}.get(
+            type(failure), "internal error"
+        )
 
     async def _finish(self) -> None:
         """Wait for the queued finals (they send themselves, in order); a failure aborts."""
@@ -340,10 +352,18 @@ class StreamSession:
         if self.resampler is not None:
             samples = self.resampler.resample_chunk(samples)
         if samples.shape[0] > INLINE_WINDOWS * WINDOW:
-            events = await asyncio.to_thread(self.endpointer.feed, samples)
+            self.vad_in_thread = True
+            events = await asyncio.to_thread(self._feed_off_loop, samples)
         else:
             events = self.endpointer.feed(samples)
         await self._handle(events)
+
+    def _feed_off_loop(self, samples: np.ndarray) -> list[StreamEvent]:
+        assert self.endpointer is not None
+        try:
+            return self.endpointer.feed(samples)
+        finally:
+            self.vad_in_thread = False
 
     async def _handle(self, events: list[StreamEvent]) -> None:
         for item in events:
