@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.staticfiles import StaticFiles
+from fastapi.responses import FileResponse
 
 from server import health, predict
 from server.batcher import Batcher
@@ -92,5 +92,16 @@ def _include_streaming(app: FastAPI) -> None:
             raise
         return
     app.include_router(stream_router)
-    if (STATIC_DIR / "index.html").is_file():
-        app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static")
+    # One GET route per file rather than a catch-all mount at "/": API paths keep their own
+    # 404/405 answers (a mount would answer GET /predict with 404).
+    for path in sorted(STATIC_DIR.glob("*")):
+        if path.is_file():
+            route = "/" if path.name == "index.html" else f"/{path.name}"
+            app.add_api_route(route, _static_file(path), methods=["GET"], include_in_schema=False)
+
+
+def _static_file(path: Path):
+    async def serve() -> FileResponse:
+        return FileResponse(path)
+
+    return serve
