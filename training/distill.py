@@ -77,7 +77,9 @@ def make_accelerator(cfg: Config) -> Accelerator:
         precision = "bf16" if gpu and torch.cuda.is_bf16_supported() else "no"
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    return Accelerator(cpu=cfg.cpu, mixed_precision=precision)
+    # accelerate only sets up multi-process CPU training (gloo) when told it runs on CPU.
+    cpu = cfg.cpu or not torch.cuda.is_available()
+    return Accelerator(cpu=cpu, mixed_precision=precision)
 
 
 # --- stage 1: data ---------------------------------------------------------------------------
@@ -132,12 +134,15 @@ def select_folds(cfg: Config, folds: list[Fold]) -> list[Fold]:
     return [by_name[n] for n in names]
 
 
-def fold_parts(fold: Fold, fold_dir: Path, main_process: bool) -> dict[str, list[Utterance]]:
-    """The fold's parts; written once and read back after, so a resumed run keeps its split."""
-    if main_process and not all((fold_dir / f"{p}.jsonl").is_file() for p in PARTS):
+def write_fold(fold: Fold, fold_dir: Path) -> None:
+    """Write the fold's parts once; later runs read them back, so a resumed run keeps its split."""
+    if not all((fold_dir / f"{p}.jsonl").is_file() for p in PARTS):
         fold_dir.mkdir(parents=True, exist_ok=True)
         for part in PARTS:
             write_jsonl(getattr(fold, part), fold_dir / f"{part}.jsonl")
+
+
+def read_fold(fold_dir: Path) -> dict[str, list[Utterance]]:
     return {p: read_jsonl(fold_dir / f"{p}.jsonl") for p in PARTS}
 
 
@@ -368,7 +373,10 @@ def run(cfg: Config) -> dict:
     students, teacher_metrics, histories = [], [], {}
     for fold in folds:
         fold_dir = run_dir / "folds" / fold.name
-        parts = fold_parts(fold, fold_dir, main_process)
+        if main_process:
+            write_fold(fold, fold_dir)
+        accelerator.wait_for_everyone()
+        parts = read_fold(fold_dir)
         if main_process:
             log.info(
                 "fold %s: train %d utts (%d speakers), valid %d (%s), test %d (%s)",

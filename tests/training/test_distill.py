@@ -1,0 +1,142 @@
+"""End to end: ``training.distill`` on a tiny synthetic corpus (a few seconds per run)."""
+
+import json
+import logging
+
+import pytest
+
+from training import distill
+from training.config import load_config
+from training.data.synthetic import SyntheticConfig, generate
+
+# Small enough for seconds on 2 CPU cores, large enough that the loss visibly falls.
+TINY = [
+    "--synth_n=64",
+    "--ling_epochs=1",
+    "--ling_batch_size=64",
+    "--pros_epochs=2",
+    "--pros_hidden=16",
+    "--epochs=3",
+    "--batch_size=8",
+    "--max_seconds=1.0",
+    "--lr_encoder=2e-3",
+    "--lr_heads=5e-3",
+    "--warmup_ratio=0.0",
+    "--threads=1",
+]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    generate(SyntheticConfig(n=64, seed=0), root, progress=False)
+    return root
+
+
+def _config(corpus, run_dir, *extra):
+    args = [*TINY, f"--data_path={corpus}", f"--run_dir={run_dir}"]
+    args.append(f"--prosody_cache={corpus / 'prosody'}")
+    return load_config("demo", overrides=[*args, *extra])
+
+
+def _fold_dir(run_dir):
+    (fold_dir,) = (run_dir / "folds").iterdir()
+    return fold_dir
+
+
+def test_end_to_end_writes_every_stage(corpus, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    run_dir = tmp_path / "run"
+    metrics = distill.run(_config(corpus, run_dir))
+    fold_dir = _fold_dir(run_dir)
+    for part in ("train", "valid", "test"):
+        assert (fold_dir / f"{part}.jsonl").stat().st_size > 0
+    for teacher in ("ling", "pros"):
+        tm = json.loads((fold_dir / "teachers" / teacher / "metrics.json").read_text())
+        assert 0.0 <= tm["test"]["ua"] <= 1.0
+        assert (fold_dir / "targets" / f"{teacher}.npz").is_file()
+    summary = json.loads((fold_dir / "student" / "best" / "summary.json").read_text())
+    assert summary["variant"] == "full" and summary["labels"] == [
+        "neutral",
+        "happy",
+        "angry",
+        "sad",
+    ]
+    assert set(summary["test"]) == {"ua", "wa", "macro_f1"}
+    assert (fold_dir / "student" / "last" / "projections.pt").is_file()
+    for name in ("config.json", "log.txt", "metrics.json", "results.md", "training_curves.png"):
+        assert (run_dir / name).stat().st_size > 0
+    assert len(list(run_dir.glob("confusion_*.png"))) == 3  # two teachers + the student
+    assert "student: full" in (run_dir / "results.md").read_text()
+    history = json.loads((fold_dir / "student" / "result.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert metrics["summary"]["students"]["full"]["runs"] == 1
+    assert json.loads((run_dir / "config.json").read_text())["epochs"] == 3
+
+
+def test_killed_run_resumes(corpus, tmp_path, monkeypatch, caplog):
+    """Interrupt the student after its first epoch; the rerun skips teachers and targets and
+    continues the student from epoch 2."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    run_dir = tmp_path / "run"
+    cfg = _config(corpus, run_dir, "--variant=ce+ling")
+    real_scorer = distill.scorer
+    calls = {"n": 0}
+
+    def dying_scorer(labels):
+        score = real_scorer(labels)
+
+        def wrapped(y, logits):
+            calls["n"] += 1
+            if calls["n"] == 2:  # the validation after epoch 2, before its checkpoint
+                raise KeyboardInterrupt
+            return score(y, logits)
+
+        return wrapped
+
+    monkeypatch.setattr(distill, "scorer", dying_scorer)
+    with pytest.raises(KeyboardInterrupt):
+        distill.run(cfg)
+    fold_dir = _fold_dir(run_dir)
+    teacher_file = fold_dir / "teachers" / "ling" / "metrics.json"
+    stamp = teacher_file.stat().st_mtime_ns
+    assert not (fold_dir / "student" / "result.json").exists()
+    assert (fold_dir / "student" / "last" / "trainer.pt").is_file()
+
+    monkeypatch.setattr(distill, "scorer", real_scorer)
+    with caplog.at_level(logging.INFO, logger="emodistill.training"):
+        distill.run(cfg)
+    text = (run_dir / "log.txt").read_text()
+    assert "ling teacher: done, skipped" in text
+    assert "resuming after epoch 1 of 3" in text
+    assert teacher_file.stat().st_mtime_ns == stamp
+    assert not (fold_dir / "teachers" / "pros").exists()  # ce+ling never needs it
+    result = json.loads((fold_dir / "student" / "result.json").read_text())
+    assert [h["epoch"] for h in result["history"]] == [1, 2, 3]
+
+    # A third run finds everything done and trains nothing.
+    distill.run(cfg)
+    assert "student ce+ling seed 0: done, skipped" in (run_dir / "log.txt").read_text()
+
+
+def test_ablation_table(corpus, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    run_dir = tmp_path / "run"
+    metrics = distill.run(_config(corpus, run_dir, "--ablation", "--seeds=0,1", "--epochs=1"))
+    students = metrics["summary"]["students"]
+    assert list(students) == [
+        "ce_only",
+        "ce+ling",
+        "ce+pros",
+        "logit_only",
+        "embedding_only",
+        "full",
+    ]
+    assert all(s["runs"] == 2 for s in students.values())
+    table = (run_dir / "results.md").read_text()
+    for row in ("linguistic teacher", "prosodic teacher", "student: ce_only", "full - ce_only"):
+        assert row in table
+    fold_dir = _fold_dir(run_dir)
+    assert (fold_dir / "student" / "best" / "summary.json").is_file()  # full, seed 0
+    assert (fold_dir / "students" / "ce_only-seed1" / "result.json").is_file()

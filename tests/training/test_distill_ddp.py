@@ -1,0 +1,34 @@
+"""``torchrun --nproc_per_node 2 -m training.distill``: two gloo processes on CPU."""
+
+import json
+import os
+import subprocess
+import sys
+
+from training.data.synthetic import SyntheticConfig, generate
+
+
+def test_two_process_gloo_run(tmp_path):
+    corpus, run_dir = tmp_path / "corpus", tmp_path / "run"
+    generate(SyntheticConfig(n=48, seed=1), corpus, progress=False)
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "training.distill", "--preset", "demo", f"--data_path={corpus}", "--synth_n=48",
+        "--synth_seed=1", f"--run_dir={run_dir}", f"--prosody_cache={tmp_path / 'prosody'}",
+        "--ling_epochs=1", "--ling_batch_size=64", "--pros_epochs=1", "--pros_hidden=16",
+        "--epochs=2", "--batch_size=4", "--max_seconds=0.5", "--threads=1",
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.getcwd()}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = (run_dir / "log.txt").read_text()
+    assert "2 process(es)" in log
+    assert log.count("EmoDistill run") == 1  # only rank 0 writes the log
+    (fold_dir,) = (run_dir / "folds").iterdir()
+    result = json.loads((fold_dir / "student" / "result.json").read_text())
+    assert [h["epoch"] for h in result["history"]] == [1, 2]
+    # Both ranks evaluated half of the test set each; the gathered predictions cover all of it.
+    assert sum(map(sum, result["test_best"]["confusion"])) == len(
+        (fold_dir / "test.jsonl").read_text().splitlines()
+    )
+    assert (run_dir / "results.md").is_file()

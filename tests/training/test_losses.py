@@ -1,0 +1,91 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from training.losses import VARIANTS, LossWeights, distill_loss, embedding_loss, kd_loss
+
+
+def _batch(seed=0, n=6, c=4, d=8):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, c, generator=g)
+    projected = {t: torch.randn(n, d, generator=g) for t in ("ling", "pros")}
+    targets = {
+        t: {"logits": torch.randn(n, c, generator=g), "embedding": torch.randn(n, d, generator=g)}
+        for t in ("ling", "pros")
+    }
+    labels = torch.randint(0, c, (n,), generator=g)
+    return logits, projected, labels, targets
+
+
+def test_kd_matches_definition():
+    s, t = torch.randn(5, 4), torch.randn(5, 4)
+    temp = 3.0
+    p_t = F.softmax(t / temp, -1)
+    expected = (p_t * (p_t.log() - F.log_softmax(s / temp, -1))).sum(-1).mean() * temp**2
+    assert kd_loss(s, t, temp).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_kd_is_zero_only_for_equal_distributions():
+    s = torch.randn(5, 4)
+    assert kd_loss(s, s + 7.0, 2.0).item() == pytest.approx(0.0, abs=1e-6)  # shift-invariant
+    assert kd_loss(s, -s, 2.0).item() > 0.1
+
+
+def test_embedding_losses():
+    a = torch.randn(4, 8)
+    assert embedding_loss(a, 2 * a, "cosine").item() == pytest.approx(0.0, abs=1e-6)
+    assert embedding_loss(a, -a, "cosine").item() == pytest.approx(2.0, abs=1e-5)
+    assert embedding_loss(a, a + 1, "mse").item() == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(ValueError, match="unknown embedding loss"):
+        embedding_loss(a, a, "l1")
+
+
+def test_zero_weights_leave_cross_entropy():
+    logits, projected, labels, targets = _batch()
+    weights = LossWeights(a_ling=0, a_pros=0, b_ling=0, b_pros=0)
+    total, terms = distill_loss(logits, projected, labels, targets, weights)
+    assert total.item() == pytest.approx(F.cross_entropy(logits, labels).item())
+    assert set(terms) == {"ce"}
+
+
+def test_total_is_the_weighted_sum():
+    logits, projected, labels, targets = _batch(1)
+    w = LossWeights(
+        a_ling=0.5, a_pros=2.0, b_ling=3.0, b_pros=0.25, temperature=2.0, emb_loss="mse"
+    )
+    total, terms = distill_loss(logits, projected, labels, targets, w)
+    expected = (
+        terms["ce"]
+        + 0.5 * terms["kd_ling"]
+        + 2.0 * terms["kd_pros"]
+        + 3.0 * terms["emb_ling"]
+        + 0.25 * terms["emb_pros"]
+    )
+    assert total.item() == pytest.approx(expected, rel=1e-5)
+    assert terms["emb_ling"] == pytest.approx(
+        F.mse_loss(projected["ling"], targets["ling"]["embedding"]).item(), rel=1e-5
+    )
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_variants_switch_terms(variant):
+    logits, projected, labels, targets = _batch(2)
+    w = LossWeights().for_variant(variant)
+    _, terms = distill_loss(logits, projected, labels, targets, w)
+    on = {
+        f"{'kd' if k[0] == 'a' else 'emb'}_{k[2:]}" for k, keep in VARIANTS[variant].items() if keep
+    }
+    assert set(terms) == {"ce"} | on
+    assert w.uses_teachers == bool(on)
+
+
+def test_unknown_variant():
+    with pytest.raises(ValueError, match="unknown variant"):
+        LossWeights().for_variant("everything")
+
+
+def test_kd_gradient_pulls_student_towards_teacher():
+    s = torch.zeros(1, 4, requires_grad=True)
+    t = torch.tensor([[4.0, 0.0, 0.0, 0.0]])
+    kd_loss(s, t, 2.0).backward()
+    assert s.grad[0, 0] < 0 and (s.grad[0, 1:] > 0).all()
