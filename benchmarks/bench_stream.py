@@ -33,11 +33,15 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from examples.stream_client import stream_audio
-from server.audio import SAMPLE_RATE
-from tests.server.speech_clips import three_utterances
-
 ROOT = Path(__file__).resolve().parents[1]
+# `make bench` runs this file directly: the example client and the test speech live in the
+# repository, not in the installed package.
+sys.path.insert(0, str(ROOT))
+
+from examples.stream_client import stream_audio  # noqa: E402
+from server.audio import SAMPLE_RATE  # noqa: E402
+from tests.server.speech_clips import three_utterances  # noqa: E402
+
 RESULTS = ROOT / "benchmarks/results/bench_stream.json"
 P95_LIMIT_S = 1.0
 MIN_SILENCE_MS = 300.0
@@ -143,7 +147,7 @@ async def run_level(url: str, streams: int, clip, spread_s: float, chunk_ms: flo
 
 
 def summarise(
-    streams: int, runs: list[dict], wall_s: float, server_cpu_s: float, expected: int
+    streams: int, runs: list[dict], wall_s: float, cpu_s: tuple[float, float], expected: int
 ) -> dict:
     latencies = [x for run in runs for x in run["latencies"]]
     after_vad = [x for run in runs for x in run["after_vad"]]
@@ -164,7 +168,8 @@ def summarise(
         "inference_p50_s": percentile([t["inference_s"] for t in timings], 50),
         "queue_wait_p50_s": percentile([t["queue_s"] for t in timings], 50),
         "mean_batch_size": statistics.fmean(t["batch_size"] for t in timings) if timings else None,
-        "server_cpu_cores": round(server_cpu_s / wall_s, 2),
+        "server_cpu_cores": round(cpu_s[0] / wall_s, 2),
+        "client_cpu_cores": round(cpu_s[1] / wall_s, 2),
         "load_avg_1m_after": os.getloadavg()[0],
         "sustained": bool(latencies) and not errors and missing == 0 and p95 < P95_LIMIT_S,
     }
@@ -199,17 +204,22 @@ def main() -> int:
     results = []
     try:
         for streams in levels:
-            cpu_before, started = cpu_seconds(server.pid), time.monotonic()
+            before = cpu_seconds(server.pid), time.process_time()
+            started = time.monotonic()
             runs = asyncio.run(run_level(url, streams, clip, period, args.chunk_ms))
             wall = time.monotonic() - started
             row = summarise(
-                streams, runs, wall, cpu_seconds(server.pid) - cpu_before, len(clip.truth)
+                streams,
+                runs,
+                wall,
+                (cpu_seconds(server.pid) - before[0], time.process_time() - before[1]),
+                len(clip.truth),
             )
             results.append(row)
             print(
                 f"N={streams:3d}  p50 {row['latency_p50_s']:.3f} s  p95 {row['latency_p95_s']:.3f} s  "
                 f"inference p50 {row['inference_p50_s'] * 1000:.0f} ms  batch {row['mean_batch_size']:.1f}  "
-                f"server CPU {row['server_cpu_cores']:.2f} cores  errors {len(row['errors'])}  "
+                f"CPU server {row['server_cpu_cores']:.2f} client {row['client_cpu_cores']:.2f}  errors {len(row['errors'])}  "
                 f"{'ok' if row['sustained'] else 'NOT sustained'}",
                 flush=True,
             )
