@@ -81,7 +81,7 @@ def build_model_dir(
             from export.quantize import quantize_model
 
             int8_meta = quantize_model(
-                model_path, staging / INT8_FILE, calibration, calibration_labels
+                model_path, staging / INT8_FILE, calibration, calibration_labels, tolerance
             )
             files[INT8_FILE] = file_entry(staging / INT8_FILE)
         if hf:

@@ -1,10 +1,15 @@
 """model.onnx -> model.int8.onnx for CPU: static, calibrated int8 on weight MatMuls only.
 
-Why static: dynamic quantisation computes activation scales over the whole batch, so an
-utterance's logits would depend on its batch mates (1e-2 drift); fixed, calibrated scales keep
-batching exact. Why MatMul only: ConvInteger (quantize_dynamic's default) is 2x slower than fp32
-here, while int8 MatMuls are the speed-up. Why only MatMuls with a weight: the attention products
-(QK^T, AV) multiply two activations whose ranges vary per utterance.
+Why static: dynamic quantisation computes activation scales over the whole padded batch, so an
+utterance's logits depend systematically on its batch mates (5e-2 on hubert-base). Fixed,
+calibrated scales remove that dependence, but not all of it: ORT's fp32 ops differ by ~1e-7
+between batch shapes (GEMM blocking), and such a difference occasionally moves a value across a
+rounding boundary of the int8 grid, a jump of one quantisation step that propagates to the
+logits (measured up to ~2e-2 on hubert-base). So the batching drift is measured, and
+model.json's ``batch_invariant`` says whether it is within the tolerance; when it is not, the
+server runs int8 one utterance at a time (on 2 CPU cores batching gains ~4%, int8 ~1.5x).
+Why MatMul only: ConvInteger (quantize_dynamic's default) is 2x slower than fp32 here. Why only
+MatMuls with a weight: the attention products (QK^T, AV) multiply two activations.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from export.parity import (
     pad_batch,
     probe_signal,
 )
-from export.spec import SAMPLE_RATE
+from export.spec import SAMPLE_RATE, TOLERANCE
 
 CALIBRATION_MAX = 64  # utterances used for the activation ranges
 EVAL_BATCH = 8
@@ -105,6 +110,7 @@ def quantize_model(
     int8_path: Path,
     calibration: Sequence[np.ndarray] | None,
     labels: Sequence[int] | None = None,
+    tolerance: float = TOLERANCE,
 ) -> dict:
     """Write the int8 model and measure it against fp32: the model.json "int8" entry."""
     source = "validation audio" if calibration else "synthetic signals (no validation audio given)"
@@ -113,16 +119,18 @@ def quantize_model(
     fp32, int8 = open_session(fp32_path), open_session(int8_path)
     fp32_pred = predict_logits(fp32, rows).argmax(1)
     int8_pred = predict_logits(int8, rows).argmax(1)
-    case = max(PARITY_CASES, key=len)
-    mixed = [probe_signal(n, seed=900 + i) for i, n in enumerate(case)]
-    batching = batching_max_abs_diff(int8, mixed)
+    batching = max(
+        batching_max_abs_diff(int8, [probe_signal(n, seed=900 + i) for i, n in enumerate(case)])
+        for case in PARITY_CASES
+        if len(case) > 1
+    )
     targets = np.asarray(labels) if labels is not None else None
     return {
         "argmax_agreement": float((fp32_pred == int8_pred).mean()),
         "ua_fp32": unweighted_accuracy(fp32_pred, targets) if targets is not None else None,
         "ua_int8": unweighted_accuracy(int8_pred, targets) if targets is not None else None,
         "batching_max_abs_diff": batching,
-        "batch_invariant": batching <= 1e-4,
+        "batch_invariant": batching <= tolerance,
         "method": f"{METHOD}; calibrated on {min(len(rows), CALIBRATION_MAX)} utterances of {source}",
         "evaluated_on": len(rows),
     }

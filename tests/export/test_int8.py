@@ -8,6 +8,7 @@ import pytest
 from export import build_model_dir
 from export.parity import open_session, probe_signal, run_onnx
 from export.quantize import predict_logits, unweighted_accuracy
+from export.spec import PARITY_CASES
 
 INT8_KEYS = {"argmax_agreement", "ua_fp32", "ua_int8", "batching_max_abs_diff", "method"}
 
@@ -56,14 +57,28 @@ def test_int8_is_quantised_matmul_only(int8_dir):
     assert "ConvInteger" not in ops and "DynamicQuantizeLinear" not in ops
 
 
-def test_int8_batching_is_exact(int8_dir):
-    """Static scales: a row's int8 logits do not depend on its batch mates."""
+def test_int8_batching_drift_is_measured_and_recorded(int8_dir):
+    """Static scales leave no batch-wide reduction; what drift remains (rounding-boundary flips
+    from ~1e-7 fp32 differences) is measured, and batch_invariant follows it."""
     out, _, _ = int8_dir
-    session = open_session(out / "model.int8.onnx")
-    rows = [probe_signal(n, seed=40 + i) for i, n in enumerate((400, 31_000, 7_777, 90_000))]
-    logits = run_onnx(session, rows)[0]
-    for i, row in enumerate(rows):
-        assert np.abs(logits[i] - run_onnx(session, [row])[0][0]).max() <= 1e-4
     meta = json.loads((out / "model.json").read_text())
-    assert meta["int8"]["batch_invariant"] is True
-    assert meta["int8"]["batching_max_abs_diff"] <= 1e-4
+    session = open_session(out / "model.int8.onnx")
+    rows = [probe_signal(n, seed=900 + i) for i, n in enumerate(PARITY_CASES[-1])]
+    logits = run_onnx(session, rows)[0]
+    drift = max(
+        float(np.abs(logits[i] - run_onnx(session, [row])[0][0]).max())
+        for i, row in enumerate(rows)
+    )
+    assert meta["int8"]["batching_max_abs_diff"] >= drift
+    tolerance = meta["parity"]["tolerance"]
+    assert meta["int8"]["batch_invariant"] == (meta["int8"]["batching_max_abs_diff"] <= tolerance)
+
+
+def test_server_loader_follows_int8_batch_invariance(int8_dir):
+    from server.model_dir import load_model_dir
+
+    out, _, _ = int8_dir
+    loaded = load_model_dir(out, int8=True)
+    meta = json.loads((out / "model.json").read_text())
+    assert loaded.onnx_path.name == "model.int8.onnx"
+    assert loaded.batch_invariant == meta["int8"]["batch_invariant"]

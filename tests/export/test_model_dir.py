@@ -98,3 +98,11 @@ def test_replaces_only_model_dirs(tmp_path, make_student):
     with pytest.raises(FileExistsError):
         build_model_dir(make_student("tiny"), tmp_path, hf=False)
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_server_loader_accepts_the_model_dir(student_and_dir):
+    from server.model_dir import load_model_dir
+
+    _, out = student_and_dir
+    loaded = load_model_dir(out)
+    assert loaded.labels == list(EMOTIONS) and loaded.batch_invariant

@@ -1,0 +1,256 @@
+"""Model throughput on CPU, in one run, on the HuBERT-base architecture (random init).
+
+Audio-seconds processed per second for PyTorch eager, the transformers audio-classification
+pipeline (built from the exported hf/ checkpoint), ONNX Runtime fp32 (TorchScript export, the
+one shipped), ONNX Runtime fp32 from the dynamo exporter (for the exporter choice) and ONNX
+Runtime int8, at batch 1 and 8, plus the machine's fp32 matmul GFLOP/s and the model's GFLOP per
+audio second, so each path shows its share of the compute ceiling. Paths are measured in
+interleaved rounds (medians), so ratios within one run are fair even on a shared machine.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_model.py [--rounds 5] [--no-dynamo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import onnxruntime as ort
+import torch
+import transformers
+from torch.utils.flop_counter import FlopCounterMode
+
+from export import build_model_dir
+from export.onnx_export import export_onnx
+from export.parity import open_session, pad_batch, probe_signal
+from export.quantize import synthetic_calibration
+from training.data.utterance import EMOTIONS
+from training.student import Student, build_classifier
+
+CONFIG = "hubert-base"
+THREADS = 2
+CLIP_SECONDS = 3.0
+BATCH_SIZES = (1, 8)
+LONG_SECONDS = 20.0  # the exporter comparison also times one long utterance
+MIN_MEASURE_S = 1.0  # each timing repeats calls for at least this long
+RESULTS = Path(__file__).parent / "results" / "bench_model.json"
+SAMPLE_RATE = 16_000
+
+Runner = Callable[[list[np.ndarray]], object]
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """Best fp32 GEMM rate with THREADS threads: the machine's compute ceiling. Measured in
+    every round beside the paths, so the ceiling sees the same machine load they do."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = max(best, 2 * size**3 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def model_gflop_per_audio_second(student: Student) -> dict:
+    """FlopCounterMode (no_grad: inference_mode breaks parametrised convs) misses CPU SDPA
+    attention, so the attention products are added: 2 matmuls x 2 FLOP x frames^2 x hidden."""
+    samples = int(CLIP_SECONDS * SAMPLE_RATE)
+    audio, lengths = torch.from_numpy(probe_signal(samples, 0))[None], torch.tensor([samples])
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        student(audio, lengths)
+    counted = counter.get_total_flops() / 1e9
+    frames = int(student.frame_lengths(lengths)[0])
+    config = student.config
+    attention = 4 * frames**2 * config.hidden_size * config.num_hidden_layers / 1e9
+    return {
+        "counted": counted / CLIP_SECONDS,
+        "attention_estimate": attention / CLIP_SECONDS,
+        "total": (counted + attention) / CLIP_SECONDS,
+    }
+
+
+def throughput(run: Runner, rows: list[np.ndarray]) -> float:
+    """Audio-seconds per second over repeated calls lasting at least MIN_MEASURE_S."""
+    audio_seconds = sum(len(r) for r in rows) / SAMPLE_RATE
+    calls, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < MIN_MEASURE_S or calls < 2:
+        run(rows)
+        calls += 1
+    return calls * audio_seconds / elapsed
+
+
+def ort_runner(session: ort.InferenceSession) -> Runner:
+    def run(rows):
+        audio, lengths = pad_batch(rows)
+        return session.run(None, {"audio": audio, "lengths": lengths})
+
+    return run
+
+
+def eager_runner(student: Student) -> Runner:
+    def run(rows):
+        audio, lengths = pad_batch(rows)
+        with torch.inference_mode():
+            return student(torch.from_numpy(audio), torch.from_numpy(lengths))
+
+    return run
+
+
+def pipeline_runner(hf_dir: Path) -> Runner:
+    classify = transformers.pipeline("audio-classification", model=str(hf_dir), device="cpu")
+
+    def run(rows):
+        inputs = [{"raw": r, "sampling_rate": SAMPLE_RATE} for r in rows]
+        return classify(inputs, batch_size=len(rows), top_k=None)
+
+    return run
+
+
+def build(workdir: Path, dynamo: bool) -> tuple[Student, dict[str, Runner], dict]:
+    torch.manual_seed(0)
+    student = Student(build_classifier(CONFIG, EMOTIONS)).eval()
+    start = time.perf_counter()
+    model_dir = build_model_dir(
+        student, workdir / "model", int8=True, calibration=synthetic_calibration()
+    )
+    info = {"build_model_dir_s": time.perf_counter() - start}
+    info["model_json"] = json.loads((model_dir / "model.json").read_text())
+    runners = {
+        "pytorch_eager": eager_runner(student),
+        "hf_pipeline": pipeline_runner(model_dir / "hf"),
+        "ort_fp32": ort_runner(open_session(model_dir / "model.onnx", THREADS)),
+        "ort_int8": ort_runner(open_session(model_dir / "model.int8.onnx", THREADS)),
+    }
+    if dynamo:
+        start = time.perf_counter()
+        path = export_onnx(student, workdir / "dynamo.onnx", exporter="dynamo")
+        info["dynamo_export_s"] = time.perf_counter() - start
+        runners["ort_fp32_dynamo"] = ort_runner(open_session(path, THREADS))
+    return student, runners, info
+
+
+def measure(runners: dict[str, Runner], rounds: int) -> dict:
+    """Interleaved rounds: every path sees the same machine load, medians per path and batch."""
+    clips = {
+        b: [probe_signal(int(CLIP_SECONDS * SAMPLE_RATE), seed=i) for i in range(b)]
+        for b in BATCH_SIZES
+    }
+    long = [probe_signal(int(LONG_SECONDS * SAMPLE_RATE), seed=99)]
+    exporters = [name for name in ("ort_fp32", "ort_fp32_dynamo") if name in runners]
+    samples: dict[str, list[float]] = {}
+    for run in runners.values():  # warm-up: first-call allocations, lazy init
+        for rows in clips.values():
+            run(rows)
+    for _ in range(rounds):
+        samples.setdefault("matmul_gflops", []).append(matmul_gflops())
+        for name, run in runners.items():
+            for b, rows in clips.items():
+                samples.setdefault(f"{name}@{b}", []).append(throughput(run, rows))
+        for name in exporters:
+            start = time.perf_counter()
+            runners[name](long)
+            samples.setdefault(f"{name}@long", []).append(time.perf_counter() - start)
+    return {key: statistics.median(values) for key, values in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--no-dynamo", action="store_true", help="skip the dynamo exporter path")
+    args = parser.parse_args()
+    torch.set_num_threads(THREADS)
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        student, runners, info = build(Path(tmp), dynamo=not args.no_dynamo)
+        flops = model_gflop_per_audio_second(student)
+        medians = measure(runners, args.rounds)
+    peak = medians.pop("matmul_gflops")
+    ceiling = peak / flops["total"]
+    paths = {}
+    for name in runners:
+        per_batch = {str(b): medians[f"{name}@{b}"] for b in BATCH_SIZES}
+        paths[name] = {
+            "audio_s_per_s": per_batch,
+            "share_of_ceiling": {b: v / ceiling for b, v in per_batch.items()},
+        }
+    ratios = {
+        f"{num}/{den}@{b}": medians[f"{num}@{b}"] / medians[f"{den}@{b}"]
+        for num, den in (
+            ("ort_fp32", "pytorch_eager"),
+            ("ort_int8", "ort_fp32"),
+            ("ort_fp32", "ort_fp32_dynamo"),
+        )
+        if num in runners and den in runners
+        for b in BATCH_SIZES
+    }
+    meta = info.pop("model_json")
+    result = {
+        "config": CONFIG,
+        "threads": THREADS,
+        "clip_seconds": CLIP_SECONDS,
+        "rounds": args.rounds,
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "load_avg_before": load_before,
+            "load_avg_after": os.getloadavg(),
+        },
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "onnxruntime": ort.__version__,
+        },
+        "matmul_gflops": peak,
+        "model_gflop_per_audio_s": flops,
+        "ceiling_audio_s_per_s": ceiling,
+        "paths": paths,
+        "ratios": ratios,
+        "long_utterance_latency_s": {
+            k.split("@")[0]: v for k, v in medians.items() if k.endswith("@long")
+        },
+        "long_utterance_seconds": LONG_SECONDS,
+        "export": {**info, "parity": meta["parity"], "int8": meta["int8"]},
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print_table(result)
+
+
+def print_table(result: dict) -> None:
+    flops = result["model_gflop_per_audio_s"]
+    print(
+        f"matmul peak {result['matmul_gflops']:.0f} GFLOP/s; model {flops['total']:.1f} GFLOP per "
+        f"audio s -> ceiling {result['ceiling_audio_s_per_s']:.1f} audio-s/s "
+        f"({result['threads']} threads, {result['clip_seconds']:.0f} s clips, "
+        f"load {result['machine']['load_avg_before'][0]:.2f} -> "
+        f"{result['machine']['load_avg_after'][0]:.2f})"
+    )
+    header = "| path | " + " | ".join(f"batch {b} audio-s/s (% ceiling)" for b in BATCH_SIZES)
+    print(header + " |")
+    print("|---" * (1 + len(BATCH_SIZES)) + "|")
+    for name, path in result["paths"].items():
+        cells = [
+            f"{path['audio_s_per_s'][str(b)]:.1f} ({100 * path['share_of_ceiling'][str(b)]:.0f}%)"
+            for b in BATCH_SIZES
+        ]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    for key, value in result["ratios"].items():
+        print(f"{key}: {value:.2f}x")
+    for name, seconds in result["long_utterance_latency_s"].items():
+        print(f"{name}: {seconds:.2f} s for one {result['long_utterance_seconds']:.0f} s utterance")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
