@@ -449,7 +449,9 @@ class StreamSession:
         assert self.config is not None
         now = time.monotonic()
         busy = self._partial is not None and not self._partial.done()
-        if busy or now - self._last_partial_at < self.config.partial_interval_ms / 1000:
+        # Interim results never make finals wait: none while a full batch is already queued.
+        crowded = self.batcher.depth >= self.batcher.max_batch_size
+        if busy or crowded or now - self._last_partial_at < self.config.partial_interval_ms / 1000:
             return
         self._last_partial_at = now
         self._partial = asyncio.create_task(self._send_partial(due, self.position))
