@@ -33,11 +33,12 @@ from export.parity import (
     open_session,
     pad_batch,
     probe_signal,
+    run_onnx,
 )
 from export.spec import SAMPLE_RATE, TOLERANCE
+from training.metrics import compute_metrics
 
 CALIBRATION_MAX = 64  # utterances used for the activation ranges
-EVAL_BATCH = 8
 METHOD = (
     "onnxruntime quantize_static, QDQ, MatMul with weights only, per-channel int8 weights, "
     "uint8 activations with MinMax-calibrated static scales"
@@ -87,22 +88,14 @@ def quantize(fp32_path: Path, int8_path: Path, calibration: Sequence[np.ndarray]
 
 
 def predict_logits(session, rows: Sequence[np.ndarray]) -> np.ndarray:
-    """Logits for every row, batched by similar lengths as a server would."""
-    order = np.argsort([len(r) for r in rows])
-    logits: list[np.ndarray | None] = [None] * len(rows)
-    for start in range(0, len(rows), EVAL_BATCH):
-        chunk = order[start : start + EVAL_BATCH]
-        audio, lengths = pad_batch([rows[i] for i in chunk])
-        out = session.run(["logits"], {"audio": audio, "lengths": lengths})[0]
-        for i, row_logits in zip(chunk, out, strict=True):
-            logits[i] = row_logits
-    return np.stack(logits)
+    """Logits per utterance, one at a time: how a server runs a model that is not
+    batch-invariant (and on CPU batching gains little)."""
+    return np.concatenate([run_onnx(session, [row])[0] for row in rows])
 
 
-def unweighted_accuracy(predicted: np.ndarray, targets: np.ndarray) -> float:
-    """Macro recall over the classes present in ``targets``."""
-    recalls = [float((predicted[targets == c] == c).mean()) for c in np.unique(targets)]
-    return float(np.mean(recalls))
+def unweighted_accuracy(logits: np.ndarray, targets: Sequence[int]) -> float:
+    classes = range(logits.shape[1])
+    return compute_metrics(list(targets), logits.argmax(1).tolist(), classes)["ua"]
 
 
 def quantize_model(
@@ -117,18 +110,17 @@ def quantize_model(
     rows = list(calibration) if calibration else synthetic_calibration()
     quantize(fp32_path, int8_path, rows)
     fp32, int8 = open_session(fp32_path), open_session(int8_path)
-    fp32_pred = predict_logits(fp32, rows).argmax(1)
-    int8_pred = predict_logits(int8, rows).argmax(1)
+    fp32_logits, int8_logits = predict_logits(fp32, rows), predict_logits(int8, rows)
     batching = max(
         batching_max_abs_diff(int8, [probe_signal(n, seed=900 + i) for i, n in enumerate(case)])
         for case in PARITY_CASES
         if len(case) > 1
     )
-    targets = np.asarray(labels) if labels is not None else None
+    agreement = (fp32_logits.argmax(1) == int8_logits.argmax(1)).mean()
     return {
-        "argmax_agreement": float((fp32_pred == int8_pred).mean()),
-        "ua_fp32": unweighted_accuracy(fp32_pred, targets) if targets is not None else None,
-        "ua_int8": unweighted_accuracy(int8_pred, targets) if targets is not None else None,
+        "argmax_agreement": float(agreement),
+        "ua_fp32": unweighted_accuracy(fp32_logits, labels) if labels is not None else None,
+        "ua_int8": unweighted_accuracy(int8_logits, labels) if labels is not None else None,
         "batching_max_abs_diff": batching,
         "batch_invariant": batching <= tolerance,
         "method": f"{METHOD}; calibrated on {min(len(rows), CALIBRATION_MAX)} utterances of {source}",
