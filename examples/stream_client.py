@@ -62,7 +62,10 @@ async def stream_audio(
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
     frame = max(1, int(sample_rate * chunk_ms / 1000))
     events: list[dict] = []
-    async with connect(f"{url}?{query}", additional_headers=headers, max_size=None) as ws:
+    # PCM does not compress: permessage-deflate would only cost CPU on both ends.
+    async with connect(
+        f"{url}?{query}", additional_headers=headers, max_size=None, compression=None
+    ) as ws:
         ready = json.loads(await ws.recv())
         if on_event:
             on_event(ready)
