@@ -199,9 +199,9 @@ class StreamSession:
         failure = self._failure
         if isinstance(failure, StreamError):
             return failure.code
-        return {_Stop: "stop", _ClientGone: "client gone", type(None): "cancelled"}.get(
-            type(failure), "internal error"
-        )
+        if isinstance(failure, _ClientGone):
+            return f"disconnected {failure.args[0]}" if failure.args else "client gone"
+        return {_Stop: "stop", type(None): "cancelled"}.get(type(failure), "internal error")
 
     async def _finish(self) -> None:
         """Wait for the queued finals (they send themselves, in order); a failure aborts."""
@@ -267,7 +267,8 @@ class StreamSession:
                     CLOSE_POLICY,
                 ) from None
             if message["type"] == "websocket.disconnect":
-                raise _ClientGone()
+                # uvicorn closes open websockets with 1012 when the server shuts down.
+                raise _ClientGone(message.get("code"))
             if message.get("bytes") is not None:
                 await self._audio(message["bytes"])
             elif message.get("text") is not None:

@@ -87,7 +87,7 @@ def test_client_vanishing_mid_utterance_frees_everything_quietly(server, caplog)
     state = server.app.state
     assert wait_until(lambda: state.open_streams == 0)
     assert wait_until(lambda: state.batcher.depth == 0)
-    assert wait_until(lambda: any("(client gone)" in r.getMessage() for r in caplog.records))
+    assert wait_until(lambda: any("(disconnected" in r.getMessage() for r in caplog.records))
     noisy = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
     assert not noisy, [r.getMessage() for r in noisy]
 
