@@ -1,4 +1,4 @@
-"""A live ``python -m server`` process on loopback, for tests that need a real uvicorn."""
+"""A live ``python -m server`` process on loopback (tests that need a real uvicorn, benchmarks)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,8 +36,16 @@ def server_env(model_dir: Path, port: int, **settings: object) -> dict[str, str]
     return env
 
 
+class ServerFailed(RuntimeError):
+    pass
+
+
 @contextmanager
-def serve(model_dir: Path, **settings: object) -> Iterator[tuple[subprocess.Popen, str]]:
+def serve(
+    model_dir: Path, *, start_timeout_s: float = START_TIMEOUT_S, **settings: object
+) -> Iterator[tuple[subprocess.Popen, str]]:
+    """Start ``python -m server`` with ``EMODISTILL_<KEY>=value`` for each setting; yields once
+    /ready answers 200; kills the process on exit if it is still running."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "server"],
@@ -50,17 +57,18 @@ def serve(model_dir: Path, **settings: object) -> Iterator[tuple[subprocess.Pope
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
+        deadline = time.monotonic() + start_timeout_s
         while True:
             if process.poll() is not None:
-                pytest.fail(f"server exited with {process.returncode}: {process.stdout.read()}")
+                output = process.stdout.read()
+                raise ServerFailed(f"server exited with {process.returncode}: {output}")
             try:
                 if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail("server did not become ready")
+                raise ServerFailed("server did not become ready")
             time.sleep(0.1)
         yield process, url
     finally:
