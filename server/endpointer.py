@@ -33,6 +33,17 @@ class PartialDue:
 
 
 @dataclass(frozen=True)
+class EndpointLikely:
+    """The open utterance is in a pause that may end it: if the pause lasts, its Endpoint will
+    have exactly this span, so its inference can start before the endpoint is certain."""
+
+    utterance: int
+    start: int
+    end: int
+    audio: np.ndarray
+
+
+@dataclass(frozen=True)
 class Endpoint:
     """An utterance is complete."""
 
@@ -42,7 +53,7 @@ class Endpoint:
     audio: np.ndarray
 
 
-StreamEvent = SpeechStarted | PartialDue | Endpoint
+StreamEvent = SpeechStarted | PartialDue | EndpointLikely | Endpoint
 
 
 class AudioBuffer:
@@ -95,7 +106,8 @@ class Endpointer:
     """VAD + segmentation + audio buffering for one stream.
 
     `feed` returns, in stream order: SpeechStarted when an utterance becomes certain,
-    PartialDue every `partial_interval_ms` of its growth (if set), and Endpoint when it ends
+    PartialDue every `partial_interval_ms` of its growth (if set), EndpointLikely once a pause
+    has lasted `speculate_after` samples (if set), and Endpoint when the utterance ends
     (silence, `max_speech_s` in `params`, or `flush`).
     """
 
@@ -115,6 +127,8 @@ class Endpointer:
         self._audio = AudioBuffer(int((longest + 2.0) * SAMPLE_RATE))
         self._next_partial: int | None = None
         self.utterances = 0  # index of the next utterance
+        self.speculate_after: int | None = None  # pause length (samples) for EndpointLikely
+        self._speculated: tuple[int, int] | None = None
 
     @property
     def position(self) -> int:
@@ -129,6 +143,7 @@ class Endpointer:
             window = self._audio.slice(start, start + WINDOW)
             events += self._convert(self.tracker.push(self.vad(window)))
             events += self._partial()
+            events += self._likely()
         self._audio.discard_before(self.tracker.keep_from())
         return events
 
@@ -151,6 +166,22 @@ class Endpointer:
                 self.utterances += 1
                 self._next_partial = None
         return events
+
+    @property
+    def likely_span(self) -> tuple[int, int] | None:
+        """The span of the current pause's EndpointLikely while it can still come true."""
+        pending = self.tracker.pending_end()
+        return pending[0] if pending is not None else None
+
+    def _likely(self) -> list[StreamEvent]:
+        pending = self.tracker.pending_end()
+        if pending is None or self.speculate_after is None:
+            return []
+        span, pause = pending
+        if pause < self.speculate_after or span == self._speculated:
+            return []
+        self._speculated = span
+        return [EndpointLikely(self.utterances, *span, self._audio.slice(*span))]
 
     def _partial(self) -> list[StreamEvent]:
         start = self.tracker.segment_start

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     stream_vad_threshold: float = Field(0.5, gt=0, lt=1, description="Silero speech probability")
     stream_min_speech_ms: float = Field(250.0, ge=0, description="shorter speech is ignored")
     stream_pad_ms: float = Field(30.0, ge=0, description="context kept around each utterance")
+    stream_speculate: bool = Field(
+        True, description="start an utterance's inference in the pause that may end it"
+    )
 
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod

@@ -27,7 +27,14 @@ from fastapi.responses import JSONResponse
 from server.audio import SAMPLE_RATE
 from server.auth import key_accepted, presented_key
 from server.batcher import BatcherClosed, Inference, InferenceFailed, QueueFull, RequestTimeout
-from server.endpointer import Endpoint, Endpointer, PartialDue, SpeechStarted, StreamEvent
+from server.endpointer import (
+    Endpoint,
+    Endpointer,
+    EndpointLikely,
+    PartialDue,
+    SpeechStarted,
+    StreamEvent,
+)
 from server.errors import error_body
 from server.settings import Settings
 from server.stream_protocol import (
@@ -48,7 +55,7 @@ from server.stream_protocol import (
     result_fields,
     seconds,
 )
-from server.vad import WINDOW, SegmentParams, SileroVad
+from server.vad import WINDOW, SegmentParams, SileroVad, ms_to_samples
 
 log = logging.getLogger("emodistill.stream")
 router = APIRouter()
@@ -59,6 +66,11 @@ INLINE_WINDOWS = 8
 # A final whose inference queue is full is retried with this backoff (s) until the request
 # timeout; an interim result is simply skipped.
 RETRY_BACKOFF = (0.02, 0.05, 0.1, 0.2, 0.5)
+# Speculation starts when the pause left to wait is this many times the recent model time
+# (queue + inference), so the answer is ready about when the endpoint becomes certain; before
+# any measurement, halfway through min_silence_ms.
+SPECULATION_LEAD = 1.5
+MODEL_TIME_SMOOTHING = 0.3  # weight of the newest measurement in the running average
 # Finished sessions hand their VAD back (after reset): creating one costs ~30 ms and ~9 MiB.
 _idle_vads: list[SileroVad] = []
 
@@ -164,6 +176,9 @@ class StreamSession:
         self._failure: StreamError | BaseException | None = None
         self._abort = asyncio.Event()
         self.vad_in_thread = False
+        # An inference started in a pause that may end the utterance: (utterance, start, end).
+        self._speculation: tuple[tuple[int, int, int], asyncio.Task] | None = None
+        self._model_s: float | None = None  # running average of queue + inference time
 
     @property
     def position(self) -> int:
@@ -183,7 +198,9 @@ class StreamSession:
         finally:
             # Cancelling drops queued utterances from the batcher; wait so that all is freed
             # before the stream's slot is (even when this task itself is being cancelled).
-            tasks = [t for t in (reader, aborted, self._partial, *self._finals) if t is not None]
+            speculation = self._speculation[1] if self._speculation else None
+            tasks = [reader, aborted, self._partial, speculation, *self._finals]
+            tasks = [task for task in tasks if task is not None]
             for task in tasks:
                 task.cancel()
             log.info(
@@ -288,6 +305,8 @@ class StreamSession:
         )
         partials = config.partial_interval_ms if config.interim else None
         self.endpointer = Endpointer(params, partial_interval_ms=partials, vad=self.vad)
+        if settings.stream_speculate:
+            self.endpointer.speculate_after = ms_to_samples(config.min_silence_ms / 2)
         if config.sample_rate != SAMPLE_RATE:
             self.resampler = soxr.ResampleStream(
                 config.sample_rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ"
@@ -379,15 +398,38 @@ class StreamSession:
                 )
             elif isinstance(item, PartialDue):
                 self._maybe_partial(item)
+            elif isinstance(item, EndpointLikely):
+                self._speculate(item)
             elif isinstance(item, Endpoint):
                 await self._queue_final(item)
+        if self._speculation and self._speculation[0][1:] != self.endpointer.likely_span:
+            # Speech came back: that pause did not end the utterance.
+            self._speculation[1].cancel()
+            self._speculation = None
 
     # Inference ---------------------------------------------------------------------------
 
+    def _speculate(self, likely: EndpointLikely) -> None:
+        if self._speculation:
+            self._speculation[1].cancel()
+            self._speculation = None
+        if self.batcher.depth >= self.batcher.max_batch_size:
+            return  # a guess must not make certain work wait
+        task = asyncio.create_task(self.batcher.infer(likely.audio))
+        task.add_done_callback(_retrieve)
+        self._speculation = ((likely.utterance, likely.start, likely.end), task)
+
     async def _queue_final(self, endpoint: Endpoint) -> None:
         self._finalized = endpoint.utterance
+        speculated = None
+        if self._speculation:
+            key, speculated = self._speculation
+            self._speculation = None
+            if key != (endpoint.utterance, endpoint.start, endpoint.end):
+                speculated.cancel()
+                speculated = None
         previous = self._finals[-1] if self._finals else None
-        task = asyncio.create_task(self._final(endpoint, self.position, previous))
+        task = asyncio.create_task(self._final(endpoint, self.position, previous, speculated))
         self._finals.append(task)
         task.add_done_callback(self._final_done)
         # The per-connection bound: stop reading until an utterance leaves the queue.
@@ -399,17 +441,44 @@ class StreamSession:
             self._finals.remove(task)
 
     async def _final(
-        self, endpoint: Endpoint, detected_at: int, previous: asyncio.Task | None
+        self,
+        endpoint: Endpoint,
+        detected_at: int,
+        previous: asyncio.Task | None,
+        speculated: asyncio.Task | None,
     ) -> None:
         try:
-            inference = await self._infer_final(endpoint)
+            inference = await self._speculated(speculated) or await self._infer_final(endpoint)
+            self._observe(inference)
             if previous is not None:
                 await asyncio.wait({previous})  # finals leave in utterance order
-            await self._send(
-                self._result("final", endpoint, detected_at, inference, timing=_timing(inference))
-            )
+            timing = _timing(inference) | {"speculative": speculated is not None}
+            await self._send(self._result("final", endpoint, detected_at, inference, timing=timing))
         except Exception as failure:  # StreamError, _ClientGone, or a bug (closed with 1011)
             self._fail(failure)
+
+    @staticmethod
+    async def _speculated(task: asyncio.Task | None) -> Inference | None:
+        """The speculative inference of exactly this span, if it worked; else None, and the
+        final takes the ordinary path (which reports any lasting failure)."""
+        if task is None:
+            return None
+        try:
+            return await task
+        except (QueueFull, RequestTimeout, BatcherClosed, InferenceFailed):
+            return None
+
+    def _observe(self, inference: Inference) -> None:
+        """Track the model time and start speculating that long before an endpoint."""
+        took = inference.queue_wait_s + inference.inference_s
+        previous = self._model_s if self._model_s is not None else took
+        self._model_s = (1 - MODEL_TIME_SMOOTHING) * previous + MODEL_TIME_SMOOTHING * took
+        if self.endpointer is not None and self.endpointer.speculate_after is not None:
+            assert self.config is not None
+            lead_ms = SPECULATION_LEAD * self._model_s * 1000
+            self.endpointer.speculate_after = ms_to_samples(
+                max(0.0, self.config.min_silence_ms - lead_ms)
+            )
 
     async def _infer_final(self, endpoint: Endpoint) -> Inference:
         deadline = time.monotonic() + self.settings.request_timeout_s
@@ -497,6 +566,12 @@ class StreamSession:
             # Every send failure means the same here: the client is gone (the servers and
             # Starlette versions raise different types for it).
             raise _ClientGone() from exc
+
+
+def _retrieve(task: asyncio.Task) -> None:
+    """Done-callback of a speculation nobody may await: mark its exception as seen."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _timing(inference: Inference) -> dict[str, float | int]:

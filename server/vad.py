@@ -122,6 +122,17 @@ class SegmentTracker:
         """Padded start of the open, confirmed segment."""
         return self._padded_start() if self._confirmed else None
 
+    def pending_end(self) -> tuple[tuple[int, int], int] | None:
+        """In a pause of a confirmed segment: the span [start, end) the segment gets if the
+        pause lasts, and how long the pause is so far (samples). None otherwise, or while the
+        end padding has not arrived yet."""
+        if not self._confirmed or self._silence_start is None:
+            return None
+        end = self._silence_start + self._pad
+        if end > self.position:
+            return None
+        return (self._padded_start(), end), self.position - self._silence_start
+
     def keep_from(self) -> int:
         """The earliest sample a future segment can still include (for buffer trimming)."""
         if self._speech_start is not None:

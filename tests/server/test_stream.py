@@ -285,3 +285,39 @@ def test_overload_closes_with_try_again_later(make_client, monkeypatch):
             ws.send_text('{"type": "stop"}')
             error = expect_error(ws, "overloaded", 1013)
             assert error["utterance"] == 0
+
+
+@pytest.mark.parametrize("speculate", [True, False])
+def test_speculative_inference_gives_the_same_finals(make_client, monkeypatch, speculate):
+    """With a slow model, finals start in the pause that ends them; answers are unchanged."""
+    import asyncio
+
+    clip = three_utterances()
+    data = encode(clip.samples, "pcm_s16le")
+    with make_client(stream_speculate=speculate) as client:
+        batcher = client.app.state.batcher
+        original = batcher.infer
+        calls = 0
+
+        async def slow_infer(audio):
+            nonlocal calls
+            calls += 1
+            await asyncio.sleep(0.1)
+            return await original(audio)
+
+        monkeypatch.setattr(batcher, "infer", slow_infer)
+        with client.websocket_connect("/v1/stream?sample_rate=16000") as ws:
+            ws.receive_json()
+            for position in range(0, len(data), 3200):
+                ws.send_bytes(data[position : position + 3200])
+            ws.send_text('{"type": "stop"}')
+            events, code = collect(ws)
+        found = finals(events)
+        assert code == 1000 and len(found) == 3
+        speculative = [f["timing"]["speculative"] for f in found]
+        assert speculative[1:] == [speculate, speculate]  # once the model time is known
+        assert calls <= 3 + 3 * speculate  # a wrong guess costs one inference at most
+        for final in found:
+            expected = predict_span(client, clip.samples, SAMPLE_RATE, final["start"], final["end"])
+            for label, p in expected["probabilities"].items():
+                assert final["probabilities"][label] == pytest.approx(p, abs=1e-4)

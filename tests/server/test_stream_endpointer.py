@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 
 from server.audio import SAMPLE_RATE
-from server.endpointer import AudioBuffer, Endpoint, Endpointer, PartialDue, SpeechStarted
+from server.endpointer import (
+    AudioBuffer,
+    Endpoint,
+    Endpointer,
+    EndpointLikely,
+    PartialDue,
+    SpeechStarted,
+)
 from server.vad import SegmentParams, speech_segments
 from tests.server.speech_clips import three_utterances
 
@@ -96,3 +103,23 @@ def test_audio_buffer_addresses_by_absolute_offset():
     np.testing.assert_array_equal(buffer.slice(24, 30), ramp[24:30])
     with pytest.raises(IndexError):
         buffer.slice(0, 4)
+
+
+def test_endpoint_likely_announces_the_exact_final_span_early():
+    clip = three_utterances()
+    endpointer = Endpointer(PARAMS)
+    endpointer.speculate_after = 0
+    events = run(endpointer, random_chunks(clip.samples, 3, 3000))
+    finals = [e for e in events if isinstance(e, Endpoint)]
+    assert len(finals) == 3
+    for final in finals:
+        likely = [
+            e
+            for e in events
+            if isinstance(e, EndpointLikely) and (e.start, e.end) == (final.start, final.end)
+        ]
+        assert len(likely) == 1
+        assert likely[0].utterance == final.utterance
+        np.testing.assert_array_equal(likely[0].audio, final.audio)
+        # It came at least (min_silence - pad) of audio before the endpoint was certain.
+        assert events.index(likely[0]) < events.index(final)

@@ -101,3 +101,16 @@ def test_tracker_cuts_at_max_speech_and_goes_on():
     ends = [e for e in _run(SegmentTracker(params), [0.9] * 25) if isinstance(e, SegmentEnd)]
     assert [e.end - e.start for e in ends] == [10 * WINDOW, 10 * WINDOW, 5 * WINDOW]
     assert all(a.end == b.start for a, b in itertools.pairwise(ends))
+
+
+def test_pending_end_follows_pauses_and_forgets_them_when_speech_returns():
+    params = SegmentParams(min_silence_ms=200, min_speech_ms=0, pad_ms=32)
+    tracker = SegmentTracker(params)
+    for p in [0.9] * 10 + [0.1] * 3:
+        tracker.push(p)
+    assert tracker.pending_end() == ((0, 11 * WINDOW), 3 * WINDOW)
+    tracker.push(0.9)  # the pause was inside the utterance
+    assert tracker.pending_end() is None
+    events = [e for p in [0.1] * 12 for e in tracker.push(p)]
+    assert events == [SegmentEnd(0, 15 * WINDOW)]
+    assert tracker.pending_end() is None
