@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import time
@@ -236,37 +237,46 @@ def test_api_key_is_required_when_configured(make_client):
             assert ws.receive_json()["type"] == "ready"
 
 
+class SlowModel:
+    """Stands in for batcher.infer: the real answer after a delay; counts calls and the
+    most inferences in flight at once."""
+
+    def __init__(self, batcher, delay_s: float):
+        self.original = batcher.infer
+        self.delay_s = delay_s
+        self.calls = self.in_flight = self.peak = 0
+
+    async def __call__(self, audio):
+        self.calls += 1
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            await asyncio.sleep(self.delay_s)
+            return await self.original(audio)
+        finally:
+            self.in_flight -= 1
+
+
+def send_then_stop(ws, data: bytes, frame_bytes: int = 3200) -> tuple[list[dict], int]:
+    ws.receive_json()
+    for position in range(0, len(data), frame_bytes):
+        ws.send_bytes(data[position : position + frame_bytes])
+    ws.send_text('{"type": "stop"}')
+    return collect(ws)
+
+
 def test_finals_wait_in_a_bounded_queue_when_inference_is_slow(make_client, monkeypatch):
     """A client far faster than real time fills at most stream_max_pending utterances."""
     clip = three_utterances()
-    with make_client(stream_max_pending=1) as client:
-        batcher = client.app.state.batcher
-        original = batcher.infer
-        in_flight = peak = 0
-
-        async def slow_infer(audio):
-            nonlocal in_flight, peak
-            in_flight += 1
-            peak = max(peak, in_flight)
-            try:
-                import asyncio
-
-                await asyncio.sleep(0.3)
-                return await original(audio)
-            finally:
-                in_flight -= 1
-
-        monkeypatch.setattr(batcher, "infer", slow_infer)
-        data = encode(np.concatenate([clip.samples] * 3), "pcm_s16le")
+    data = encode(np.concatenate([clip.samples] * 3), "pcm_s16le")
+    with make_client(stream_max_pending=1, stream_speculate=False) as client:
+        model = SlowModel(client.app.state.batcher, 0.3)
+        monkeypatch.setattr(client.app.state.batcher, "infer", model)
         with client.websocket_connect("/v1/stream?sample_rate=16000") as ws:
-            ws.receive_json()
-            for position in range(0, len(data), 3200):
-                ws.send_bytes(data[position : position + 3200])
-            ws.send_text('{"type": "stop"}')
-            events, code = collect(ws)
+            events, code = send_then_stop(ws, data)
     assert code == 1000
     assert [f["utterance"] for f in finals(events)] == list(range(9))
-    assert peak <= 2  # the pending one plus the one that made the reader wait
+    assert model.peak <= 2  # the pending one plus the one that made the reader wait
 
 
 def test_overload_closes_with_try_again_later(make_client, monkeypatch):
@@ -290,33 +300,17 @@ def test_overload_closes_with_try_again_later(make_client, monkeypatch):
 @pytest.mark.parametrize("speculate", [True, False])
 def test_speculative_inference_gives_the_same_finals(make_client, monkeypatch, speculate):
     """With a slow model, finals start in the pause that ends them; answers are unchanged."""
-    import asyncio
-
     clip = three_utterances()
-    data = encode(clip.samples, "pcm_s16le")
     with make_client(stream_speculate=speculate) as client:
-        batcher = client.app.state.batcher
-        original = batcher.infer
-        calls = 0
-
-        async def slow_infer(audio):
-            nonlocal calls
-            calls += 1
-            await asyncio.sleep(0.1)
-            return await original(audio)
-
-        monkeypatch.setattr(batcher, "infer", slow_infer)
+        model = SlowModel(client.app.state.batcher, 0.1)
+        monkeypatch.setattr(client.app.state.batcher, "infer", model)
         with client.websocket_connect("/v1/stream?sample_rate=16000") as ws:
-            ws.receive_json()
-            for position in range(0, len(data), 3200):
-                ws.send_bytes(data[position : position + 3200])
-            ws.send_text('{"type": "stop"}')
-            events, code = collect(ws)
+            events, code = send_then_stop(ws, encode(clip.samples, "pcm_s16le"))
         found = finals(events)
         assert code == 1000 and len(found) == 3
         speculative = [f["timing"]["speculative"] for f in found]
         assert speculative[1:] == [speculate, speculate]  # once the model time is known
-        assert calls <= 3 + 3 * speculate  # a wrong guess costs one inference at most
+        assert model.calls <= 3 + 3 * speculate  # a wrong guess costs one inference at most
         for final in found:
             expected = predict_span(client, clip.samples, SAMPLE_RATE, final["start"], final["end"])
             for label, p in expected["probabilities"].items():
