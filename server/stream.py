@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from server.auth import key_accepted, presented_key
 from server.errors import error_body
 from server.settings import Settings
+from server.stream_metrics import stream_metrics
 from server.stream_protocol import CLOSE_POLICY, CLOSE_TRY_LATER, StreamError, error_event
 from server.stream_session import StreamSession
 from server.vad import SileroVad
@@ -49,6 +50,8 @@ async def stream(websocket: WebSocket) -> None:
         )
         return
     state.open_streams = active + 1
+    metrics = stream_metrics(state)
+    metrics.open.inc()
     vad: SileroVad | None = None
     session: StreamSession | None = None
     try:
@@ -56,10 +59,11 @@ async def stream(websocket: WebSocket) -> None:
             vad = _idle_vads.pop()  # atomic: apps on other threads (tests) share the pool
         except IndexError:
             vad = await asyncio.to_thread(SileroVad)
-        session = StreamSession(websocket, settings, batcher, state.runtime.labels, vad)
+        session = StreamSession(websocket, settings, batcher, state.runtime.labels, vad, metrics)
         await session.run()
     finally:
         state.open_streams -= 1
+        metrics.open.dec()
         # A VAD still running in a worker thread (the session was cancelled mid-frame) is
         # left to the garbage collector rather than reset under that thread's feet.
         in_thread = session is not None and session.vad_in_thread
@@ -73,6 +77,7 @@ async def _refuse(
 ) -> None:
     """Refuse at the handshake: an HTTP answer with a JSON reason where the server supports it
     (uvicorn does), else accept, send the error event and close."""
+    stream_metrics(websocket.app.state).refused.labels(reason=code).inc()
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
         headers = {"Retry-After": "1"} if status == 503 else None
         await websocket.send_denial_response(

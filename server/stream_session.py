@@ -34,6 +34,7 @@ from server.endpointer import (
     StreamEvent,
 )
 from server.settings import Settings
+from server.stream_metrics import StreamMetrics
 from server.stream_protocol import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL,
@@ -95,12 +96,14 @@ class StreamSession:
         batcher: Any,
         labels: list[str],
         vad: SileroVad,
+        metrics: StreamMetrics,
     ):
         self.websocket = websocket
         self.settings = settings
         self.batcher = batcher
         self.labels = labels
         self.vad = vad
+        self.metrics = metrics
         self.session_id = uuid.uuid4().hex
         self.config: StreamConfig | None = None
         self.endpointer: Endpointer | None = None
@@ -147,14 +150,18 @@ class StreamSession:
                 self._finalized + 1,
                 self._reason(),
             )
+            self.metrics.closed.labels(reason=self._reason(label=True)).inc()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _reason(self) -> str:
+    def _reason(self, *, label: bool = False) -> str:
+        """Why the session ended: for the log, or a bounded metric label."""
         failure = self._failure
         if isinstance(failure, StreamError):
             return failure.code
         if isinstance(failure, _ClientGone):
-            return f"disconnected {failure.args[0]}" if failure.args else "client gone"
+            if label or not failure.args:
+                return "client gone"
+            return f"disconnected {failure.args[0]}"
         return {_Stop: "stop", type(None): "cancelled"}.get(type(failure), "internal error")
 
     async def _finish(self) -> None:
@@ -366,7 +373,9 @@ class StreamSession:
                 speculated.cancel()
                 speculated = None
         previous = self._finals[-1] if self._finals else None
-        task = asyncio.create_task(self._final(endpoint, self.position, previous, speculated))
+        task = asyncio.create_task(
+            self._final(endpoint, self.position, previous, speculated, time.monotonic())
+        )
         self._finals.append(task)
         task.add_done_callback(self._final_done)
         # The per-connection bound: stop reading until an utterance leaves the queue.
@@ -383,6 +392,7 @@ class StreamSession:
         detected_at: int,
         previous: asyncio.Task | None,
         speculated: asyncio.Task | None,
+        certain_at: float,
     ) -> None:
         try:
             inference = await self._speculated(speculated) or await self._infer_final(endpoint)
@@ -391,6 +401,8 @@ class StreamSession:
                 await asyncio.wait({previous})  # finals leave in utterance order
             timing = _timing(inference) | {"speculative": speculated is not None}
             await self._send(self._result("final", endpoint, detected_at, inference, timing=timing))
+            self.metrics.finals.labels(speculative=str(speculated is not None).lower()).inc()
+            self.metrics.final_delay.observe(time.monotonic() - certain_at)
         except Exception as failure:  # StreamError, _ClientGone, or a bug (closed with 1011)
             self._fail(failure)
 

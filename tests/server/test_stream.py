@@ -315,3 +315,36 @@ def test_speculative_inference_gives_the_same_finals(make_client, monkeypatch, s
             expected = predict_span(client, clip.samples, SAMPLE_RATE, final["start"], final["end"])
             for label, p in expected["probabilities"].items():
                 assert final["probabilities"][label] == pytest.approx(p, abs=1e-4)
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    raise KeyError(f"{name} {labels} not in /metrics")
+
+
+def test_metrics_count_streams_finals_and_refusals(make_client):
+    clip = three_utterances()
+    with make_client(stream_max_streams=1) as client:
+        with client.websocket_connect("/v1/stream?sample_rate=16000") as ws:
+            with pytest.raises(WebSocketDenialResponse):
+                with client.websocket_connect("/v1/stream"):
+                    pass
+            assert metric_value(client.get("/metrics").text, "emodistill_streams_open") == 1
+            events, code = send_then_stop(ws, encode(clip.samples, "pcm_s16le"))
+        assert code == 1000
+        text = client.get("/metrics").text
+    assert metric_value(text, "emodistill_streams_open") == 0
+    assert metric_value(text, "emodistill_streams_refused_total", reason="too_many_streams") == 1
+    assert metric_value(text, "emodistill_streams_closed_total", reason="stop") == 1
+    sent = sum(
+        metric_value(text, "emodistill_stream_finals_total", speculative=flag)
+        for flag in ("true", "false")
+        if f'speculative="{flag}"' in text
+    )
+    assert sent == len(finals(events)) == 3
+    assert metric_value(text, "emodistill_stream_final_delay_seconds_count") == 3
