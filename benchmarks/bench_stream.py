@@ -175,6 +175,12 @@ def summarise(
     }
 
 
+def _shown(path: Path) -> str:
+    """A path relative to the repository when it is inside it (results stay portable)."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
+
+
 def sweep(model_dir: Path, levels: list[int], chunk_ms: float, clip) -> dict:
     """Raise the number of streams until one level is not sustained; one server process."""
     meta = json.loads((model_dir / "model.json").read_text())
@@ -212,7 +218,7 @@ def sweep(model_dir: Path, levels: list[int], chunk_ms: float, clip) -> dict:
     goal_s = MIN_SILENCE_MS / 1000 + 2 * model_s
     sustained = [row["streams"] for row in results if row["sustained"]]
     return {
-        "model": {"dir": str(model_dir), "backbone": meta["backbone"]},
+        "model": {"dir": _shown(model_dir), "backbone": meta["backbone"]},
         "load_avg_before": load_before,
         "load_avg_after": os.getloadavg(),
         "model_time_s": model_s,
