@@ -53,11 +53,16 @@ def test_int8_recorded_and_reproducible(int8_dir):
     assert int8["evaluated_on"] == len(audio)
 
 
-def test_int8_is_quantised_matmul_only(int8_dir):
+def test_int8_is_static_and_keeps_the_first_conv_fp32(int8_dir):
     out, _, _ = int8_dir
-    ops = {n.op_type for n in onnx.load(str(out / "model.int8.onnx")).graph.node}
+    graph = onnx.load(str(out / "model.int8.onnx")).graph
+    ops = {n.op_type for n in graph.node}
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
-    assert "ConvInteger" not in ops and "DynamicQuantizeLinear" not in ops
+    assert "ConvInteger" not in ops and "DynamicQuantizeLinear" not in ops  # no batch-wide scales
+    float_weights = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert convs[0].input[1] in float_weights  # raw audio in: kept fp32
+    assert any(c.input[1] not in float_weights for c in convs[1:])  # dense convs: int8
 
 
 def test_int8_batching_drift_is_measured_and_recorded(int8_dir):
