@@ -7,7 +7,7 @@ Runtime int8, at batch 1 and 8, plus the machine's fp32 matmul GFLOP/s and the m
 audio second, so each path shows its share of the compute ceiling. Paths are measured in
 interleaved rounds (medians), so ratios within one run are fair even on a shared machine.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_model.py [--rounds 5] [--no-dynamo]
+    .venv/bin/python benchmarks/bench_model.py [--rounds 5] [--no-dynamo]
 """
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable without installing
 
 import numpy as np
 import onnxruntime as ort
