@@ -477,15 +477,15 @@ class StreamSession:
 
     async def _send_partial(self, due: PartialDue, detected_at: int) -> None:
         try:
-            inference = await self.batcher.infer(due.audio)
-        except (QueueFull, RequestTimeout, BatcherClosed, InferenceFailed):
-            return  # interim results are best effort; the final is what counts
-        if due.utterance <= self._finalized:
-            return  # its final is on the way: a late partial would contradict it
-        try:
+            try:
+                inference = await self.batcher.infer(due.audio)
+            except (QueueFull, RequestTimeout, BatcherClosed, InferenceFailed):
+                return  # interim results are best effort; the final is what counts
+            if due.utterance <= self._finalized:
+                return  # its final is on the way: a late partial would contradict it
             await self._send(self._result("partial", due, detected_at, inference))
-        except _ClientGone as gone:
-            self._fail(gone)
+        except Exception as failure:  # _ClientGone, or a bug (closed with 1011)
+            self._fail(failure)
 
     def _result(
         self,

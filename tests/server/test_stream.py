@@ -15,6 +15,7 @@ from starlette.testclient import WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
 from server.audio import SAMPLE_RATE
+from server.batcher import BatcherClosed, InferenceFailed, QueueFull
 from tests.server.speech_clips import three_utterances
 
 TOLERANCE_S = 0.150
@@ -280,22 +281,31 @@ def test_finals_wait_in_a_bounded_queue_when_inference_is_slow(make_client, monk
     assert model.peak <= 2  # the pending one plus the one that made the reader wait
 
 
-def test_overload_closes_with_try_again_later(make_client, monkeypatch):
-    from server.batcher import QueueFull
-
+@pytest.mark.parametrize(
+    ("raised", "code", "close_code"),
+    [
+        (QueueFull(1), "overloaded", 1013),
+        (BatcherClosed("closing"), "shutting_down", 1001),
+        (InferenceFailed("boom"), "inference_failed", 1011),
+        (RuntimeError("a bug"), "internal", 1011),
+    ],
+)
+def test_inference_failures_end_the_stream_with_the_fitting_code(
+    make_client, monkeypatch, raised, code, close_code
+):
     clip = three_utterances()
     with make_client(request_timeout_s=0.3) as client:
 
-        async def full(audio):
-            raise QueueFull(1)
+        async def failing(audio):
+            raise raised
 
-        monkeypatch.setattr(client.app.state.batcher, "infer", full)
+        monkeypatch.setattr(client.app.state.batcher, "infer", failing)
         with client.websocket_connect("/v1/stream?sample_rate=16000") as ws:
             ws.receive_json()
             ws.send_bytes(encode(clip.samples, "pcm_s16le"))
             ws.send_text('{"type": "stop"}')
-            error = expect_error(ws, "overloaded", 1013)
-            assert error["utterance"] == 0
+            error = expect_error(ws, code, close_code)
+            assert error["utterance"] == (None if code == "internal" else 0)
 
 
 @pytest.mark.parametrize("speculate", [True, False])
