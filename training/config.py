@@ -49,6 +49,9 @@ class Config:
     synth_seed: int = _help("synthetic corpus: generator seed", 0)
     synth_p_words: float = _help("synthetic corpus: P(the words carry the label)", 0.6)
     synth_p_prosody: float = _help("synthetic corpus: P(the prosody carries the label)", 0.7)
+    synth_voices: list[str] = _list(
+        "synthetic corpus: eSpeak voices = speakers (empty = default 8)", []
+    )
     run_dir: str = _help("run directory (resumable)", "runs/demo")
     prosody_cache: str = _help("LLD cache dir, shared across runs (empty = RUN/cache/prosody)", "")
     # --- reproducibility / hardware ---------------------------------------------------------

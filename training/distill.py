@@ -89,10 +89,18 @@ def ensure_synthetic_corpus(cfg: Config) -> None:
     from training.data.synthetic import MANIFEST_NAME, SUMMARY_NAME, SyntheticConfig, generate
 
     root = Path(cfg.data_path)
+    voices = {"voices": tuple(cfg.synth_voices)} if cfg.synth_voices else {}
+    synth = SyntheticConfig(
+        n=cfg.synth_n,
+        seed=cfg.synth_seed,
+        p_words=cfg.synth_p_words,
+        p_prosody=cfg.synth_p_prosody,
+        **voices,
+    )
     if (root / MANIFEST_NAME).is_file():
         summary = json.loads((root / SUMMARY_NAME).read_text(encoding="utf-8"))
-        wanted = {"n": cfg.synth_n, "seed": cfg.synth_seed}
-        found = {"n": summary["n"], "seed": summary["seed"]}
+        wanted = {"n": cfg.synth_n, "seed": cfg.synth_seed, "voices": list(synth.voices)}
+        found = {"n": summary["n"], "seed": summary["seed"], "voices": summary["config"]["voices"]}
         if wanted != found:
             raise ConfigError(
                 f"{root} holds a synthetic corpus with {found}, the config asks for {wanted}; "
@@ -100,9 +108,6 @@ def ensure_synthetic_corpus(cfg: Config) -> None:
             )
         return
     log.info("generating the synthetic corpus (%d utterances) in %s", cfg.synth_n, root)
-    synth = SyntheticConfig(
-        n=cfg.synth_n, seed=cfg.synth_seed, p_words=cfg.synth_p_words, p_prosody=cfg.synth_p_prosody
-    )
     generate(synth, root)
 
 

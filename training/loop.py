@@ -285,8 +285,16 @@ def train_student(
     for epoch in range(state["epoch"] + 1, opts.epochs + 1):
         model.train()
         started = time.monotonic()
+        # Bucket by the length the model sees: utterances longer than the crop all count as
+        # equal, so their batches stay random (lengths correlate with emotion through speech rate).
         batches = bucketed_batches(
-            train.lengths, opts.batch_size, opts.bucket_size, opts.seed, epoch, rank, world
+            np.minimum(train.lengths, max_samples) if max_samples > 0 else train.lengths,
+            opts.batch_size,
+            opts.bucket_size,
+            opts.seed,
+            epoch,
+            rank,
+            world,
         )
         sums: dict[str, float] = {}
         loader = torch.utils.data.DataLoader(

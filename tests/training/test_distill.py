@@ -29,7 +29,8 @@ TINY = [
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("corpus")
-    generate(SyntheticConfig(n=64, seed=0), root, progress=False)
+    voices = tuple(load_config("demo").synth_voices) or SyntheticConfig().voices
+    generate(SyntheticConfig(n=64, seed=0, voices=voices), root, progress=False)
     return root
 
 
@@ -44,10 +45,10 @@ def _fold_dir(run_dir):
     return fold_dir
 
 
-def test_end_to_end_writes_every_stage(corpus, tmp_path, monkeypatch):
+def test_end_to_end_writes_every_stage_and_exports(corpus, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    run_dir = tmp_path / "run"
-    metrics = distill.run(_config(corpus, run_dir))
+    run_dir, model_dir = tmp_path / "run", tmp_path / "model"
+    metrics = distill.run(_config(corpus, run_dir, f"--export={model_dir}"))
     fold_dir = _fold_dir(run_dir)
     for part in ("train", "valid", "test"):
         assert (fold_dir / f"{part}.jsonl").stat().st_size > 0
@@ -73,6 +74,8 @@ def test_end_to_end_writes_every_stage(corpus, tmp_path, monkeypatch):
     assert history[-1]["loss"] < history[0]["loss"]
     assert metrics["summary"]["students"]["full"]["runs"] == 1
     assert json.loads((run_dir / "config.json").read_text())["epochs"] == 3
+    model = json.loads((model_dir / "model.json").read_text())  # --export ran export.export_run
+    assert model["labels"] == summary["labels"] and model["training"]["fold"] == fold_dir.name
 
 
 def test_killed_run_resumes(corpus, tmp_path, monkeypatch, caplog):

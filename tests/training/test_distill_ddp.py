@@ -10,11 +10,11 @@ from training.data.synthetic import SyntheticConfig, generate
 
 def test_two_process_gloo_run(tmp_path):
     corpus, run_dir = tmp_path / "corpus", tmp_path / "run"
-    generate(SyntheticConfig(n=48, seed=1), corpus, progress=False)
+    generate(SyntheticConfig(n=48, seed=1), corpus, progress=False)  # the default 8 voices
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "training.distill", "--preset", "demo", f"--data_path={corpus}", "--synth_n=48",
-        "--synth_seed=1", f"--run_dir={run_dir}", f"--prosody_cache={tmp_path / 'prosody'}",
+        "--synth_seed=1", "--synth_voices=", f"--run_dir={run_dir}", f"--prosody_cache={tmp_path / 'prosody'}",
         "--ling_epochs=1", "--ling_batch_size=64", "--pros_epochs=1", "--pros_hidden=16",
         "--epochs=2", "--batch_size=4", "--max_seconds=0.5", "--threads=1",
     ]  # fmt: skip
