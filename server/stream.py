@@ -1,12 +1,10 @@
-"""The /v1/stream websocket route: authentication, admission, and a VAD for each session.
+"""The /v1/stream websocket route: authentication and admission.
 
 The protocol is in docs/streaming.md; a connection's life is `StreamSession`
 (server/stream_session.py).
 """
 
 from __future__ import annotations
-
-import asyncio
 
 from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse
@@ -17,12 +15,8 @@ from server.settings import Settings
 from server.stream_metrics import stream_metrics
 from server.stream_protocol import CLOSE_POLICY, CLOSE_TRY_LATER, StreamError, error_event
 from server.stream_session import StreamSession
-from server.vad import SileroVad
 
 router = APIRouter()
-
-# Finished sessions hand their VAD back (after reset): creating one costs ~30 ms and ~9 MiB.
-_idle_vads: list[SileroVad] = []
 
 
 @router.websocket("/v1/stream")
@@ -52,24 +46,11 @@ async def stream(websocket: WebSocket) -> None:
     state.open_streams = active + 1
     metrics = stream_metrics(state)
     metrics.open.inc()
-    vad: SileroVad | None = None
-    session: StreamSession | None = None
     try:
-        try:
-            vad = _idle_vads.pop()  # atomic: apps on other threads (tests) share the pool
-        except IndexError:
-            vad = await asyncio.to_thread(SileroVad)
-        session = StreamSession(websocket, settings, batcher, state.runtime.labels, vad, metrics)
-        await session.run()
+        await StreamSession(websocket, settings, batcher, state.runtime.labels, metrics).run()
     finally:
         state.open_streams -= 1
         metrics.open.dec()
-        # A VAD still running in a worker thread (the session was cancelled mid-frame) is
-        # left to the garbage collector rather than reset under that thread's feet.
-        in_thread = session is not None and session.vad_in_thread
-        if vad is not None and not in_thread and len(_idle_vads) < settings.stream_max_streams:
-            vad.reset()
-            _idle_vads.append(vad)
 
 
 async def _refuse(

