@@ -10,8 +10,8 @@ import soundfile as sf
 
 from server.audio import SAMPLE_RATE
 from server.settings import Settings
-from tests.server.uvicorn_thread import live_server
 from tests.server.speech_clips import three_utterances
+from tests.server.uvicorn_thread import live_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(os.environ.get("EMODISTILL_SCREENSHOTS", "/tmp/emodistill-screenshots"))

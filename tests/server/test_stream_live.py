@@ -18,8 +18,8 @@ from websockets.asyncio.client import connect
 from examples.stream_client import encode, stream_audio
 from server.audio import SAMPLE_RATE
 from server.settings import Settings
-from tests.server.uvicorn_thread import live_server
 from tests.server.speech_clips import three_utterances
+from tests.server.uvicorn_thread import live_server
 
 ROOT = Path(__file__).resolve().parents[2]
 TOLERANCE_S = 0.150
