@@ -102,6 +102,7 @@ def train_linguistic(
     missing = sum(not u.transcript for u in parts["train"])
     if missing == len(parts["train"]):
         raise ValueError("the linguistic teacher needs transcripts; the training part has none")
+    torch.manual_seed(opts.seed)  # the new head's initialisation
     teacher, tokenizer = LinguisticTeacher.from_pretrained(model, len(labels), dropout)
     collate = make_collate(tokenizer, max_tokens)
     result: FitResult = fit(
