@@ -8,7 +8,8 @@ weights) and the same 3 s clips, each round measures back to back:
   * a bare ONNX Runtime session on model.onnx / model.int8.onnx, batch 1, sequential;
   * `python -m server` on loopback (fp32 and int8 processes) driven by concurrent HTTP clients
     for a fixed time: throughput, p50/p95/p99 latency, mean batch size;
-  * a lone 3 s request's p50 latency against the bare session's p50 on the same clip.
+  * a lone 3 s request's p50 latency against the bare session's p50 on the same clip, the two
+    alternating call by call so that both see the same load.
 Throughput is audio seconds per wall second (the goal metric) and per CPU second (server +
 client process; robust to other load on a shared machine). Medians over interleaved rounds:
 the machine may be shared, so compare ratios, and see the recorded load average.
@@ -207,6 +208,38 @@ def measure_server(
     return rates(audio_s, elapsed, cpu) | stats | {"mean_batch_size": round(mean_batch, 3)}
 
 
+def lone_latency(
+    bare: Runner, clip: np.ndarray, url: str, pid: int, body: bytes, seconds: float
+) -> dict:
+    """One request at a time, alternating bare session call and server request, for ``seconds``.
+
+    Also CPU milliseconds per request: the server's (+ this client's) against the bare call's.
+    """
+    bare_s, server_s, bare_cpu, server_cpu = [], [], 0.0, 0.0
+    with httpx.Client(base_url=url, timeout=300) as client:
+        client.post("/predict", content=body)
+        bare(clip)
+        stop_at = time.perf_counter() + seconds
+        while time.perf_counter() < stop_at:
+            t0, c0 = time.perf_counter(), time.process_time()
+            bare(clip)
+            bare_s.append(time.perf_counter() - t0)
+            bare_cpu += time.process_time() - c0
+            t0, c0 = time.perf_counter(), time.process_time() + process_cpu_s(pid)
+            response = client.post("/predict", content=body)
+            server_s.append(time.perf_counter() - t0)
+            server_cpu += time.process_time() + process_cpu_s(pid) - c0
+            response.raise_for_status()
+    count = len(bare_s)
+    return {
+        "pairs": count,
+        "bare_p50_ms": round(float(np.median(bare_s)) * 1000, 2),
+        "server_p50_ms": round(float(np.median(server_s)) * 1000, 2),
+        "bare_cpu_ms_per_request": round(bare_cpu / count * 1000, 2),
+        "server_cpu_ms_per_request": round(server_cpu / count * 1000, 2),
+    }
+
+
 def one_round(runners: dict[str, Runner], servers: dict, clips, bodies, args) -> dict:
     """Every measurement once, back to back, so that they see the same machine load."""
     result: dict = {"pipeline": sequential(runners["pipeline"], clips, args.seconds)}
@@ -216,15 +249,16 @@ def one_round(runners: dict[str, Runner], servers: dict, clips, bodies, args) ->
         bare, served = f"bare_{variant}", f"server_{variant}"
         result[bare] = sequential(runners[variant], clips, args.seconds)
         result[served] = measure_server(url, pid, bodies, args.seconds, args.concurrency)
-        result[f"{bare}_lone_3s"] = sequential(runners[variant], clips[:1], args.lone_seconds)
-        result[f"{served}_lone_3s"] = measure_server(url, pid, bodies[:1], args.lone_seconds, 1)
+        result[f"{variant}_lone_3s"] = lone_latency(
+            runners[variant], clips[0], url, pid, bodies[0], args.lone_seconds
+        )
         ratios |= {
             f"{served}_vs_pipeline": result[served]["audio_s_per_s"] / pipeline["audio_s_per_s"],
             f"{bare}_vs_pipeline": result[bare]["audio_s_per_s"] / pipeline["audio_s_per_s"],
             f"{served}_vs_pipeline_per_cpu_s": result[served]["audio_s_per_cpu_s"]
             / pipeline["audio_s_per_cpu_s"],
-            f"{served}_lone_p50_vs_bare": result[f"{served}_lone_3s"]["p50_ms"]
-            / result[f"{bare}_lone_3s"]["p50_ms"],
+            f"{served}_lone_p50_vs_bare": result[f"{variant}_lone_3s"]["server_p50_ms"]
+            / result[f"{variant}_lone_3s"]["bare_p50_ms"],
         }
     result["ratios"] = {key: round(value, 3) for key, value in ratios.items()}
     print(json.dumps(result["ratios"]), file=sys.stderr)
@@ -251,7 +285,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions (medians)")
     parser.add_argument("--seconds", type=float, default=15.0, help="per throughput measurement")
     parser.add_argument(
-        "--lone-seconds", type=float, default=8.0, help="per lone-request measurement"
+        "--lone-seconds", type=float, default=16.0, help="per lone-request measurement"
     )
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--max-batch-size", type=int, default=8)

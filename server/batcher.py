@@ -118,6 +118,8 @@ class Batcher:
         Raises QueueFull, RequestTimeout, BatcherClosed or InferenceFailed. Cancelling the
         awaiting task drops the utterance if it has not reached a batch yet.
         """
+        if audio.ndim != 1 or audio.shape[0] == 0:
+            raise ValueError(f"one mono utterance expected, got shape {audio.shape}")
         if self._closing or self._task is None:
             raise BatcherClosed("the server is shutting down")
         if len(self._queue) >= self.queue_size:

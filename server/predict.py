@@ -105,7 +105,7 @@ async def predict(
         _predict_one(request, upload, index, len(uploads), segment, options)
         for index, upload in enumerate(uploads)
     ]
-    results = await until_disconnected(request, asyncio.gather(*work))
+    results = await until_disconnected(request, all_or_nothing(work))
     return PredictResponse(results=results)
 
 
@@ -225,7 +225,19 @@ async def _infer_spans(
         async with room:
             return await infer(batcher, audio[start:end])
 
-    return list(await asyncio.gather(*(one(s, e) for s, e in spans)))
+    return await all_or_nothing([one(s, e) for s, e in spans])
+
+
+async def all_or_nothing(work: list[Awaitable[T]]) -> list[T]:
+    """Results in order; the first failure cancels the rest (their queued utterances leave
+    the batcher instead of being inferred for an answer nobody will get)."""
+    tasks = [asyncio.ensure_future(item) for item in work]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
 
 
 async def infer(batcher: Batcher, audio: np.ndarray) -> Inference:

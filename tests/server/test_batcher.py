@@ -244,3 +244,41 @@ def test_inference_failure_fails_the_batch_not_the_batcher():
         return result
 
     assert run(main()).batch_size == 1
+
+
+def test_only_mono_utterances_are_queued():
+    async def main():
+        batcher = await started(FakeRuntime())
+        for bad in (np.zeros(0, np.float32), np.zeros((2, 800), np.float32)):
+            with pytest.raises(ValueError):
+                await batcher.infer(bad)
+        await batcher.close()
+
+    run(main())
+
+
+def test_first_failure_cancels_the_other_utterances_of_a_request():
+    from server.predict import all_or_nothing
+
+    runtime = FakeRuntime()
+    runtime.gate.clear()
+
+    async def fails_soon():
+        await asyncio.sleep(0.05)
+        raise ValueError("bad file")
+
+    async def main():
+        batcher = await started(runtime, max_batch_size=1, max_wait_ms=0)
+        blocker = asyncio.ensure_future(batcher.infer(clip(0.5)))
+        while not runtime.batches:
+            await asyncio.sleep(0.01)
+        with pytest.raises(ValueError):
+            await all_or_nothing([batcher.infer(clip(0.6)), fails_soon()])
+        await asyncio.sleep(0.01)
+        assert batcher.depth == 0  # the sibling left the queue
+        runtime.gate.set()
+        await blocker
+        await batcher.close()
+
+    run(main())
+    assert runtime.batches == [[8000]]
