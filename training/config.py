@@ -92,6 +92,7 @@ class Config:
     grad_clip: float = _help("max gradient norm (0 = off)", 1.0)
     freeze_feature_encoder: bool = _help("freeze the CNN feature encoder", False)
     max_seconds: float = _help("random training crop length in seconds", 3.0)
+    speed_perturb: float = _help("training speed perturbation: factor in [1-x, 1+x] (0 = off)", 0.0)
     eval_batch_size: int = _help("evaluation batch size (whole clips)", 16)
     bucket_size: int = _help("batches per length bucket (length-bucketed batching)", 8)
     # --- distillation loss ------------------------------------------------------------------

@@ -281,6 +281,7 @@ def student_options(cfg: Config, weights: LossWeights, seed: int, desc: str) -> 
         lr_encoder=cfg.lr_encoder, lr_heads=cfg.lr_heads, weight_decay=cfg.weight_decay,
         warmup_ratio=cfg.warmup_ratio, grad_clip=cfg.grad_clip,
         freeze_feature_encoder=cfg.freeze_feature_encoder, max_seconds=cfg.max_seconds,
+        speed_perturb=cfg.speed_perturb,
         bucket_size=cfg.bucket_size, num_workers=cfg.num_workers, seed=seed, weights=weights,
         desc=desc,
     )  # fmt: skip

@@ -26,7 +26,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
-from server.audio import SAMPLE_RATE, load_audio
+from server.audio import SAMPLE_RATE, load_audio, resample
 from training.losses import LossWeights, distill_loss
 from training.student import Student, build_classifier, load_student, save_student
 
@@ -90,6 +90,16 @@ def crop(samples: np.ndarray, max_samples: int, rng: np.random.Generator) -> np.
     return samples[start : start + max_samples]
 
 
+def perturb_speed(samples: np.ndarray, spread: float, rng: np.random.Generator) -> np.ndarray:
+    """Kaldi-style speed perturbation: resample by a factor in [1 - spread, 1 + spread], so tempo
+    and pitch move together, as if another speaker said it (0 = off)."""
+    if spread <= 0:
+        return samples
+    return resample(
+        samples, SAMPLE_RATE, int(round(SAMPLE_RATE * rng.uniform(1 - spread, 1 + spread)))
+    )
+
+
 def pad(clips: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     lengths = torch.tensor([len(c) for c in clips], dtype=torch.long)
     audio = torch.zeros(len(clips), int(lengths.max()))
@@ -139,6 +149,7 @@ class StudentOptions:
     grad_clip: float = 1.0
     freeze_feature_encoder: bool = False
     max_seconds: float = 3.0
+    speed_perturb: float = 0.0
     bucket_size: int = 8
     num_workers: int = 0
     seed: int = 0
@@ -181,25 +192,30 @@ class EpochBatches(torch.utils.data.Dataset):
     """One epoch's batches as a map-style dataset, so DataLoader workers can decode and crop."""
 
     def __init__(
-        self, data: AudioSet, batches: list[np.ndarray], max_samples: int, seed: int, epoch: int
+        self,
+        data: AudioSet,
+        batches: list[np.ndarray],
+        max_samples: int,
+        seed: int,
+        epoch: int,
+        speed_perturb: float = 0.0,
     ):
         self.data, self.batches = data, batches
         self.max_samples, self.seed, self.epoch = max_samples, seed, epoch
+        self.speed_perturb = speed_perturb
+
+    def clip(self, i: int) -> np.ndarray:
+        rng = np.random.default_rng(item_seed(self.seed, self.epoch, i))
+        return crop(
+            perturb_speed(self.data.samples(i), self.speed_perturb, rng), self.max_samples, rng
+        )
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __getitem__(self, b: int):
         idx = self.batches[b]
-        clips = [
-            crop(
-                self.data.samples(i),
-                self.max_samples,
-                np.random.default_rng(item_seed(self.seed, self.epoch, int(i))),
-            )
-            for i in idx
-        ]
-        audio, lengths = pad(clips)
+        audio, lengths = pad([self.clip(int(i)) for i in idx])
         targets = {
             t: {k: torch.from_numpy(v[idx]) for k, v in parts.items()}
             for t, parts in self.data.targets.items()
@@ -298,7 +314,7 @@ def train_student(
         )
         sums: dict[str, float] = {}
         loader = torch.utils.data.DataLoader(
-            EpochBatches(train, batches, max_samples, opts.seed, epoch),
+            EpochBatches(train, batches, max_samples, opts.seed, epoch, opts.speed_perturb),
             batch_size=None,
             num_workers=opts.num_workers,
         )

@@ -1,0 +1,55 @@
+"""Pieces of the student loop: batching, crops, augmentation, schedule."""
+
+import numpy as np
+import pytest
+import torch
+
+from training.loop import bucketed_batches, crop, perturb_speed, warmup_cosine
+
+
+def test_buckets_cover_everything_once_and_limit_padding():
+    lengths = np.random.default_rng(0).integers(1000, 50000, 203)
+    batches = bucketed_batches(lengths, batch_size=8, bucket_size=4, seed=0, epoch=1)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(203))
+    spread = np.mean([np.ptp(lengths[b]) for b in batches])
+    random_spread = np.mean([np.ptp(lengths[b]) for b in np.array_split(np.arange(203), 26)])
+    assert spread < random_spread / 2
+    again = bucketed_batches(lengths, batch_size=8, bucket_size=4, seed=0, epoch=1)
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))  # resumable
+    other = bucketed_batches(lengths, batch_size=8, bucket_size=4, seed=0, epoch=2)
+    assert not all(np.array_equal(a, b) for a, b in zip(batches, other, strict=False))
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_every_rank_gets_the_same_number_of_batches(world):
+    lengths = np.arange(1, 101)
+    per_rank = [bucketed_batches(lengths, 8, 2, 0, 1, rank, world) for rank in range(world)]
+    assert len({len(b) for b in per_rank}) == 1
+    covered = np.concatenate([np.concatenate(b) for b in per_rank])
+    assert set(covered.tolist()) == set(range(100))
+
+
+def test_crop_and_speed_perturbation():
+    rng = np.random.default_rng(0)
+    x = np.arange(32000, dtype=np.float32)
+    piece = crop(x, 16000, rng)
+    assert len(piece) == 16000 and piece[0] + 15999 == piece[-1]  # contiguous
+    assert len(crop(x[:100], 16000, rng)) == 100  # shorter clips stay whole
+    assert perturb_speed(x, 0.0, rng) is x
+    lengths = [len(perturb_speed(x, 0.2, rng)) for _ in range(20)]
+    assert min(lengths) >= 0.8 * 32000 - 1 and max(lengths) <= 1.2 * 32000 + 1
+    assert len(set(lengths)) > 1
+
+
+def test_warmup_then_cosine():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = warmup_cosine(opt, total_steps=100, warmup_ratio=0.1)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:], strict=False))
+    assert lrs[-1] < 0.01
