@@ -67,6 +67,7 @@ def build_model_dir(
     Raises ``ParityError`` (and writes nothing) above ``tolerance``.
     """
     out_dir = Path(out_dir)
+    check_replaceable(out_dir)  # fail before minutes of export, not after
     student = student.eval()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -112,12 +113,15 @@ def build_model_dir(
     return out_dir
 
 
+def check_replaceable(out_dir: Path) -> None:
+    """Only an empty folder or an earlier model directory may be replaced."""
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / META_FILE).exists():
+        raise FileExistsError(f"{out_dir} exists and is not a model directory; not replacing it")
+
+
 def replace_dir(staging: Path, out_dir: Path) -> None:
-    """Move the finished directory into place; only an earlier model dir may be replaced."""
+    """Move the finished directory into place."""
+    check_replaceable(out_dir)
     if out_dir.exists():
-        if any(out_dir.iterdir()) and not (out_dir / META_FILE).exists():
-            raise FileExistsError(
-                f"{out_dir} exists and is not a model directory; not replacing it"
-            )
         shutil.rmtree(out_dir)
     staging.rename(out_dir)

@@ -106,3 +106,13 @@ def test_server_loader_accepts_the_model_dir(student_and_dir):
     _, out = student_and_dir
     loaded = load_model_dir(out)
     assert loaded.labels == list(EMOTIONS) and loaded.batch_invariant
+
+
+def test_replaces_an_earlier_model_dir(tmp_path, make_student):
+    out = build_model_dir(make_student("tiny"), tmp_path / "m", hf=False)
+    first = json.loads((out / "model.json").read_text())["created"]
+    (out / "stale.txt").write_text("from the old export")
+    build_model_dir(make_student("tiny-layer"), out, hf=False)
+    assert not (out / "stale.txt").exists()
+    assert json.loads((out / "model.json").read_text())["created"] >= first
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]
