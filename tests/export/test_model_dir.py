@@ -116,3 +116,11 @@ def test_replaces_an_earlier_model_dir(tmp_path, make_student):
     assert not (out / "stale.txt").exists()
     assert json.loads((out / "model.json").read_text())["created"] >= first
     assert [p.name for p in tmp_path.iterdir()] == ["m"]
+
+
+def test_never_feeds_rows_below_min_samples():
+    from export.parity import pad_batch
+
+    assert min(min(case) for case in PARITY_CASES) >= MIN_SAMPLES
+    with pytest.raises(ValueError, match="400"):
+        pad_batch([np.zeros(MIN_SAMPLES), np.zeros(MIN_SAMPLES - 1)])
