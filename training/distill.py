@@ -32,6 +32,7 @@ from training.evaluate import aggregate, brief, confusion_png, plot_curves, resu
 from training.loop import AudioSet, StudentOptions, predict, train_student
 from training.losses import TEACHERS, VARIANTS, LossWeights
 from training.student import load_student
+from training.targets import load_targets
 from training.teachers.fit import FitOptions
 
 log = logging.getLogger("emodistill.training")
@@ -392,8 +393,6 @@ def run(cfg: Config) -> dict:
             )  # fmt: skip
             teacher_stages(cfg, fold_dir, parts, teachers, str(accelerator.device))
         accelerator.wait_for_everyone()
-        from training.targets import load_targets
-
         data = {
             p: AudioSet(
                 [u.audio_path for u in parts[p]],
