@@ -34,6 +34,8 @@ def main() -> int:
         log_level=settings.log_level,
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
         lifespan="on",
+        # Streams carry PCM, which deflate barely shrinks: compression would only cost CPU.
+        ws_per_message_deflate=False,
     )
     # uvicorn drains on SIGTERM and then re-raises the signal under the handler that was
     # installed before it started; a no-op one makes a clean drain exit with status 0.
