@@ -40,6 +40,14 @@ def main() -> int:
     # uvicorn drains on SIGTERM and then re-raises the signal under the handler that was
     # installed before it started; a no-op one makes a clean drain exit with status 0.
     signal.signal(signal.SIGTERM, lambda *_: None)
+    shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    logging.getLogger("emodistill").info(
+        "serving %s on %s; web page: http://%s:%d/  (API docs: /docs)",
+        settings.model_dir,
+        runtime.provider,
+        shown_host,
+        settings.port,
+    )
     uvicorn.Server(config).run()
     return 0
 
