@@ -23,7 +23,7 @@ def test_readme_modules_exist():
     modules = set(re.findall(r"python3? -m ([\w.]+)", README))
     assert modules, "the README should name the project's entry points"
     for module in modules:
-        if not module.split(".")[0] in {"server", "training", "export", "benchmarks"}:
+        if module.split(".")[0] not in {"server", "training", "export", "benchmarks"}:
             continue
         base = ROOT / Path(*module.split("."))
         assert base.with_suffix(".py").is_file() or (base / "__main__.py").is_file(), module
@@ -31,7 +31,11 @@ def test_readme_modules_exist():
 
 def test_readme_paths_exist():
     candidates = set(re.findall(r"`([\w./-]+)`", README)) | set(
-        re.findall(r"(?:^|\s)((?:benchmarks|examples|docs|server|training|export|tests)/[\w./-]+)", README, flags=re.M)
+        re.findall(
+            r"(?:^|\s)((?:benchmarks|examples|docs|server|training|export|tests)/[\w./-]+)",
+            README,
+            flags=re.M,
+        )
     )
     checked = 0
     for text in candidates:
