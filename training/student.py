@@ -24,31 +24,21 @@ from transformers import (
 NORM_EPS = 1e-7  # Wav2Vec2FeatureExtractor's zero-mean unit-variance epsilon
 
 # Named from-scratch configurations (no download): for tests, the demo and benchmarks.
+_TINY = dict(
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=128,
+    conv_dim=(32,) * 7,
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=4,
+    classifier_proj_size=64,
+)
 NAMED_CONFIGS: dict[str, dict] = {
-    "tiny": dict(
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=128,
-        conv_dim=(32,) * 7,
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=4,
-        feat_extract_norm="group",
-        classifier_proj_size=64,
-    ),
-    "tiny-layer": dict(
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=128,
-        conv_dim=(32,) * 7,
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=4,
-        feat_extract_norm="layer",
-        do_stable_layer_norm=True,
-        conv_bias=True,
-        classifier_proj_size=64,
-    ),
+    # group-norm feature encoder, like hubert-base-ls960 / wav2vec2-base
+    "tiny": dict(_TINY, feat_extract_norm="group"),
+    # layer-norm feature encoder, like the "large" / WavLM models
+    "tiny-layer": dict(_TINY, feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True),
     # The HuBERT-base architecture (94.4M parameters), randomly initialised: benchmarks.
     "hubert-base": dict(),
 }
