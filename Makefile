@@ -48,7 +48,7 @@ demo-model: $(EMODISTILL_MODEL_DIR)/model.json
 
 serve: $(VENV)/.serve
 	@if [ ! -f "$(EMODISTILL_MODEL_DIR)/model.json" ]; then \
-	  echo "No model in $(EMODISTILL_MODEL_DIR): building the demo model once (about 10-15 min on 2 CPU cores)."; \
+	  echo "No model in $(EMODISTILL_MODEL_DIR): building the demo model once (about 5 min on 2 idle CPU cores, up to 10 when busy)."; \
 	  $(MAKE) --no-print-directory demo-model; fi
 	$(PY) -m server
 
