@@ -7,7 +7,8 @@ PIP := $(PY) -m pip
 # (or pre-install their CUDA build); the project itself only asks for torch>=2.4.
 TORCH ?= torch==2.13.0
 ORT_EXTRA ?= cpu
-EMODISTILL_MODEL_DIR ?= models/demo
+DEMO_MODEL_DIR := models/demo
+EMODISTILL_MODEL_DIR ?= $(DEMO_MODEL_DIR)
 export EMODISTILL_MODEL_DIR
 DEBIAN_PKGS := alsa-utils asterisk-core-sounds-en-wav espeak-ng chromium
 
@@ -40,15 +41,17 @@ sys-deps:
 	fi
 
 # The demo model: synthetic corpus -> teachers -> distilled student -> ONNX model directory.
-$(EMODISTILL_MODEL_DIR)/model.json:
+$(DEMO_MODEL_DIR)/model.json:
 	@$(MAKE) --no-print-directory $(VENV)/.train
-	$(PY) -m training.distill --preset demo --run-dir runs/demo --export $(EMODISTILL_MODEL_DIR)
+	$(PY) -m training.distill --preset demo --run-dir runs/demo --export $(DEMO_MODEL_DIR)
 
-demo-model: $(EMODISTILL_MODEL_DIR)/model.json
+demo-model: $(DEMO_MODEL_DIR)/model.json
 
+# Builds the demo model only when serving the default model directory; any other
+# EMODISTILL_MODEL_DIR must already hold a model (the server says what is missing).
 serve: $(VENV)/.serve
-	@if [ ! -f "$(EMODISTILL_MODEL_DIR)/model.json" ]; then \
-	  echo "No model in $(EMODISTILL_MODEL_DIR): building the demo model once (about 5 min on 2 idle CPU cores, up to 10 when busy)."; \
+	@if [ "$(EMODISTILL_MODEL_DIR)" = "$(DEMO_MODEL_DIR)" ] && [ ! -f "$(DEMO_MODEL_DIR)/model.json" ]; then \
+	  echo "No model in $(DEMO_MODEL_DIR): building the demo model once (about 5 min on 2 idle CPU cores, up to 10 when busy)."; \
 	  $(MAKE) --no-print-directory demo-model; fi
 	$(PY) -m server
 
