@@ -11,6 +11,7 @@ import onnxruntime as ort
 import torch
 
 from export.spec import MIN_SAMPLES, PARITY_CASES, TOLERANCE
+from server.runtime import pad_batch as server_pad_batch
 from training.student import Student
 
 
@@ -55,13 +56,9 @@ def open_session(path: Path | str, threads: int | None = None) -> ort.InferenceS
 
 def pad_batch(rows: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Zero-padded float32 [batch, samples] + int64 lengths [batch]; rows must be >= MIN_SAMPLES."""
-    lengths = np.array([len(r) for r in rows], dtype=np.int64)
-    if lengths.min() < MIN_SAMPLES:
+    if min(len(r) for r in rows) < MIN_SAMPLES:
         raise ValueError(f"rows shorter than {MIN_SAMPLES} samples crash the feature encoder")
-    audio = np.zeros((len(rows), lengths.max()), dtype=np.float32)
-    for i, row in enumerate(rows):
-        audio[i, : len(row)] = row
-    return audio, lengths
+    return server_pad_batch(rows)  # the padding the server feeds the model, checked here
 
 
 def run_onnx(session: ort.InferenceSession, rows: Sequence[np.ndarray]) -> list[np.ndarray]:
