@@ -145,3 +145,24 @@ def fit(
     model.load_state_dict(best[2])
     valid_metrics = evaluate(model, collate, *valid, labels, opts.batch_size, opts.device)
     return FitResult(best_epoch=best[1], valid=valid_metrics, history=history)
+
+
+def fit_and_test(
+    model: nn.Module,
+    collate: Collate,
+    parts: dict[str, tuple[Sequence, np.ndarray]],
+    labels: Sequence[str],
+    opts: FitOptions,
+    train_collate: Collate | None = None,
+) -> dict:
+    """``fit`` on parts["train"] (selection on parts["valid"]), then score parts["test"]:
+    the metrics a teacher reports (best epoch, valid, test, history, embedding size)."""
+    result = fit(model, collate, parts["train"], parts["valid"], labels, opts, train_collate)
+    test = evaluate(model, collate, *parts["test"], labels, opts.batch_size, opts.device)
+    return {
+        "best_epoch": result.best_epoch,
+        "valid": result.valid,
+        "test": test,
+        "history": result.history,
+        "embedding_dim": model.embedding_dim,
+    }

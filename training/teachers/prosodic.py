@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from training.prosody import N_LLD
-from training.teachers.fit import Collate, FitOptions, FitResult, evaluate, fit
+from training.teachers.fit import Collate, FitOptions, fit_and_test
 
 SUBSAMPLE_LAYERS = 2  # strided convs: 100 -> 25 frames/s before the GRU
 
@@ -139,23 +139,13 @@ def train_prosodic(
     """Train on normalised ``feats["train"]``, select on valid UA, save, return metrics."""
     torch.manual_seed(opts.seed)
     teacher = ProsodicTeacher(len(labels), feats["train"][0].shape[1], hidden, layers, dropout)
-    result: FitResult = fit(
+    report = fit_and_test(
         teacher,
         collate,
-        (feats["train"], y["train"]),
-        (feats["valid"], y["valid"]),
+        {part: (feats[part], y[part]) for part in ("train", "valid", "test")},
         labels,
         opts,
         train_collate=cropping_collate(max_frames, opts.seed),
     )
-    test = evaluate(
-        teacher, collate, feats["test"], y["test"], labels, opts.batch_size, opts.device
-    )
     teacher.cpu().save(out_dir)
-    return {
-        "best_epoch": result.best_epoch,
-        "valid": result.valid,
-        "test": test,
-        "history": result.history,
-        "embedding_dim": teacher.embedding_dim,
-    }
+    return report
