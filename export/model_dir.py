@@ -21,7 +21,6 @@ from export.spec import (
     INT8_FILE,
     MAX_SECONDS,
     META_FILE,
-    MIN_SAMPLES,
     MODEL_FILE,
     OPSET,
     SAMPLE_RATE,
@@ -78,8 +77,9 @@ def build_model_dir(
             from export.quantize import quantize_model
 
             int8_meta = quantize_model(
-                model_path, staging / INT8_FILE, calibration, calibration_labels, tolerance
-            )
+                model_path, staging / INT8_FILE, calibration, calibration_labels, tolerance,
+                min_samples=student.min_samples,
+            )  # fmt: skip
             files[INT8_FILE] = file_entry(staging / INT8_FILE)
         if hf:
             save_hf(student, staging / HF_DIR)
@@ -87,7 +87,7 @@ def build_model_dir(
             "format_version": FORMAT_VERSION,
             "labels": student.labels,
             "sample_rate": SAMPLE_RATE,
-            "min_samples": MIN_SAMPLES,
+            "min_samples": student.min_samples,
             "max_seconds": MAX_SECONDS,
             "backbone": (summary or {}).get("backbone") or student.config.model_type,
             "embedding_dim": student.embedding_dim,

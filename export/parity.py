@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from export.spec import MIN_SAMPLES, PARITY_CASES, TOLERANCE
+from export.spec import MIN_SAMPLES, TOLERANCE, parity_cases
 from server.runtime import pad_batch as server_pad_batch
 from training.student import Student
 
@@ -97,8 +97,10 @@ def measure_parity(
     onnx_path: Path,
     *,
     tolerance: float = TOLERANCE,
-    cases: Sequence[Sequence[int]] = PARITY_CASES,
+    cases: Sequence[Sequence[int]] | None = None,
 ) -> ParityReport:
+    """Default cases: ``parity_cases`` down to the student's own shortest legal input."""
+    cases = parity_cases(student.min_samples) if cases is None else cases
     session = open_session(onnx_path)
     student = student.eval()
     diff_logits = diff_embedding = batching = 0.0

@@ -32,14 +32,13 @@ from onnxruntime.quantization import (
 )
 
 from export.parity import (
-    PARITY_CASES,
     batching_max_abs_diff,
     open_session,
     pad_batch,
     probe_signal,
     run_onnx,
 )
-from export.spec import SAMPLE_RATE, TOLERANCE
+from export.spec import MIN_SAMPLES, SAMPLE_RATE, TOLERANCE, parity_cases
 from training.metrics import compute_metrics
 
 CALIBRATION_MAX = 64  # utterances used for the activation ranges
@@ -121,8 +120,10 @@ def quantize_model(
     calibration: Sequence[np.ndarray] | None,
     labels: Sequence[int] | None = None,
     tolerance: float = TOLERANCE,
+    min_samples: int = MIN_SAMPLES,
 ) -> dict:
-    """Write the int8 model and measure it against fp32: the model.json "int8" entry."""
+    """Write the int8 model and measure it against fp32: the model.json "int8" entry.
+    ``min_samples``: the model's shortest legal input (model.json), the shortest row fed."""
     source = "validation audio" if calibration else "synthetic signals (no validation audio given)"
     rows = list(calibration) if calibration else synthetic_calibration()
     quantize(fp32_path, int8_path, rows)
@@ -130,7 +131,7 @@ def quantize_model(
     fp32_logits, int8_logits = predict_logits(fp32, rows), predict_logits(int8, rows)
     batching = max(
         batching_max_abs_diff(int8, [probe_signal(n, seed=900 + i) for i, n in enumerate(case)])
-        for case in PARITY_CASES
+        for case in parity_cases(min_samples)
         if len(case) > 1
     )
     agreement = (fp32_logits.argmax(1) == int8_logits.argmax(1)).mean()

@@ -24,14 +24,20 @@ DYNAMIC_AXES = {
 OPSET = 17
 TOLERANCE = 1e-4  # fp32 ORT vs PyTorch, and batched vs alone
 
-# Parity cases: batches of utterance lengths in samples, 0.5 s to 20 s, batch 1 to 4, mixed
-# lengths and the shortest legal row. Never below MIN_SAMPLES: shorter rows crash the first conv.
-PARITY_CASES: tuple[tuple[int, ...], ...] = (
-    (SAMPLE_RATE // 2,),
-    (20 * SAMPLE_RATE,),
-    (3 * SAMPLE_RATE, SAMPLE_RATE // 2, 7 * SAMPLE_RATE + 123),
-    (MIN_SAMPLES, 2 * SAMPLE_RATE, 20 * SAMPLE_RATE, 11_111),
-)
+
+def parity_cases(min_samples: int = MIN_SAMPLES) -> tuple[tuple[int, ...], ...]:
+    """Batches of utterance lengths in samples, 0.5 s to 20 s, batch 1 to 4, mixed lengths and
+    the model's shortest legal row (``min_samples``; shorter rows crash its feature encoder)."""
+    return (
+        (SAMPLE_RATE // 2,),
+        (20 * SAMPLE_RATE,),
+        (3 * SAMPLE_RATE, SAMPLE_RATE // 2, 7 * SAMPLE_RATE + 123),
+        (max(min_samples, MIN_SAMPLES), 2 * SAMPLE_RATE, 20 * SAMPLE_RATE, 11_111),
+    )
+
+
+# The cases of the raw-waveform encoders (HuBERT / wav2vec 2.0: 400 samples minimum).
+PARITY_CASES = parity_cases()
 # The longest length export verified; the server's recommended utterance limit.
 MAX_SECONDS = max(max(case) for case in PARITY_CASES) / SAMPLE_RATE
 

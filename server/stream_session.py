@@ -240,7 +240,11 @@ class StreamSession:
         params = SegmentParams(
             threshold=settings.stream_vad_threshold,
             min_silence_ms=config.min_silence_ms,
-            min_speech_ms=settings.stream_min_speech_ms,
+            # Never shorter than the model's shortest legal input (model.json min_samples).
+            min_speech_ms=max(
+                settings.stream_min_speech_ms,
+                1000 * self.batcher.runtime.min_samples / SAMPLE_RATE,
+            ),
             pad_ms=settings.stream_pad_ms,
             max_speech_s=config.max_utterance_s,
         )

@@ -18,6 +18,7 @@ from pathlib import Path
 import tomllib
 
 from training.data.utterance import EMOTIONS
+from training.losses import VARIANTS
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 
@@ -104,7 +105,10 @@ class Config:
     emb_loss: str = _help("embedding distance: cosine | mse", "cosine")
     # --- what to run ------------------------------------------------------------------------
     variant: str = _help("student variant of the main run (see training.losses.VARIANTS)", "full")
-    ablation: bool = _help("train every variant x seeds and write one table", False)
+    ablation: bool = _help("train every variant in `variants` x seeds and write one table", False)
+    variants: list[str] = _list(
+        "student variants trained by --ablation (see training.losses.VARIANTS)", list(VARIANTS)
+    )
     export: str = _help("export the best student of the first fold to this model dir", "")
     int8: bool = _help("also write the int8 model with --export", False)
 

@@ -261,10 +261,12 @@ def read_teacher_metrics(fold_dir: Path) -> dict:
 
 
 def student_plan(cfg: Config) -> list[tuple[str, int]]:
-    if cfg.variant not in VARIANTS:
-        raise ConfigError(f"variant: expected one of {', '.join(VARIANTS)}, got {cfg.variant!r}")
+    for key, names in (("variant", [cfg.variant]), ("variants", cfg.variants)):
+        unknown = [v for v in names if v not in VARIANTS]
+        if unknown or not names:
+            raise ConfigError(f"{key}: expected names from {', '.join(VARIANTS)}, got {names}")
     if cfg.ablation:
-        return [(v, s) for v in VARIANTS for s in cfg.seeds]
+        return [(v, s) for v in cfg.variants for s in cfg.seeds]
     return [(cfg.variant, cfg.seed)]
 
 

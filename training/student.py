@@ -21,6 +21,8 @@ from transformers import (
     PretrainedConfig,
 )
 
+from training.mel_hubert import MelHubertConfig, MelHubertForSequenceClassification
+
 NORM_EPS = 1e-7  # Wav2Vec2FeatureExtractor's zero-mean unit-variance epsilon
 
 # Named from-scratch configurations (no download): for tests, the demo and benchmarks.
@@ -45,6 +47,16 @@ NAMED_CONFIGS: dict[str, dict] = {
 # The demo student: "tiny-layer" without HuBERT's time masking and layer drop, which kept the
 # from-scratch model at chance for several epochs on the demo corpus.
 NAMED_CONFIGS["tiny-demo"] = dict(NAMED_CONFIGS["tiny-layer"], mask_time_prob=0.0, layerdrop=0.0)
+# Log-mel front end + the tiny transformer (training/mel_hubert.py): learns on a CPU in minutes.
+MEL_CONFIGS: dict[str, dict] = {
+    "tiny-mel": dict(
+        {k: v for k, v in _TINY.items() if k != "conv_dim"},
+        mask_time_prob=0.0,
+        layerdrop=0.0,
+        do_stable_layer_norm=True,
+        conv_bias=True,
+    ),
+}
 
 
 class MaskedGroupNormConvLayer(nn.Module):
@@ -101,6 +113,9 @@ def build_classifier(
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
     )
+    if name_or_path in MEL_CONFIGS:
+        config = MelHubertConfig(**MEL_CONFIGS[name_or_path], **label_kw, **overrides)
+        return MelHubertForSequenceClassification(config)
     if name_or_path in NAMED_CONFIGS:
         config = HubertConfig(**NAMED_CONFIGS[name_or_path], **label_kw, **overrides)
         return HubertForSequenceClassification(config)
@@ -136,6 +151,16 @@ class Student(nn.Module):
     @property
     def embedding_dim(self) -> int:
         return self.config.classifier_proj_size
+
+    @property
+    def min_samples(self) -> int:
+        """The shortest input (samples) for which every feature-encoder layer has an output frame."""
+        need = 1
+        for kernel, stride in reversed(
+            list(zip(self.config.conv_kernel, self.config.conv_stride, strict=True))
+        ):
+            need = (need - 1) * stride + kernel
+        return need
 
     def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         return self.classifier.base_model._get_feat_extract_output_lengths(lengths)

@@ -19,9 +19,9 @@ def make_student():
     return new_student
 
 
-@pytest.fixture(scope="session", params=["tiny", "tiny-layer"])
+@pytest.fixture(scope="session", params=["tiny", "tiny-layer", "tiny-mel"])
 def student_and_dir(request, tmp_path_factory):
-    """Both encoder kinds: group norm (masked first GroupNorm) and layer norm."""
+    """Every front end: group-norm and layer-norm conv encoders, and the log-mel one."""
     from export import build_model_dir
 
     student = new_student(request.param)

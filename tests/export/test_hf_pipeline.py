@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from transformers import pipeline
@@ -19,3 +23,30 @@ def test_hf_pipeline_agrees_with_onnx(student_and_dir, seconds):
     hf = np.log([by_label[label] for label in student.labels])
     assert np.abs((hf - hf.mean()) - (logits - logits.mean())).max() <= 1e-4
     assert int(np.argmax(hf)) == int(np.argmax(logits))
+
+
+def test_log_mel_checkpoint_loads_without_this_package(student_and_dir, tmp_path):
+    """hf/ of the log-mel student carries its model code (auto_map): a process that cannot
+    import `training` loads it with trust_remote_code and gets the ONNX logits."""
+    student, out = student_and_dir
+    if student.config.model_type != "emodistill_mel_hubert":
+        pytest.skip("plain transformers architectures need no model code")
+    audio = probe_signal(16_000, seed=3)
+    np.save(tmp_path / "audio.npy", audio)
+    script = (
+        "import sys, numpy as np, torch\n"
+        "from transformers import AutoFeatureExtractor, AutoModelForAudioClassification\n"
+        "assert 'training' not in sys.modules\n"
+        f"path = {str(out / 'hf')!r}\n"
+        "model = AutoModelForAudioClassification.from_pretrained(path, trust_remote_code=True)\n"
+        "extract = AutoFeatureExtractor.from_pretrained(path)\n"
+        f"inputs = extract(np.load({str(tmp_path / 'audio.npy')!r}), sampling_rate=16000,"
+        " return_tensors='pt')\n"
+        "with torch.no_grad():\n"
+        "    logits = model(inputs['input_values']).logits[0].numpy()\n"
+        f"np.save({str(tmp_path / 'logits.npy')!r}, logits)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1"}
+    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=True, timeout=120)
+    logits = run_onnx(open_session(out / "model.onnx"), [audio])[0][0]
+    assert np.abs(np.load(tmp_path / "logits.npy") - logits).max() <= 1e-4

@@ -22,7 +22,10 @@ def test_model_json_complete(student_and_dir):
     assert META_KEYS <= set(meta)
     assert meta["format_version"] == 1
     assert meta["labels"] == list(EMOTIONS)
-    assert meta["sample_rate"] == 16000 and meta["min_samples"] == MIN_SAMPLES == 400
+    # The shortest input with an output frame: 400 samples for HuBERT's convs, 720 (3 frames of
+    # 10 ms for the k=3 conv after the 25 ms log-mel window) for the log-mel front end.
+    expected = {"hubert": 400, "emodistill_mel_hubert": 720}[student.config.model_type]
+    assert meta["sample_rate"] == 16000 and meta["min_samples"] == student.min_samples == expected
     assert meta["embedding_dim"] == student.embedding_dim
     entry = meta["files"]["model.onnx"]
     data = (out / "model.onnx").read_bytes()
@@ -31,7 +34,7 @@ def test_model_json_complete(student_and_dir):
         "tolerance", "max_abs_diff_logits", "max_abs_diff_embedding",
         "batching_max_abs_diff", "cases",
     }  # fmt: skip
-    assert min(min(case) for case in meta["parity"]["cases"]) >= MIN_SAMPLES
+    assert min(min(case) for case in meta["parity"]["cases"]) == student.min_samples
     assert meta["exporter"]["opset"] == 17
 
 
@@ -48,7 +51,7 @@ def test_graph_has_contract_io_with_dynamic_axes(student_and_dir):
 
 def test_onnx_matches_torch_on_unseen_lengths(student_and_dir):
     student, out = student_and_dir
-    rows = [probe_signal(n, seed=n) for n in (MIN_SAMPLES, 5_000, 41_003)]
+    rows = [probe_signal(n, seed=n) for n in (student.min_samples, 5_000, 41_003)]
     onnx_out = run_onnx(open_session(out / "model.onnx"), rows)
     torch_out = run_torch(student, rows)
     for a, b in zip(onnx_out, torch_out, strict=True):
@@ -57,9 +60,10 @@ def test_onnx_matches_torch_on_unseen_lengths(student_and_dir):
 
 def test_batched_equals_alone_in_onnx(student_and_dir):
     """Exact batching over mixed lengths, for group-norm and layer-norm encoders."""
-    _, out = student_and_dir
+    student, out = student_and_dir
     session = open_session(out / "model.onnx")
-    rows = [probe_signal(n, seed=i) for i, n in enumerate((16_000, MIN_SAMPLES, 70_000, 9_999))]
+    lengths = (16_000, student.min_samples, 70_000, 9_999)
+    rows = [probe_signal(n, seed=i) for i, n in enumerate(lengths)]
     logits, embedding = run_onnx(session, rows)
     for i, row in enumerate(rows):
         alone_logits, alone_embedding = run_onnx(session, [row])

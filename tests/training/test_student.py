@@ -12,11 +12,11 @@ def _padded(xs):
     return batch, torch.tensor([len(x) for x in xs])
 
 
-@pytest.mark.parametrize("name", ["tiny", "tiny-layer"])
+@pytest.mark.parametrize("name", ["tiny", "tiny-layer", "tiny-mel"])
 def test_batched_logits_equal_single(name):
     torch.manual_seed(0)
     student = Student(build_classifier(name, EMOTIONS)).eval()
-    xs = [torch.randn(n) for n in (16000, 8000, 401, 23456)]
+    xs = [torch.randn(n) for n in (16000, 8000, student.min_samples + 1, 23456)]
     batch, lengths = _padded(xs)
     with torch.no_grad():
         logits, embedding = student(batch, lengths)
@@ -40,9 +40,10 @@ def test_group_norm_without_mask_would_drift():
     assert drift.max() > 1e-3
 
 
-def test_save_load_roundtrip(tmp_path):
+@pytest.mark.parametrize("name", ["tiny", "tiny-mel"])
+def test_save_load_roundtrip(tmp_path, name):
     torch.manual_seed(0)
-    student = Student(build_classifier("tiny", EMOTIONS), {"ling": 8}).eval()
+    student = Student(build_classifier(name, EMOTIONS), {"ling": 8}).eval()
     save_student(student, tmp_path)
     again = load_student(tmp_path).eval()
     x = torch.randn(2, 8000)
@@ -51,3 +52,31 @@ def test_save_load_roundtrip(tmp_path):
         assert torch.equal(student(x, lengths)[0], again(x, lengths)[0])
     assert again.labels == list(EMOTIONS)
     assert set(again.projections) == {"ling"}
+
+
+@pytest.mark.parametrize(("name", "expected"), [("tiny", 400), ("tiny-mel", 720)])
+def test_min_samples_is_the_shortest_input_with_a_frame(name, expected):
+    student = Student(build_classifier(name, EMOTIONS)).eval()
+    assert student.min_samples == expected
+    lengths = torch.tensor([expected - 1, expected])
+    assert student.frame_lengths(lengths).tolist() == [0, 1]
+    with torch.no_grad():
+        student(torch.randn(1, expected), lengths[1:])  # runs
+        with pytest.raises(RuntimeError):
+            student(torch.randn(1, expected - 1), lengths[:1])
+
+
+def test_log_mel_front_end_matches_a_reference_spectrogram():
+    """The in-graph log-mel (conv with a windowed DFT basis) equals torch.stft + the filterbank."""
+    from training.mel_hubert import LOG_FLOOR, LogMelFeatureEncoder, MelHubertConfig
+
+    config = MelHubertConfig()
+    encoder = LogMelFeatureEncoder(config)
+    x = torch.randn(2, 16000)
+    window = torch.hann_window(config.n_fft)
+    spec = torch.stft(x, config.n_fft, config.hop_length, window=window, center=False,
+                      return_complex=True).abs() ** 2  # fmt: skip
+    reference = torch.log(encoder.mel @ spec + LOG_FLOOR)
+    assert torch.allclose(encoder.log_mel(x), reference, atol=1e-3)
+    # Every filter covers some frequency bins and the bank spans 20 Hz - 8 kHz.
+    assert (encoder.mel.sum(1) > 0).all() and encoder.mel.shape == (config.n_mels, 201)
