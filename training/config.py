@@ -125,6 +125,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "pros_norm": ("speaker", "global", "none"),
     "mixed_precision": ("auto", "no", "bf16", "fp16"),
     "emb_loss": ("cosine", "mse"),
+    "variant": tuple(VARIANTS),
+    "variants": tuple(VARIANTS),  # each item
 }
 
 
@@ -188,8 +190,14 @@ def apply(config: Config, values: dict) -> Config:
     for key, value in values.items():
         _check_key(key, types_)
         converted[key] = _convert(key, value, types_[key])
-        if key in CHOICES and converted[key] not in CHOICES[key]:
-            raise ConfigError(f"{key}: expected one of {', '.join(CHOICES[key])}, got {value!r}")
+        if key in CHOICES:
+            given = converted[key] if isinstance(converted[key], list) else [converted[key]]
+            bad = [v for v in given if v not in CHOICES[key]]
+            if bad or not given:
+                raise ConfigError(
+                    f"{key}: expected {'names' if isinstance(converted[key], list) else 'one'} "
+                    f"of {', '.join(CHOICES[key])}, got {value!r}"
+                )
     return dataclasses.replace(config, **converted)
 
 

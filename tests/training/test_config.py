@@ -45,6 +45,9 @@ def test_dashes_map_to_underscores():
         ("--ablation=maybe", "ablation: expected a boolean"),
         ("--seeds=0,x", "seeds: expected an integer"),
         ("--emb_loss=l1", "emb_loss: expected one of cosine, mse"),
+        ("--variant=best", "variant: expected one of ce_only, ce\\+ling"),
+        ("--variants=ce_only,fulll", "variants: expected names of ce_only"),
+        ("--variants=", "variants: expected names of"),
     ],
 )
 def test_bad_types_are_errors(arg, message):

@@ -143,3 +143,10 @@ def test_ablation_table(corpus, tmp_path, monkeypatch):
     fold_dir = _fold_dir(run_dir)
     assert (fold_dir / "student" / "best" / "summary.json").is_file()  # full, seed 0
     assert (fold_dir / "students" / "ce_only-seed1" / "result.json").is_file()
+
+    # A subset of the variants: the finished students are reused and only they are reported.
+    metrics = distill.run(
+        _config(corpus, run_dir, "--ablation", "--seeds=1", "--epochs=1", "--variants=full,ce_only")
+    )
+    assert list(metrics["summary"]["students"]) == ["full", "ce_only"]
+    assert "student full seed 1: done, skipped" in (run_dir / "log.txt").read_text()
