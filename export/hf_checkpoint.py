@@ -28,4 +28,6 @@ def save_hf(student: Student, directory: Path) -> Path:
     exact for single utterances (no padding)."""
     student.classifier.save_pretrained(directory)
     feature_extractor().save_pretrained(directory)
+    for path in directory.iterdir():
+        path.chmod(0o644)  # safetensors writes its file private; others serve or copy the dir
     return directory

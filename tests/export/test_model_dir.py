@@ -128,3 +128,10 @@ def test_never_feeds_rows_below_min_samples():
     assert min(min(case) for case in PARITY_CASES) >= MIN_SAMPLES
     with pytest.raises(ValueError, match="400"):
         pad_batch([np.zeros(MIN_SAMPLES), np.zeros(MIN_SAMPLES - 1)])
+
+
+def test_every_file_is_readable_by_other_users(student_and_dir):
+    """A server or an image build may run as another user than the exporter."""
+    _, out = student_and_dir
+    for path in [out, *out.rglob("*")]:
+        assert path.stat().st_mode & 0o004, f"{path} is not world-readable"
