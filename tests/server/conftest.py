@@ -18,9 +18,7 @@ from server.settings import Settings
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    """The "tiny" student (group-norm encoder, masked: exact batching), exported to ONNX."""
+def export_named(name: str, tmp_path_factory) -> Path:
     import torch
 
     from export import build_model_dir
@@ -28,8 +26,20 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from training.student import Student, build_classifier
 
     torch.manual_seed(0)
-    student = Student(build_classifier("tiny", EMOTIONS)).eval()
-    return build_model_dir(student, tmp_path_factory.mktemp("models") / "tiny", hf=False)
+    student = Student(build_classifier(name, EMOTIONS)).eval()
+    return build_model_dir(student, tmp_path_factory.mktemp("models") / name, hf=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """The "tiny" student (group-norm encoder, masked: exact batching), exported to ONNX."""
+    return export_named("tiny", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def mel_model_dir(tmp_path_factory) -> Path:
+    """The log-mel student of the demo ("tiny-mel"): min_samples 720, not 400."""
+    return export_named("tiny-mel", tmp_path_factory)
 
 
 @pytest.fixture

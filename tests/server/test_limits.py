@@ -58,6 +58,17 @@ def test_too_short_is_422(client, tiny_model_dir):
     )
 
 
+def test_too_short_follows_the_models_min_samples(make_client, mel_model_dir):
+    """The log-mel model needs 720 samples (45 ms): the server reads that from model.json."""
+    noise = np.random.default_rng(0).uniform(-1, 1, 720).astype(np.float32)
+    with make_client(model_dir=mel_model_dir) as client:
+        message = assert_error(
+            client.post("/predict", content=float_wav(noise[:719])), 422, "too_short"
+        )
+        assert "0.045" in message
+        assert client.post("/predict", content=float_wav(noise)).status_code == 200
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_non_finite_samples_are_422(client, bad):
     samples = np.random.default_rng(0).uniform(-0.5, 0.5, 16000).astype(np.float32)
