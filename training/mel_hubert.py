@@ -124,10 +124,13 @@ class LogMelFeatureEncoder(nn.Module):
         self._requires_grad = False
 
     def log_mel(self, input_values: torch.Tensor) -> torch.Tensor:
-        spectrum = nn.functional.conv1d(input_values[:, None, :], self.dft, stride=self.hop_length)
-        real, imag = spectrum.chunk(2, dim=1)
-        power = real * real + imag * imag
-        return torch.log(torch.matmul(self.mel, power) + LOG_FLOOR)
+        # Always float32: under bf16 autocast the power spectrum would lose the low bands.
+        with torch.autocast(device_type=input_values.device.type, enabled=False):
+            audio = input_values.float()[:, None, :]
+            spectrum = nn.functional.conv1d(audio, self.dft.float(), stride=self.hop_length)
+            real, imag = spectrum.chunk(2, dim=1)
+            power = real * real + imag * imag
+            return torch.log(torch.matmul(self.mel.float(), power) + LOG_FLOOR)
 
     def forward(self, input_values: torch.Tensor) -> torch.Tensor:
         hidden = self.conv(self.log_mel(input_values))

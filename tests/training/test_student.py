@@ -80,3 +80,14 @@ def test_log_mel_front_end_matches_a_reference_spectrogram():
     assert torch.allclose(encoder.log_mel(x), reference, atol=1e-3)
     # Every filter covers some frequency bins and the bank spans 20 Hz - 8 kHz.
     assert (encoder.mel.sum(1) > 0).all() and encoder.mel.shape == (config.n_mels, 201)
+
+
+def test_log_mel_stays_float32_under_bf16_autocast():
+    from training.mel_hubert import LogMelFeatureEncoder, MelHubertConfig
+
+    encoder = LogMelFeatureEncoder(MelHubertConfig())
+    x = torch.randn(2, 8000)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = encoder.log_mel(x)
+    assert mixed.dtype == torch.float32
+    assert torch.equal(mixed, encoder.log_mel(x))
