@@ -116,12 +116,11 @@ class LogMelFeatureEncoder(nn.Module):
         )
         self.layer_norm = nn.LayerNorm(config.mel_channels, eps=config.layer_norm_eps)
         self.activation = ACT2FN[config.feat_extract_activation]
-        self._requires_grad = True
 
     def _freeze_parameters(self) -> None:
+        """What HuBERT's freeze_feature_encoder() calls."""
         for param in self.parameters():
             param.requires_grad = False
-        self._requires_grad = False
 
     def log_mel(self, input_values: torch.Tensor) -> torch.Tensor:
         # Always float32: under bf16 autocast the power spectrum would lose the low bands.
