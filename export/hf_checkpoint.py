@@ -10,14 +10,15 @@ from export.spec import SAMPLE_RATE
 from training.student import Student
 
 
-def feature_extractor() -> Wav2Vec2FeatureExtractor:
-    # do_normalize matches the graph's per-utterance normalisation (same epsilon), so a single
-    # utterance gets the same logits from the pipeline as from model.onnx.
+def feature_extractor(normalize: bool = True) -> Wav2Vec2FeatureExtractor:
+    """Raw audio in. ``normalize`` matches the raw-waveform graphs' per-utterance normalisation
+    (same epsilon), so a single utterance gets the same logits from the pipeline as from
+    model.onnx; Whisper students take audio as it is (their log-mel is in the model)."""
     return Wav2Vec2FeatureExtractor(
         feature_size=1,
         sampling_rate=SAMPLE_RATE,
         padding_value=0.0,
-        do_normalize=True,
+        do_normalize=normalize,
         return_attention_mask=True,
     )
 
@@ -27,7 +28,7 @@ def save_hf(student: Student, directory: Path) -> Path:
     keeps transformers' parameter names, so the checkpoint loads as the plain model, which is
     exact for single utterances (no padding)."""
     student.classifier.save_pretrained(directory)
-    feature_extractor().save_pretrained(directory)
+    feature_extractor(normalize=not student.whisper).save_pretrained(directory)
     for path in directory.iterdir():
         path.chmod(0o644)  # safetensors writes its file private; others serve or copy the dir
     return directory

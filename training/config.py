@@ -82,7 +82,11 @@ class Config:
     pros_batch_size: int = _help("prosodic teacher batch size", 32)
     pros_max_frames: int = _help("random training crop of LLD frames (100 fps); 0 = whole", 0)
     # --- student ----------------------------------------------------------------------------
-    student_model: str = _help("audio encoder: named config (tiny, ...), hub name or path", "tiny")
+    student_model: str = _help(
+        "audio encoder: named config (tiny, tiny-mel, ...), offline Whisper bundle "
+        "(whisper-tiny.en, whisper-base), hub name or local path",
+        "tiny",
+    )
     epochs: int = _help("student epochs", 10)
     batch_size: int = _help("student batch size per process", 16)
     grad_accum: int = _help("gradient accumulation steps", 1)
@@ -91,7 +95,11 @@ class Config:
     weight_decay: float = _help("AdamW weight decay", 0.01)
     warmup_ratio: float = _help("share of optimisation steps with linear warmup", 0.1)
     grad_clip: float = _help("max gradient norm (0 = off)", 1.0)
-    freeze_feature_encoder: bool = _help("freeze the CNN feature encoder", False)
+    freeze_feature_encoder: bool = _help("freeze the front end (CNN / Whisper convolutions)", False)
+    freeze_layers: int = _help("freeze the front end and the lowest N transformer layers", 0)
+    weighted_layers: str = _help(
+        "pool a learned weighted sum of all layers: auto (pretrained students) | on | off", "auto"
+    )
     max_seconds: float = _help("random training crop length in seconds", 3.0)
     speed_perturb: float = _help("training speed perturbation: factor in [1-x, 1+x] (0 = off)", 0.0)
     eval_batch_size: int = _help("evaluation batch size (whole clips)", 16)
@@ -125,6 +133,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "pros_norm": ("speaker", "global", "none"),
     "mixed_precision": ("auto", "no", "bf16", "fp16"),
     "emb_loss": ("cosine", "mse"),
+    "weighted_layers": ("auto", "on", "off"),
     "variant": tuple(VARIANTS),
     "variants": tuple(VARIANTS),  # each item
 }

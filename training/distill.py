@@ -28,15 +28,26 @@ from accelerate import Accelerator
 from training.config import Config, ConfigError, describe, load_config, preset_names
 from training.data.splits import Fold, make_folds
 from training.data.utterance import Utterance, read_jsonl, write_jsonl
-from training.evaluate import aggregate, brief, confusion_png, plot_curves, results_table, scorer
+from training.evaluate import (
+    aggregate,
+    brief,
+    confusion_png,
+    plot_curves,
+    plot_layer_weights,
+    results_table,
+    scorer,
+    subset_table,
+)
 from training.loop import AudioSet, StudentOptions, predict, train_student
 from training.losses import TEACHERS, LossWeights
-from training.student import load_student
+from training.student import is_pretrained, load_student
 from training.targets import load_targets
 from training.teachers.fit import FitOptions
 
 log = logging.getLogger("emodistill.training")
 PARTS = ("train", "valid", "test")
+# Test subsets reported when the corpus records what carries each label (the synthetic one).
+SUBSETS = ("words_only", "prosody_only")
 DONE = "result.json"
 
 
@@ -273,13 +284,20 @@ def student_dir(cfg: Config, fold_dir: Path, variant: str, seed: int) -> Path:
     return fold_dir / "students" / f"{variant}-seed{seed}"
 
 
+def weighted_layers(cfg: Config) -> bool:
+    if cfg.weighted_layers == "auto":
+        return is_pretrained(cfg.student_model)
+    return cfg.weighted_layers == "on"
+
+
 def student_options(cfg: Config, weights: LossWeights, seed: int, desc: str) -> StudentOptions:
     return StudentOptions(
         model=cfg.student_model, labels=tuple(cfg.labels), epochs=cfg.epochs,
         batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size, grad_accum=cfg.grad_accum,
         lr_encoder=cfg.lr_encoder, lr_heads=cfg.lr_heads, weight_decay=cfg.weight_decay,
         warmup_ratio=cfg.warmup_ratio, grad_clip=cfg.grad_clip,
-        freeze_feature_encoder=cfg.freeze_feature_encoder, max_seconds=cfg.max_seconds,
+        freeze_feature_encoder=cfg.freeze_feature_encoder, freeze_layers=cfg.freeze_layers,
+        weighted_layers=weighted_layers(cfg), max_seconds=cfg.max_seconds,
         speed_perturb=cfg.speed_perturb,
         bucket_size=cfg.bucket_size, num_workers=cfg.num_workers, seed=seed, weights=weights,
         desc=desc,
@@ -295,7 +313,10 @@ def run_student(
     data: dict[str, AudioSet],
     targets: dict[str, dict[str, np.ndarray]],
     accelerator: Accelerator,
+    carriers: np.ndarray | None = None,
 ) -> dict:
+    """Train (or resume) one student and score its best and last checkpoints. ``carriers``:
+    what carries each test utterance's label (synthetic corpora), for per-subset test UA."""
     sdir = student_dir(cfg, fold_dir, variant, seed)
     if (sdir / DONE).is_file():
         log.info("student %s seed %d: done, skipped (%s)", variant, seed, sdir)
@@ -322,6 +343,14 @@ def run_student(
         for part in ("valid", "test"):
             logits, _ = predict(student, data[part], cfg.eval_batch_size, accelerator)
             result[f"{part}_{which}"] = score(data[part].y, logits)
+            if part == "test" and carriers is not None:
+                subsets = {n: carriers == n for n in SUBSETS if (carriers == n).any()}
+                result[f"subsets_{which}"] = {
+                    n: {**brief(score(data[part].y[m], logits[m])), "n": int(m.sum())}
+                    for n, m in subsets.items()
+                }
+        if which == "best" and student.layer_weights is not None:
+            result["layer_weights"] = student.layer_weights
     result["seconds"] = round(time.monotonic() - started, 1)
     log.info(
         "student %s seed %d: test UA %.3f (best valid, epoch %d) / %.3f (last epoch)",
@@ -401,10 +430,12 @@ def run(cfg: Config) -> dict:
             for p in PARTS
         }
         targets = load_targets(fold_dir / "targets", teachers, [u.id for u in parts["train"]])
+        carriers = np.array([u.extra.get("carrier", "") for u in parts["test"]])
         for variant, seed in plan:
             result = run_student(
-                cfg, fold.name, fold_dir, variant, seed, data, targets, accelerator
-            )
+                cfg, fold.name, fold_dir, variant, seed, data, targets, accelerator,
+                carriers if carriers.any() else None,
+            )  # fmt: skip
             students.append(result)
             if fold is folds[0] and seed == plan[0][1]:
                 histories[variant] = result["history"]
@@ -444,7 +475,7 @@ def write_report(
         f"{cfg.dataset}, protocol {cfg.protocol}, folds {', '.join(f.name for f in folds)}, "
         f"seeds {', '.join(map(str, seeds))}, student {cfg.student_model}, {cfg.epochs} epochs"
     )
-    table = results_table(students, teachers, title)
+    table = results_table(students, teachers, title) + subset_table(students)
     note = (
         "\nUA/WA in % on the held-out test speakers, mean ± std over (fold, seed) runs; teachers "
         "over folds. 'best valid' = the epoch with the best validation UA, 'last epoch' = the "
@@ -460,6 +491,9 @@ def write_report(
             confusion_png(main[0]["test_best"], cfg.labels, run_dir / f"confusion_{fold.name}_student.png",
                           f"student {cfg.variant}, fold {fold.name} (test)")  # fmt: skip
     plot_curves(histories, run_dir / "training_curves.png")
+    weighted = [s for s in students if s.get("layer_weights")]
+    if weighted:
+        plot_layer_weights(weighted, run_dir / "layer_weights.png")
     log.info("results (%s):\n%s", run_dir / "results.md", table)
 
 

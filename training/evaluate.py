@@ -134,3 +134,54 @@ def plot_curves(histories: dict[str, list[dict]], path: Path) -> Path:
 
 def confusion_png(metrics: dict, labels: Sequence[str], path: Path, title: str) -> Path:
     return plot_confusion(metrics["confusion"], list(labels), path, title=title)
+
+
+SUBSET_NAMES = {
+    "words_only": "only the words carry the label",
+    "prosody_only": "only the prosody carries the label",
+}
+
+
+def subset_table(students: Sequence[dict]) -> str:
+    """Markdown: test UA per student variant on the subsets where one modality alone carries
+    the label (empty when the corpus does not record it)."""
+    names = [n for n in SUBSET_NAMES if any(n in s.get("subsets_best", {}) for s in students)]
+    if not names:
+        return ""
+    cols = [(n, which) for n in names for which in ("best", "last")]
+    lines = [
+        "",
+        "Test UA in % on subsets: "
+        + "; ".join(f"{n} = {SUBSET_NAMES[n]}" for n in names)
+        + f" (utterances: {', '.join(str(students[0]['subsets_best'][n]['n']) for n in names)}).",
+        "",
+        "| model | " + " | ".join(f"{n} UA ({w})" for n, w in cols) + " |",
+        "|" + " --- |" * (len(cols) + 1),
+    ]
+    for variant in dict.fromkeys(s["variant"] for s in students):
+        runs = [s for s in students if s["variant"] == variant and "subsets_best" in s]
+        cells = [fmt([r[f"subsets_{w}"][n]["ua"] for r in runs]) for n, w in cols]
+        lines.append(f"| student: {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_layer_weights(students: Sequence[dict], path: Path) -> Path:
+    """The learned share of each encoder layer in the pooled representation, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for s in students:
+        weights = s["layer_weights"]
+        ax.plot(range(len(weights)), weights, marker=".", alpha=0.7,
+                label=f"{s['variant']} s{s['seed']} ({s['fold']})")  # fmt: skip
+    ax.set(xlabel="layer (0 = input embeddings)", ylabel="softmax weight",
+           title="learned layer weights (best checkpoint)")  # fmt: skip
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

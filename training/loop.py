@@ -148,6 +148,8 @@ class StudentOptions:
     warmup_ratio: float = 0.1
     grad_clip: float = 1.0
     freeze_feature_encoder: bool = False
+    freeze_layers: int = 0
+    weighted_layers: bool = False
     max_seconds: float = 3.0
     speed_perturb: float = 0.0
     bucket_size: int = 8
@@ -255,9 +257,17 @@ def predict(
 
 
 def new_student(opts: StudentOptions, teacher_dims: dict[str, int]) -> Student:
-    student = Student(build_classifier(opts.model, opts.labels), teacher_dims)
+    classifier = build_classifier(
+        opts.model, opts.labels, use_weighted_layer_sum=opts.weighted_layers
+    )
+    return Student(classifier, teacher_dims)
+
+
+def freeze(student: Student, opts: StudentOptions) -> Student:
+    """What stays fixed during training (a new or a resumed student alike)."""
     if opts.freeze_feature_encoder:
         student.freeze_feature_encoder()
+    student.freeze_layers(opts.freeze_layers)
     return student
 
 
@@ -280,9 +290,7 @@ def train_student(
     dims = {t: train.targets[t]["embedding"].shape[1] for t in opts.weights.embedding_teachers}
     last_dir, best_dir = out_dir / "last", out_dir / "best"
     resume = (last_dir / TRAINER_STATE).is_file()
-    student = load_student(last_dir) if resume else new_student(opts, dims)
-    if resume and opts.freeze_feature_encoder:
-        student.freeze_feature_encoder()
+    student = freeze(load_student(last_dir) if resume else new_student(opts, dims), opts)
     optimizer = torch.optim.AdamW(param_groups(student, opts), lr=opts.lr_heads)
     model, optimizer = accelerator.prepare(DistillModel(student), optimizer)
     world, rank = accelerator.num_processes, accelerator.process_index

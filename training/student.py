@@ -1,12 +1,18 @@
 """The speech-only student: a transformers audio encoder + masked mean pooling + classifier.
 
-The student wraps an ``AutoModelForAudioClassification`` (HuBERT, wav2vec 2.0, WavLM), so its
-weights save as a plain transformers checkpoint, and adds what a batching server needs:
+Two encoder families, both fed raw 16 kHz audio:
 
-* per-utterance normalisation over the valid samples, inside the model (consumers feed raw audio);
-* exact batching: the first GroupNorm of group-norm feature encoders (hubert-base, wav2vec2-base)
-  normalises over valid frames only, so an utterance's logits do not depend on its batch mates;
-* one projection head per teacher, used only by the distillation losses.
+* raw-waveform encoders (HuBERT, wav2vec 2.0, WavLM, and the log-mel ``tiny-mel``): an
+  ``AutoModelForAudioClassification``, so its weights save as a plain transformers checkpoint;
+  per-utterance normalisation over the valid samples happens inside the model, and the first
+  GroupNorm of group-norm feature encoders (hubert-base, wav2vec2-base) normalises over valid
+  frames only, so an utterance's logits do not depend on its batch mates;
+* Whisper encoders (training/whisper_encoder.py): Whisper's own log-mel front end in the graph,
+  variable length, masked attention and pooling.
+
+Pretrained students pool a learned softmax-weighted sum of all hidden layers by default
+(``use_weighted_layer_sum``); one projection head per teacher is used only by the distillation
+losses.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ from transformers import (
     PretrainedConfig,
 )
 
+from server.audio import MIN_SAMPLES
 from training.mel_hubert import MelHubertForSequenceClassification
+from training.whisper_encoder import WhisperAudioClassifier, encoder_frames, whisper_config
 
 NORM_EPS = 1e-7  # Wav2Vec2FeatureExtractor's zero-mean unit-variance epsilon
 
@@ -49,9 +57,28 @@ NAMED_CONFIGS["tiny-demo"] = dict(NAMED_CONFIGS["tiny-layer"], mask_time_prob=0.
 # The same transformer over a log-mel front end (training/mel_hubert.py): learns on a CPU in
 # minutes. Its model class (and so its config class) is not plain HuBERT.
 NAMED_CONFIGS["tiny-mel"] = dict(NAMED_CONFIGS["tiny-demo"])
-NAMED_MODELS: dict[str, type[HubertForSequenceClassification]] = {
-    "tiny-mel": MelHubertForSequenceClassification
+# A Whisper encoder of Whisper tiny's shape but 2 small layers, randomly initialised: tests.
+NAMED_CONFIGS["tiny-whisper"] = dict(
+    d_model=64,
+    encoder_layers=2,
+    encoder_attention_heads=2,
+    encoder_ffn_dim=128,
+    decoder_layers=1,
+    decoder_attention_heads=2,
+    decoder_ffn_dim=64,
+    vocab_size=64,
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
+    decoder_start_token_id=3,
+    max_source_positions=1500,
+    classifier_proj_size=64,
+)
+NAMED_MODELS: dict[str, type[nn.Module]] = {
+    "tiny-mel": MelHubertForSequenceClassification,
+    "tiny-whisper": WhisperAudioClassifier,
 }
+WHISPER_MODEL_TYPES = ("whisper", WhisperAudioClassifier.config_class.model_type)
 
 
 class MaskedGroupNormConvLayer(nn.Module):
@@ -99,10 +126,16 @@ def masked_normalise(audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor
     return centred / torch.sqrt(var + NORM_EPS)
 
 
+def is_pretrained(name_or_path: str) -> bool:
+    """Anything but a named from-scratch config: a hub name, a local path or an offline bundle."""
+    return name_or_path not in NAMED_CONFIGS
+
+
 def build_classifier(
     name_or_path: str, labels: tuple[str, ...] | list[str], **overrides
 ) -> nn.Module:
-    """A transformers audio classifier: a named from-scratch config, or a hub name / local path."""
+    """A transformers audio classifier: a named from-scratch config, an offline Whisper bundle
+    (``whisper-tiny.en``, ``whisper-base``), or a hub name / local path."""
     label_kw = dict(
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
@@ -112,8 +145,15 @@ def build_classifier(
         model_class = NAMED_MODELS.get(name_or_path, HubertForSequenceClassification)
         config = model_class.config_class(**NAMED_CONFIGS[name_or_path], **label_kw, **overrides)
         return model_class(config)
-    config: PretrainedConfig = AutoConfig.from_pretrained(name_or_path, **label_kw, **overrides)
-    return AutoModelForAudioClassification.from_pretrained(name_or_path, config=config)
+    from training.whisper_ct2 import resolve
+
+    path = resolve(name_or_path)
+    config: PretrainedConfig = AutoConfig.from_pretrained(path)
+    if config.model_type in WHISPER_MODEL_TYPES:
+        config = whisper_config(path, **label_kw, **overrides)
+        return WhisperAudioClassifier.from_pretrained(path, config=config)
+    config = AutoConfig.from_pretrained(path, **label_kw, **overrides)
+    return AutoModelForAudioClassification.from_pretrained(path, config=config)
 
 
 class Student(nn.Module):
@@ -123,9 +163,10 @@ class Student(nn.Module):
         super().__init__()
         self.classifier = classifier
         self.config = classifier.config
+        self.whisper = isinstance(classifier, WhisperAudioClassifier)
         base = classifier.base_model
         self._masked_norm: MaskedGroupNormConvLayer | None = None
-        if self.config.feat_extract_norm == "group":
+        if getattr(self.config, "feat_extract_norm", None) == "group":
             layers = base.feature_extractor.conv_layers
             if not isinstance(layers[0], MaskedGroupNormConvLayer):
                 layers[0] = MaskedGroupNormConvLayer(layers[0])
@@ -146,8 +187,17 @@ class Student(nn.Module):
         return self.config.classifier_proj_size
 
     @property
+    def layer_weights(self) -> list[float] | None:
+        """The learned share of each hidden layer (input embeddings first), when pooled so."""
+        if not self.config.use_weighted_layer_sum:
+            return None
+        return torch.softmax(self.classifier.layer_weights.detach().float(), -1).tolist()
+
+    @property
     def min_samples(self) -> int:
         """The shortest input (samples) for which every feature-encoder layer has an output frame."""
+        if self.whisper:
+            return MIN_SAMPLES
         need = 1
         for kernel, stride in reversed(
             list(zip(self.config.conv_kernel, self.config.conv_stride, strict=True))
@@ -156,24 +206,59 @@ class Student(nn.Module):
         return need
 
     def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        if self.whisper:
+            return encoder_frames(lengths)
         return self.classifier.base_model._get_feat_extract_output_lengths(lengths)
 
     def freeze_feature_encoder(self) -> None:
-        self.classifier.freeze_feature_encoder()
+        """Freeze the front end: the CNN feature encoder, or Whisper's convolutions."""
+        if self.whisper:
+            encoder = self.classifier.encoder
+            for module in (encoder.conv1, encoder.conv2):
+                module.requires_grad_(False)
+        else:
+            self.classifier.freeze_feature_encoder()
+
+    def freeze_layers(self, count: int) -> None:
+        """Freeze the front end and the lowest ``count`` transformer layers (0 = none)."""
+        if count <= 0:
+            return
+        layers = self.classifier.base_model.encoder.layers
+        if count > len(layers):
+            raise ValueError(f"cannot freeze {count} layers: the encoder has {len(layers)}")
+        self.freeze_feature_encoder()
+        for layer in layers[:count]:
+            layer.requires_grad_(False)
+        if not self.whisper:
+            # Below the first layer: the projection and the convolutional position embedding.
+            base = self.classifier.base_model
+            base.feature_projection.requires_grad_(False)
+            base.encoder.pos_conv_embed.requires_grad_(False)
 
     def forward(
         self, audio: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.whisper:
+            return self.classifier.pooled(audio, lengths)
         audio = masked_normalise(audio, lengths)
         steps = torch.arange(audio.shape[1], device=audio.device)
         attention_mask = (steps[None, :] < lengths[:, None]).long()
+        weighted = bool(self.config.use_weighted_layer_sum)
         if self._masked_norm is not None:
             self._masked_norm.lengths = lengths
         try:
-            hidden = self.classifier.base_model(audio, attention_mask=attention_mask)[0]
+            out = self.classifier.base_model(
+                audio, attention_mask=attention_mask, output_hidden_states=weighted
+            )
         finally:
             if self._masked_norm is not None:
                 self._masked_norm.lengths = None
+        if weighted:
+            # As HubertForSequenceClassification does, so the hf/ checkpoint agrees.
+            norm_weights = torch.softmax(self.classifier.layer_weights, dim=-1)
+            hidden = (torch.stack(out.hidden_states, dim=1) * norm_weights.view(-1, 1, 1)).sum(1)
+        else:
+            hidden = out[0]
         hidden = self.classifier.projector(hidden)
         frames = self.frame_lengths(lengths).clamp(min=1)
         frame_steps = torch.arange(hidden.shape[1], device=hidden.device)

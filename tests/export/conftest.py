@@ -19,9 +19,9 @@ def make_student():
     return new_student
 
 
-@pytest.fixture(scope="session", params=["tiny", "tiny-layer", "tiny-mel"])
+@pytest.fixture(scope="session", params=["tiny", "tiny-layer", "tiny-mel", "tiny-whisper"])
 def student_and_dir(request, tmp_path_factory):
-    """Every front end: group-norm and layer-norm conv encoders, and the log-mel one."""
+    """Every front end: group-norm and layer-norm conv encoders, log-mel, and Whisper's log-mel."""
     from export import build_model_dir
 
     student = new_student(request.param)

@@ -25,12 +25,15 @@ def test_hf_pipeline_agrees_with_onnx(student_and_dir, seconds):
     assert int(np.argmax(hf)) == int(np.argmax(logits))
 
 
-@pytest.mark.parametrize("student_and_dir", ["tiny-mel"], indirect=True)
-def test_log_mel_checkpoint_loads_without_this_package(student_and_dir, tmp_path):
-    """hf/ of the log-mel student carries its model code (auto_map): a process that never
-    imports `training` loads it with trust_remote_code and gets the ONNX logits."""
+MODEL_CODE = {"tiny-mel": "mel_hubert.py", "tiny-whisper": "whisper_encoder.py"}
+
+
+@pytest.mark.parametrize("student_and_dir", list(MODEL_CODE), indirect=True)
+def test_log_mel_checkpoint_loads_without_this_package(student_and_dir, tmp_path, request):
+    """hf/ of the log-mel and Whisper students carries its model code (auto_map): a process
+    that never imports `training` loads it with trust_remote_code and gets the ONNX logits."""
     student, out = student_and_dir
-    assert (out / "hf" / "mel_hubert.py").is_file()
+    assert (out / "hf" / MODEL_CODE[request.node.callspec.params["student_and_dir"]]).is_file()
     audio = probe_signal(16_000, seed=3)
     np.save(tmp_path / "audio.npy", audio)
     script = (

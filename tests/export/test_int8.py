@@ -13,15 +13,15 @@ from export.spec import PARITY_CASES
 INT8_KEYS = {"argmax_agreement", "ua_fp32", "ua_int8", "batching_max_abs_diff", "method"}
 
 
-@pytest.fixture(scope="module")
-def int8_dir(tmp_path_factory):
+@pytest.fixture(scope="module", params=["tiny", "tiny-whisper"])
+def int8_dir(request, tmp_path_factory):
     import torch
 
     from training.data.utterance import EMOTIONS
     from training.student import Student, build_classifier
 
     torch.manual_seed(0)
-    student = Student(build_classifier("tiny", EMOTIONS)).eval()
+    student = Student(build_classifier(request.param, EMOTIONS)).eval()
     rng = np.random.default_rng(0)
     audio = [probe_signal(int(n), seed=i) for i, n in enumerate(rng.integers(400, 60_000, 24))]
     labels = [i % 4 for i in range(len(audio))]
@@ -59,10 +59,10 @@ def test_int8_is_static_and_keeps_the_first_conv_fp32(int8_dir):
     ops = {n.op_type for n in graph.node}
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
     assert "ConvInteger" not in ops and "DynamicQuantizeLinear" not in ops  # no batch-wide scales
-    float_weights = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
     convs = [n for n in graph.node if n.op_type == "Conv"]
-    assert convs[0].input[1] in float_weights  # raw audio in: kept fp32
-    assert any(c.input[1] not in float_weights for c in convs[1:])  # dense convs: int8
+    assert convs[0].input[1] not in dequantized  # raw audio in (or Whisper's STFT): kept fp32
+    assert any(c.input[1] in dequantized for c in convs[1:])  # dense convs: int8
 
 
 def test_int8_batching_drift_is_measured_and_recorded(int8_dir):

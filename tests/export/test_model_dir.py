@@ -23,8 +23,11 @@ def test_model_json_complete(student_and_dir):
     assert meta["format_version"] == 1
     assert meta["labels"] == list(EMOTIONS)
     # The shortest input with an output frame: 400 samples for HuBERT's convs, 720 (3 frames of
-    # 10 ms for the k=3 conv after the 25 ms log-mel window) for the log-mel front end.
-    expected = {"hubert": 400, "emodistill_mel_hubert": 720}[student.config.model_type]
+    # 10 ms for the k=3 conv after the 25 ms log-mel window) for the log-mel front end; Whisper
+    # students take the server's floor (one 25 ms window).
+    expected = {"hubert": 400, "emodistill_mel_hubert": 720, "emodistill_whisper": 400}[
+        student.config.model_type
+    ]
     assert meta["sample_rate"] == 16000 and meta["min_samples"] == student.min_samples == expected
     assert meta["embedding_dim"] == student.embedding_dim
     entry = meta["files"]["model.onnx"]

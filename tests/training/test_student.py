@@ -12,10 +12,15 @@ def _padded(xs):
     return batch, torch.tensor([len(x) for x in xs])
 
 
-@pytest.mark.parametrize("name", ["tiny", "tiny-layer", "tiny-mel"])
-def test_batched_logits_equal_single(name):
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("name", ["tiny", "tiny-layer", "tiny-mel", "tiny-whisper"])
+def test_batched_logits_equal_single(name, weighted):
     torch.manual_seed(0)
-    student = Student(build_classifier(name, EMOTIONS)).eval()
+    classifier = build_classifier(name, EMOTIONS, use_weighted_layer_sum=weighted)
+    if weighted:  # learned weights, not the uniform start, so every layer's output matters
+        with torch.no_grad():
+            classifier.layer_weights.copy_(torch.randn_like(classifier.layer_weights))
+    student = Student(classifier).eval()
     xs = [torch.randn(n) for n in (16000, 8000, student.min_samples + 1, 23456)]
     batch, lengths = _padded(xs)
     with torch.no_grad():
@@ -40,10 +45,13 @@ def test_group_norm_without_mask_would_drift():
     assert drift.max() > 1e-3
 
 
-@pytest.mark.parametrize("name", ["tiny", "tiny-mel"])
+@pytest.mark.parametrize("name", ["tiny", "tiny-mel", "tiny-whisper"])
 def test_save_load_roundtrip(tmp_path, name):
     torch.manual_seed(0)
-    student = Student(build_classifier(name, EMOTIONS), {"ling": 8}).eval()
+    classifier = build_classifier(name, EMOTIONS, use_weighted_layer_sum=True)
+    with torch.no_grad():
+        classifier.layer_weights.copy_(torch.randn_like(classifier.layer_weights))
+    student = Student(classifier, {"ling": 8}).eval()
     save_student(student, tmp_path)
     again = load_student(tmp_path).eval()
     x = torch.randn(2, 8000)
@@ -52,6 +60,7 @@ def test_save_load_roundtrip(tmp_path, name):
         assert torch.equal(student(x, lengths)[0], again(x, lengths)[0])
     assert again.labels == list(EMOTIONS)
     assert set(again.projections) == {"ling"}
+    assert again.layer_weights == student.layer_weights
 
 
 @pytest.mark.parametrize(("name", "expected"), [("tiny", 400), ("tiny-mel", 720)])

@@ -21,9 +21,9 @@ def load_dataset(kind: str, path: str | Path) -> list[Utterance]:
     if kind == "manifest":
         return load_manifest(path)
     if kind == "synthetic":
-        from training.data.synthetic import MANIFEST_NAME
+        from training.data.synthetic import MANIFEST_NAME, with_carriers
 
-        return load_manifest(Path(path) / MANIFEST_NAME)
+        return with_carriers(load_manifest(Path(path) / MANIFEST_NAME), Path(path))
     raise ValueError(f"unknown dataset kind {kind!r}; choose one of {DATASET_KINDS}")
 
 

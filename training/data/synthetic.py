@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -29,7 +30,7 @@ import soundfile as sf
 
 from server.audio import SAMPLE_RATE, resample
 from training.data.espeak import Prosody, synthesize
-from training.data.utterance import EMOTIONS
+from training.data.utterance import EMOTIONS, Utterance
 
 MANIFEST_NAME = "manifest.csv"
 METADATA_NAME = "metadata.jsonl"
@@ -266,6 +267,32 @@ def generate(config: SyntheticConfig, out: str | Path, progress: bool = True) ->
     summary = summarize(metadata, rows, config)
     (out / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
+
+
+CARRIERS = ("both", "words_only", "prosody_only", "neither")
+
+
+def carrier(words_carry: bool, prosody_carries: bool) -> str:
+    """Which modality carries an utterance's label (one of ``CARRIERS``)."""
+    if words_carry:
+        return "both" if prosody_carries else "words_only"
+    return "prosody_only" if prosody_carries else "neither"
+
+
+def with_carriers(utterances: list[Utterance], root: Path) -> list[Utterance]:
+    """The utterances with ``extra["carrier"]`` from the corpus's metadata.jsonl (when present),
+    so results can be broken down by what carries the label."""
+    path = root / METADATA_NAME
+    if not path.is_file():
+        return utterances
+    rows = (json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line)
+    carriers = {r["id"]: carrier(r["words_carry"], r["prosody_carries"]) for r in rows}
+    return [
+        dataclasses.replace(u, extra={**u.extra, "carrier": carriers[u.id]})
+        if u.id in carriers
+        else u
+        for u in utterances
+    ]
 
 
 def summarize(metadata: list[dict], rows: list[dict], config: SyntheticConfig) -> dict:

@@ -1,0 +1,105 @@
+"""The Whisper-encoder student: Whisper's log-mel in the graph, variable length, freezing."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import WhisperFeatureExtractor
+
+from training.data.utterance import EMOTIONS
+from training.student import Student, build_classifier
+from training.whisper_encoder import encoder_frames, mel_frames
+
+# fp32 DFT by convolution vs the extractor's numpy STFT: log10 units, values ~[-1, 2].
+FRONT_END_TOLERANCE = 1e-4
+
+
+def whisper_student(**overrides) -> Student:
+    torch.manual_seed(0)
+    return Student(build_classifier("tiny-whisper", EMOTIONS, **overrides)).eval()
+
+
+# Up to 30 s less a window: the extractor pads shorter audio with zeros, as the graph does; at
+# exactly 30 s it reflects the last 200 samples instead, and only its last frame differs.
+@pytest.mark.parametrize("samples", [400, 12_345, 3 * 16_000 + 77, 30 * 16_000 - 200])
+def test_log_mel_matches_whisper_feature_extractor_on_valid_frames(samples):
+    rng = np.random.default_rng(samples)
+    # Speech-like level with a loud burst, so the max - 8 clamp is exercised.
+    audio = (0.05 * rng.standard_normal(samples)).astype(np.float32)
+    audio[: samples // 10] *= 20
+    reference = WhisperFeatureExtractor()(audio, sampling_rate=16_000, return_tensors="np")
+    reference = reference.input_features[0]
+    student = whisper_student()
+    lengths = torch.tensor([samples])
+    ours = student.classifier.log_mel(torch.from_numpy(audio)[None], lengths)[0].numpy()
+    frames = int(mel_frames(lengths))
+    assert frames == samples // 160
+    assert np.abs(ours[:, :frames] - reference[:, :frames]).max() <= FRONT_END_TOLERANCE
+
+
+def test_log_mel_ignores_what_follows_a_row():
+    """Garbage (not zeros) after a row's length changes nothing: the graph masks it."""
+    student = whisper_student()
+    audio = torch.randn(1, 16_000) * 0.1
+    noisy = torch.cat([audio, torch.randn(1, 8_000)], dim=1)
+    with torch.no_grad():
+        clean, _ = student(audio, torch.tensor([16_000]))
+        padded, _ = student(noisy, torch.tensor([16_000]))
+    assert (clean - padded).abs().max() <= 1e-5
+
+
+def test_frames_follow_whisper_strides():
+    lengths = torch.tensor([400, 16_000, 30 * 16_000])
+    assert mel_frames(lengths).tolist() == [2, 100, 3000]
+    assert encoder_frames(lengths).tolist() == [1, 50, 1500]
+
+
+def test_longer_than_the_position_table_is_a_clear_error():
+    student = whisper_student()
+    with torch.no_grad(), pytest.raises(ValueError, match="30 s"):
+        student(torch.zeros(1, 31 * 16_000), torch.tensor([31 * 16_000]))
+
+
+def test_freeze_layers_freezes_the_front_end_and_the_lowest_layers():
+    student = whisper_student()
+    student.freeze_layers(1)
+    encoder = student.classifier.encoder
+    frozen = {n for n, p in student.named_parameters() if not p.requires_grad}
+    assert all(not p.requires_grad for p in encoder.conv1.parameters())
+    assert all(not p.requires_grad for p in encoder.layers[0].parameters())
+    assert all(p.requires_grad for p in encoder.layers[1].parameters())
+    assert not any("classifier.classifier" in n or "projector" in n for n in frozen)
+    with pytest.raises(ValueError, match="has 2"):
+        student.freeze_layers(3)
+
+
+def test_hubert_freeze_layers_keeps_the_upper_layers_trainable():
+    torch.manual_seed(0)
+    student = Student(build_classifier("tiny-layer", EMOTIONS))
+    student.freeze_layers(1)
+    base = student.classifier.base_model
+    assert not any(p.requires_grad for p in base.feature_extractor.parameters())
+    assert not any(p.requires_grad for p in base.encoder.layers[0].parameters())
+    assert all(p.requires_grad for p in base.encoder.layers[1].parameters())
+
+
+def test_loads_a_plain_whisper_checkpoint(tmp_path):
+    """A WhisperForConditionalGeneration checkpoint (what the hub and the converter hold) loads
+    as the student: every encoder weight is taken, the decoder is dropped."""
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    from training.student import NAMED_CONFIGS
+
+    torch.manual_seed(1)
+    config = WhisperConfig(
+        **{k: v for k, v in NAMED_CONFIGS["tiny-whisper"].items() if k != "classifier_proj_size"}
+    )
+    source = WhisperForConditionalGeneration(config)
+    source.save_pretrained(tmp_path)
+    student = Student(build_classifier(str(tmp_path), EMOTIONS, use_weighted_layer_sum=True))
+    theirs = source.model.encoder.state_dict()
+    ours = student.classifier.encoder.state_dict()
+    assert set(theirs) == set(ours)
+    for key, value in theirs.items():
+        assert torch.equal(value, ours[key]), key
+    assert student.config.model_type == "emodistill_whisper"
+    assert student.layer_weights is not None and len(student.layer_weights) == 3
