@@ -88,6 +88,7 @@ def build_model_dir(
             "labels": student.labels,
             "sample_rate": SAMPLE_RATE,
             "min_samples": student.min_samples,
+            "max_samples": student.max_samples,
             "max_seconds": MAX_SECONDS,
             "backbone": (summary or {}).get("backbone") or student.config.model_type,
             "embedding_dim": student.embedding_dim,

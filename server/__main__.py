@@ -24,6 +24,7 @@ def main() -> int:
         runtime = Runtime.load(
             settings.model_dir, device=settings.device, int8=settings.int8, threads=settings.threads
         )
+        runtime.check_settings(settings)
     except (ModelDirError, ProviderError) as exc:
         print(f"emodistill: cannot start: {exc}", file=sys.stderr)
         return 2

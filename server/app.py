@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         loaded = runtime or Runtime.load(
             settings.model_dir, device=settings.device, int8=settings.int8, threads=settings.threads
         )
+        loaded.check_settings(settings)
         batcher = Batcher(
             loaded,
             max_batch_size=settings.max_batch_size,

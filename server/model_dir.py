@@ -42,6 +42,25 @@ class ModelDir:
         return int(self.meta["min_samples"])
 
     @property
+    def max_samples(self) -> int | None:
+        """The longest input the graph accepts (Whisper's 30 s position table), None if any."""
+        value = self.meta.get("max_samples")
+        return None if value is None else int(value)
+
+    def check_limits(self, **seconds: float) -> None:
+        """Every named length limit (seconds) must fit the model's longest input."""
+        if self.max_samples is None:
+            return
+        longest = self.max_samples / self.sample_rate
+        over = {name: value for name, value in seconds.items() if value > longest}
+        if over:
+            named = ", ".join(f"{name}={value:g}" for name, value in over.items())
+            raise ModelDirError(
+                f"{named}: this model accepts at most {longest:g} s per utterance "
+                f"(model.json max_samples {self.max_samples}); lower the setting"
+            )
+
+    @property
     def batch_invariant(self) -> bool:
         """Whether padded batches give each utterance its unbatched answer.
 
@@ -121,6 +140,9 @@ def load_model_dir(path: str | Path, *, int8: bool = False) -> ModelDir:
         )
     if not (isinstance(meta["min_samples"], int) and meta["min_samples"] > 0):
         raise ModelDirError(f"{meta_path}: min_samples must be a positive integer")
+    longest = meta.get("max_samples")
+    if longest is not None and not (isinstance(longest, int) and longest >= meta["min_samples"]):
+        raise ModelDirError(f"{meta_path}: max_samples must be null or an integer >= min_samples")
 
     name = INT8_FILE if int8 else MODEL_FILE
     entry = meta["files"].get(name) if isinstance(meta["files"], dict) else None

@@ -123,6 +123,14 @@ class Runtime:
     def min_samples(self) -> int:
         return self.model.min_samples
 
+    def check_settings(self, settings) -> None:
+        """Refuse limits the model cannot honour (a 60 s clip for a 30 s Whisper encoder would
+        otherwise fail at inference, as a 5xx)."""
+        self.model.check_limits(
+            EMODISTILL_MAX_SECONDS=settings.max_seconds,
+            EMODISTILL_STREAM_MAX_UTTERANCE_S=settings.stream_max_utterance_s,
+        )
+
     @property
     def batch_invariant(self) -> bool:
         return self.model.batch_invariant

@@ -241,10 +241,12 @@ def predict(
     student.eval()
     order = np.argsort(data.lengths, kind="stable")
     mine = order[accelerator.process_index :: accelerator.num_processes]
+    # Whisper encoders hear at most 30 s: a longer clip is scored on its first 30 s.
+    limit = student.max_samples or None
     rows = []
     for start in range(0, len(mine), batch_size):
         idx = mine[start : start + batch_size]
-        audio, lengths = pad([data.samples(i) for i in idx])
+        audio, lengths = pad([data.samples(i)[:limit] for i in idx])
         with accelerator.autocast():
             logits, emb = student(audio.to(accelerator.device), lengths.to(accelerator.device))
         rows += list(
@@ -305,6 +307,8 @@ def train_student(
         state = saved["state"]
         log.info("%s: resuming after epoch %d of %d", opts.desc, state["epoch"], opts.epochs)
     max_samples = int(opts.max_seconds * SAMPLE_RATE)
+    if student.max_samples is not None:  # 0 (whole clips) or longer: the encoder's own limit
+        max_samples = min(max_samples or student.max_samples, student.max_samples)
     accelerator.gradient_accumulation_steps = opts.grad_accum
     for epoch in range(state["epoch"] + 1, opts.epochs + 1):
         model.train()

@@ -28,7 +28,12 @@ from transformers import (
 
 from server.audio import MIN_SAMPLES
 from training.mel_hubert import MelHubertForSequenceClassification
-from training.whisper_encoder import WhisperAudioClassifier, encoder_frames, whisper_config
+from training.whisper_encoder import (
+    HOP_LENGTH,
+    WhisperAudioClassifier,
+    encoder_frames,
+    whisper_config,
+)
 
 NORM_EPS = 1e-7  # Wav2Vec2FeatureExtractor's zero-mean unit-variance epsilon
 
@@ -204,6 +209,14 @@ class Student(nn.Module):
         ):
             need = (need - 1) * stride + kernel
         return need
+
+    @property
+    def max_samples(self) -> int | None:
+        """The longest input (samples): Whisper's position table covers 30 s; others any."""
+        if not self.whisper:
+            return None
+        encoder = self.classifier.encoder
+        return encoder.embed_positions.num_embeddings * encoder.conv2.stride[0] * HOP_LENGTH
 
     def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         if self.whisper:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,11 +18,11 @@ from tests.fixtures import encode_clip
 from tests.server.live_server import ROOT, START_TIMEOUT_S, free_port, metric, serve, server_env
 
 
-def start_failure(model_dir: Path) -> subprocess.CompletedProcess:
+def start_failure(model_dir: Path, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "server"],
         cwd=ROOT,
-        env=server_env(model_dir, free_port()),
+        env=server_env(model_dir, free_port()) | env,
         capture_output=True,
         text=True,
         timeout=START_TIMEOUT_S,
@@ -33,6 +34,15 @@ def test_missing_model_dir_is_one_clear_message(tmp_path):
     assert result.returncode != 0
     assert "cannot start" in result.stderr and "no-such-model" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_limit_longer_than_the_model_accepts_is_one_clear_message(tiny_model_dir, tmp_path):
+    model = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    meta = json.loads((model / "model.json").read_text())
+    (model / "model.json").write_text(json.dumps(meta | {"max_samples": 30 * 16_000}))
+    result = start_failure(model, EMODISTILL_MAX_SECONDS="60")
+    assert result.returncode != 0
+    assert "EMODISTILL_MAX_SECONDS=60" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_corrupt_model_is_one_clear_message(tiny_model_dir, tmp_path):

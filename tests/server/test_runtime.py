@@ -118,6 +118,8 @@ def test_valid_model_dir(model_copy):
         (lambda d: edit_meta(d, format_version=2), "format_version"),
         (lambda d: edit_meta(d, labels=[]), "labels"),
         (lambda d: edit_meta(d, sample_rate=8000), "sample_rate"),
+        (lambda d: edit_meta(d, max_samples=100), "max_samples"),
+        (lambda d: edit_meta(d, max_samples="30 s"), "max_samples"),
         (lambda d: (d / "model.onnx").unlink(), "model.onnx is missing"),
         (lambda d: (d / "model.onnx").write_bytes(b"corrupt"), "sha256"),
     ],
@@ -126,6 +128,20 @@ def test_broken_model_dirs_are_refused(model_copy, damage, message):
     damage(model_copy)
     with pytest.raises(ModelDirError, match=message):
         load_model_dir(model_copy)
+
+
+def test_settings_longer_than_the_model_accepts_are_refused(model_copy):
+    """A Whisper student's position table covers 30 s: longer limits are a start-up error
+    that names the setting, not a 5xx at the first long clip."""
+    from server.runtime import Runtime
+    from server.settings import Settings
+
+    assert load_model_dir(model_copy).max_samples is None  # raw-waveform encoders: any length
+    edit_meta(model_copy, max_samples=30 * 16_000)
+    runtime = Runtime.load(model_copy, device="cpu", int8=False, threads=1)
+    runtime.check_settings(Settings(model_dir=model_copy))  # the defaults fit
+    with pytest.raises(ModelDirError, match="EMODISTILL_MAX_SECONDS=45.*at most 30 s"):
+        runtime.check_settings(Settings(model_dir=model_copy, max_seconds=45))
 
 
 def test_int8_requested_but_not_exported(model_copy):

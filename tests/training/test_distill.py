@@ -23,6 +23,7 @@ TINY = [
     "--lr_heads=5e-3",
     "--warmup_ratio=0.0",
     "--threads=1",
+    "--student_model=tiny-mel",  # the from-scratch log-mel student: seconds, whatever the preset
 ]
 
 
@@ -76,6 +77,32 @@ def test_end_to_end_writes_every_stage_and_exports(corpus, tmp_path, monkeypatch
     assert json.loads((run_dir / "config.json").read_text())["epochs"] == 3
     model = json.loads((model_dir / "model.json").read_text())  # --export ran export.export_run
     assert model["labels"] == summary["labels"] and model["training"]["fold"] == fold_dir.name
+
+
+def test_whisper_student_reports_layer_weights_and_subsets(corpus, tmp_path, monkeypatch):
+    """A Whisper-encoder student (tiny random config) through the whole recipe: weighted layer
+    pooling learned and reported, test UA on the words-only / prosody-only subsets."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    run_dir = tmp_path / "run"
+    distill.run(
+        _config(
+            corpus,
+            run_dir,
+            "--student_model=tiny-whisper",
+            "--weighted_layers=on",
+            "--freeze_layers=1",
+        )  # fmt: skip
+    )
+    result = json.loads((_fold_dir(run_dir) / "student" / "result.json").read_text())
+    weights = result["layer_weights"]
+    assert len(weights) == 3 and abs(sum(weights) - 1) < 1e-5
+    assert weights != [1 / 3] * 3  # learned, not the uniform start
+    subsets = result["subsets_last"]
+    assert set(subsets) <= {"words_only", "prosody_only"} and subsets
+    assert sum(s["n"] for s in subsets.values()) <= result["test_last"]["n"]
+    table = (run_dir / "results.md").read_text()
+    assert "words_only UA (last)" in table or "prosody_only UA (last)" in table
+    assert (run_dir / "layer_weights.png").stat().st_size > 0
 
 
 def test_killed_run_resumes(corpus, tmp_path, monkeypatch, caplog):
