@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
@@ -62,6 +63,10 @@ def file_digest(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def _extract_file(path: str | Path) -> np.ndarray:
+    return extract_lld(load_audio(path))
+
+
 class ProsodyCache:
     """LLDs per utterance in ``cache_dir``, keyed by the audio file's content hash.
 
@@ -85,23 +90,49 @@ class ProsodyCache:
             self.hits += 1
             return np.load(target)
         self.misses += 1
-        feats = extract_lld(load_audio(utt.audio_path))
+        feats = _extract_file(utt.audio_path)
+        self._store(target, feats)
+        return feats
+
+    @staticmethod
+    def _store(target: Path, feats: np.ndarray) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         # Write then rename, so a killed run never leaves a truncated entry behind.
         tmp = target.with_suffix(".tmp.npy")
         np.save(tmp, feats)
         tmp.replace(target)
-        return feats
 
     def compute_all(
-        self, utts: Sequence[Utterance], progress: bool = True
+        self, utts: Sequence[Utterance], progress: bool = True, workers: int = 0
     ) -> dict[str, np.ndarray]:
-        """{utterance id: LLDs} for all ``utts``, computing only what is not cached."""
+        """{utterance id: LLDs} for all ``utts``, computing only what is not cached, in
+        ``workers`` processes (0 = one per CPU core; opensmile runs on one core)."""
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        workers = workers or os.cpu_count() or 1
+        missing = {self.path_for(u.audio_path): u.audio_path for u in utts}
+        missing = {target: path for target, path in missing.items() if not target.is_file()}
+        if workers > 1 and len(missing) > 1:
+            # spawn: the parent has torch loaded, and forking a threaded process is unsafe.
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+                computed = pool.map(_extract_file, missing.values(), chunksize=16)
+                self._store_all(missing, computed, progress)
+        else:
+            self._store_all(missing, map(_extract_file, missing.values()), progress)
+        features = {u.id: np.load(self.path_for(u.audio_path)) for u in utts}
+        self.hits += len(utts) - len(missing)
+        return features
+
+    def _store_all(self, targets: Mapping[Path, object], computed, progress: bool) -> None:
         from tqdm.auto import tqdm
 
-        return {
-            u.id: self.get(u) for u in tqdm(utts, desc="prosody", unit="utt", disable=not progress)
-        }
+        bar = tqdm(total=len(targets), desc="prosody", unit="utt", disable=not progress)
+        for target, feats in zip(targets, computed, strict=True):
+            self._store(target, feats)
+            self.misses += 1
+            bar.update()
+        bar.close()
 
 
 class _Normalizer:

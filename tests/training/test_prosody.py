@@ -51,6 +51,22 @@ def test_cache_hit_miss_and_changed_file(tmp_path, speech_wav):
     np.testing.assert_array_equal(all_feats["u"], changed)
 
 
+def test_compute_all_in_worker_processes_equals_one_by_one(tmp_path):
+    clips = [
+        write_clip(tmp_path / f"{i}.wav", kind=kind, seconds=1.0 + i / 4)
+        for i, kind in enumerate(("speech", "sine", "speech"))
+    ]
+    utts = [Utterance(id=str(i), audio_path=str(p), label="sad") for i, p in enumerate(clips)]
+    cache = ProsodyCache(tmp_path / "cache")
+    feats = cache.compute_all(utts, progress=False, workers=2)
+    assert (cache.hits, cache.misses) == (0, 3)
+    for utt in utts:
+        np.testing.assert_array_equal(feats[utt.id], extract_lld(load_audio(utt.audio_path)))
+    again = cache.compute_all(utts, progress=False, workers=2)
+    assert (cache.hits, cache.misses) == (3, 3)
+    assert all(np.array_equal(again[k], v) for k, v in feats.items())
+
+
 def _feats(rng, mean, std, n_utts=3, frames=50):
     return [rng.normal(mean, std, (frames, N_LLD)).astype(np.float32) for _ in range(n_utts)]
 
