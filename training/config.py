@@ -1,6 +1,7 @@
 """The training configuration: one dataclass, named presets, a config file and ``--key=value``.
 
-Precedence (later wins): the dataclass defaults, the preset (``--preset``, default ``demo``), a
+Precedence (later wins): the dataclass defaults, the preset (``--preset``, default ``demo``; a
+preset may ``extends = "other"`` and change only some keys), a
 config file (``--config FILE``, JSON or TOML, flat keys), then ``--key=value`` overrides. Every
 override is type-checked against the field's annotation; unknown keys are errors that name the
 closest known keys. The final configuration is saved as ``RUN/config.json``.
@@ -253,12 +254,21 @@ def parse_overrides(args: list[str]) -> dict[str, str]:
     return values
 
 
+def preset_values(preset: str, seen: tuple[str, ...] = ()) -> dict:
+    """A preset's keys over those of the preset it ``extends`` (if any)."""
+    if preset not in preset_names():
+        raise ConfigError(f"unknown preset {preset!r}; presets: {', '.join(preset_names())}")
+    if preset in seen:
+        raise ConfigError(f"presets extend each other in a loop: {' -> '.join((*seen, preset))}")
+    values = read_file(PRESETS_DIR / f"{preset}.toml")
+    base = values.pop("extends", None)
+    return {**preset_values(base, (*seen, preset)), **values} if base else values
+
+
 def load_config(
     preset: str = "demo", config_file: str | None = None, overrides: list[str] | None = None
 ) -> Config:
-    if preset not in preset_names():
-        raise ConfigError(f"unknown preset {preset!r}; presets: {', '.join(preset_names())}")
-    config = apply(Config(), read_file(PRESETS_DIR / f"{preset}.toml"))
+    config = apply(Config(), preset_values(preset))
     if config_file:
         config = apply(config, read_file(config_file))
     return apply(config, parse_overrides(overrides or []))

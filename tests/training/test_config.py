@@ -67,6 +67,23 @@ def test_missing_value_and_positional_are_errors():
         load_config("demo", overrides=["epochs=3"])
 
 
+def test_preset_extends_another():
+    base, whisper = load_config("iemocap"), load_config("iemocap-whisper")
+    assert whisper.student_model == "openai/whisper-small" and whisper.dataset == "iemocap"
+    assert whisper.ling_model == base.ling_model and whisper.protocol == base.protocol
+    assert whisper.run_dir != base.run_dir
+
+
+def test_presets_that_extend_in_a_loop_are_an_error(tmp_path, monkeypatch):
+    from training import config
+
+    (tmp_path / "a.toml").write_text('extends = "b"\n')
+    (tmp_path / "b.toml").write_text('extends = "a"\n')
+    monkeypatch.setattr(config, "PRESETS_DIR", tmp_path)
+    with pytest.raises(ConfigError, match="loop: a -> b -> a"):
+        load_config("a")
+
+
 def test_unknown_preset():
     with pytest.raises(ConfigError, match="unknown preset"):
         load_config("nope")
