@@ -1,4 +1,4 @@
-"""Build the model directory (DESIGN.md §3): model.onnx, model.json, hf/, optional int8 + Triton."""
+"""Build the model directory (docs/export.md): model.onnx, model.json, hf/, optional int8 + Triton."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The model directory contract (DESIGN.md §3) and the export defaults, in one place."""
+"""The model directory contract (docs/export.md) and the export defaults, in one place."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ INT8_FILE = "model.int8.onnx"
 META_FILE = "model.json"
 INPUT_NAMES = ("audio", "lengths")
 OUTPUT_NAMES = ("logits", "embedding")
-# Used when model.json has no parity tolerance: DESIGN.md's exact-batching bound.
+# Used when model.json has no parity tolerance: the exact-batching bound of docs/export.md.
 DEFAULT_TOLERANCE = 1e-4
 _REQUIRED_KEYS = ("format_version", "labels", "sample_rate", "min_samples", "files")
 

@@ -51,7 +51,7 @@ class EmotionProsody:
     pause_ms: float
 
 
-# The recipe from FACTS.md (measured to move F0 and loudness as intended); the range values
+# The recipe of an earlier prototype on this machine (measured to move F0 and loudness as intended); the range values
 # are eSpeak's 0-100 scale for +0%, +70%, +35%, -60% around the default 50.
 DEFAULT_PROSODY: dict[str, EmotionProsody] = {
     "neutral": EmotionProsody(pitch=50, range=50, rate=165, volume=100, pause_ms=250),
@@ -86,7 +86,7 @@ DEFAULT_VOICES = tuple(f"en-us+{v}" for v in ("m1", "f1", "m2", "f2", "m3", "f3"
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """Every knob of the corpus in one place (defaults from the recipe in FACTS.md)."""
+    """Every knob of the corpus in one place (defaults: the prototype's recipe)."""
 
     n: int = 400
     seed: int = 0

@@ -2,7 +2,7 @@
 
 Its inputs are normalised per speaker by the caller (``training.prosody.SpeakerNormalizer``):
 without it a prototype teacher scored 0.74 UA on validation speakers but 0.59 on new ones and
-taught the student nothing (shared/FACTS.md).
+taught the student nothing (an earlier prototype on this machine).
 """
 
 from __future__ import annotations
