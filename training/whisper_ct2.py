@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from training.whisper_encoder import HOP_LENGTH, N_FFT, SAMPLE_RATE
+
 # A child of the training log: a training run shows the conversion line in its console and log.txt.
 log = logging.getLogger("emodistill.training.whisper_ct2")
 
@@ -57,9 +59,6 @@ _DTYPES: dict[int, np.dtype] = {
 _BFLOAT16 = 5
 _GELU = 3  # CTranslate2's Activation.GELU
 
-SAMPLE_RATE = 16_000
-N_FFT = 400
-HOP_LENGTH = 160
 CHUNK_SECONDS = 30
 # Every released Whisper size uses 64-dimensional attention heads; only needed when a model.bin
 # lacks its own num_heads scalars.
