@@ -103,3 +103,25 @@ def test_loads_a_plain_whisper_checkpoint(tmp_path):
         assert torch.equal(value, ours[key]), key
     assert student.config.model_type == "emodistill_whisper"
     assert student.layer_weights is not None and len(student.layer_weights) == 3
+
+
+def test_training_evaluation_scores_clips_longer_than_30_s(tmp_path):
+    """Whole-clip evaluation clips to the encoder's 30 s instead of failing."""
+    import soundfile as sf
+    from accelerate import Accelerator
+
+    from training.loop import AudioSet, predict
+
+    student = whisper_student()
+    assert student.max_samples == 30 * 16_000
+    paths = []
+    for seconds in (31.0, 2.0):
+        paths.append(tmp_path / f"{seconds}.wav")
+        sf.write(paths[-1], 0.1 * np.random.default_rng(0).standard_normal(int(seconds * 16_000)),
+                 16_000)  # fmt: skip
+    data = AudioSet([str(p) for p in paths], np.array([0, 1]))
+    logits, _ = predict(student, data, 2, Accelerator(cpu=True))
+    with torch.no_grad():
+        first_30_s = torch.from_numpy(data.samples(0)[: student.max_samples])[None]
+        alone, _ = student(first_30_s, torch.tensor([student.max_samples]))
+    assert np.abs(logits[0] - alone[0].numpy()).max() <= 1e-4
