@@ -9,9 +9,13 @@ from training.student import Student, build_classifier
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+# Whisper students ship with weighted layer pooling (on for every pretrained student).
+OVERRIDES = {"tiny-whisper": {"use_weighted_layer_sum": True}}
+
+
 def new_student(name: str) -> Student:
     torch.manual_seed(0)
-    return Student(build_classifier(name, EMOTIONS)).eval()
+    return Student(build_classifier(name, EMOTIONS, **OVERRIDES.get(name, {}))).eval()
 
 
 @pytest.fixture

@@ -21,7 +21,10 @@ def int8_dir(request, tmp_path_factory):
     from training.student import Student, build_classifier
 
     torch.manual_seed(0)
-    student = Student(build_classifier(request.param, EMOTIONS)).eval()
+    from tests.export.conftest import OVERRIDES
+
+    student = Student(build_classifier(request.param, EMOTIONS, **OVERRIDES.get(request.param, {})))
+    student = student.eval()
     rng = np.random.default_rng(0)
     audio = [probe_signal(int(n), seed=i) for i, n in enumerate(rng.integers(400, 60_000, 24))]
     labels = [i % 4 for i in range(len(audio))]
