@@ -51,7 +51,7 @@ demo-model: $(DEMO_MODEL_DIR)/model.json
 # EMODISTILL_MODEL_DIR must already hold a model (the server says what is missing).
 serve: $(VENV)/.serve
 	@if [ "$(EMODISTILL_MODEL_DIR)" = "$(DEMO_MODEL_DIR)" ] && [ ! -f "$(DEMO_MODEL_DIR)/model.json" ]; then \
-	  echo "No model in $(DEMO_MODEL_DIR): building the demo model once (about 3 min on 2 idle CPU cores, longer when busy)."; \
+	  echo "No model in $(DEMO_MODEL_DIR): building the demo model once (about 6 min on 2 idle CPU cores, longer when busy)."; \
 	  $(MAKE) --no-print-directory demo-model; fi
 	$(PY) -m server
 
