@@ -242,7 +242,7 @@ def predict(
     order = np.argsort(data.lengths, kind="stable")
     mine = order[accelerator.process_index :: accelerator.num_processes]
     # Whisper encoders hear at most 30 s: a longer clip is scored on its first 30 s.
-    limit = student.max_samples or None
+    limit = student.max_samples
     rows = []
     for start in range(0, len(mine), batch_size):
         idx = mine[start : start + batch_size]

@@ -111,8 +111,9 @@ class ProsodyCache:
         from multiprocessing import get_context
 
         workers = workers or os.cpu_count() or 1
-        missing = {self.path_for(u.audio_path): u.audio_path for u in utts}
-        missing = {target: path for target, path in missing.items() if not target.is_file()}
+        # One content hash per file: path_for reads the whole file.
+        targets = {u.id: (self.path_for(u.audio_path), u.audio_path) for u in utts}
+        missing = dict(v for v in targets.values() if not v[0].is_file())
         if workers > 1 and len(missing) > 1:
             # spawn: the parent has torch loaded, and forking a threaded process is unsafe.
             with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
@@ -120,7 +121,7 @@ class ProsodyCache:
                 self._store_all(missing, computed, progress)
         else:
             self._store_all(missing, map(_extract_file, missing.values()), progress)
-        features = {u.id: np.load(self.path_for(u.audio_path)) for u in utts}
+        features = {uid: np.load(target) for uid, (target, _) in targets.items()}
         self.hits += len(utts) - len(missing)
         return features
 

@@ -155,7 +155,7 @@ def build_classifier(
     path = resolve(name_or_path)
     config: PretrainedConfig = AutoConfig.from_pretrained(path)
     if config.model_type in WHISPER_MODEL_TYPES:
-        config = whisper_config(path, **label_kw, **overrides)
+        config = whisper_config(config, **label_kw, **overrides)
         return WhisperAudioClassifier.from_pretrained(path, config=config)
     config = AutoConfig.from_pretrained(path, **label_kw, **overrides)
     return AutoModelForAudioClassification.from_pretrained(path, config=config)

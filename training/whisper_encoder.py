@@ -194,9 +194,8 @@ class WhisperAudioClassifier(WhisperForAudioClassification):
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
-def whisper_config(name_or_path: str, **overrides) -> WhisperAudioConfig:
-    """A hub / local Whisper config (any Whisper model type) as this model's config."""
-    base = AutoConfig.from_pretrained(name_or_path)
+def whisper_config(base: WhisperConfig, **overrides) -> WhisperAudioConfig:
+    """A loaded Whisper config (any Whisper model type) as this model's config."""
     values = base.to_dict()
     for key in ("model_type", "architectures", "auto_map", "transformers_version"):
         values.pop(key, None)

@@ -51,8 +51,8 @@ class EmotionProsody:
     pause_ms: float
 
 
-# The recipe of an earlier prototype on this machine (measured to move F0 and loudness as intended); the range values
-# are eSpeak's 0-100 scale for +0%, +70%, +35%, -60% around the default 50.
+# The recipe of an earlier prototype on this machine (measured to move F0 and loudness as
+# intended); the range values are eSpeak's 0-100 scale for +0%, +70%, +35%, -60% around the default 50.
 DEFAULT_PROSODY: dict[str, EmotionProsody] = {
     "neutral": EmotionProsody(pitch=50, range=50, rate=165, volume=100, pause_ms=250),
     "happy": EmotionProsody(pitch=68, range=85, rate=185, volume=125, pause_ms=150),
