@@ -19,6 +19,7 @@ import uuid
 from collections import deque
 from typing import Any
 
+import anyio
 import numpy as np
 import soxr
 from fastapi import WebSocket
@@ -148,7 +149,11 @@ class StreamSession:
                 self._reason(),
             )
             self.metrics.closed.labels(reason=self._reason(label=True)).inc()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Shielded: a host that cancels through anyio (Starlette's test client does) would
+            # otherwise cancel the gather again on every loop pass while the tasks wind down,
+            # and the extra cancellations escape the host's cancel scope.
+            with anyio.CancelScope(shield=True):
+                await asyncio.gather(*tasks, return_exceptions=True)
 
     def _reason(self, *, label: bool = False) -> str:
         """Why the session ended: for the log, or a bounded metric label."""

@@ -224,6 +224,10 @@ def test_too_many_streams_are_refused_at_the_handshake(make_client):
                     pass
             assert refused.value.status_code == 503
             assert refused.value.json()["error"]["code"] == "too_many_streams"
+            # End the first stream the way a client does and wait for its close, so that the
+            # test client does not cancel the session while it is still cleaning up.
+            first.send_text('{"type": "stop"}')
+            assert collect(first)[1] == 1000
         # The slot is free again once the first stream ends.
         with client.websocket_connect("/v1/stream?sample_rate=16000") as again:
             assert again.receive_json()["type"] == "ready"
