@@ -169,6 +169,8 @@ class Student(nn.Module):
         self.classifier = classifier
         self.config = classifier.config
         self.whisper = isinstance(classifier, WhisperAudioClassifier)
+        if self.whisper:  # fixed sinusoids (the forward detaches them); out of the optimizer too
+            classifier.encoder.embed_positions.requires_grad_(False)
         base = classifier.base_model
         self._masked_norm: MaskedGroupNormConvLayer | None = None
         if getattr(self.config, "feat_extract_norm", None) == "group":

@@ -141,7 +141,9 @@ class WhisperAudioClassifier(WhisperForAudioClassification):
                 f"input of {steps} encoder frames exceeds Whisper's "
                 f"{encoder.embed_positions.num_embeddings} positions (30 s)"
             )
-        hidden = hidden + encoder.embed_positions.weight[:steps][None]
+        # Whisper's positions are fixed sinusoids (OpenAI's model keeps them in a buffer); never
+        # trained here, so freezing the lowest layers also stops the backward pass below them.
+        hidden = hidden + encoder.embed_positions.weight[:steps].detach()[None]
         hidden = nn.functional.dropout(hidden, p=encoder.dropout, training=self.training)
         valid = frame_mask(encoder_frames(lengths), steps, hidden.dtype)
         mask = ((1.0 - valid) * torch.finfo(hidden.dtype).min)[:, None, None, :]

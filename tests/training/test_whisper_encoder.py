@@ -105,6 +105,23 @@ def test_loads_a_plain_whisper_checkpoint(tmp_path):
     assert student.layer_weights is not None and len(student.layer_weights) == 3
 
 
+def test_backward_stops_at_the_lowest_trainable_layer_of_a_loaded_checkpoint(tmp_path):
+    """Whisper's positions are fixed: loading a checkpoint must not make them trainable, or the
+    backward pass runs through every frozen layer to reach them (it did: ~30% of a demo step)."""
+    whisper_student().classifier.save_pretrained(tmp_path)
+    student = Student(build_classifier(str(tmp_path), EMOTIONS, use_weighted_layer_sum=True))
+    student.freeze_layers(1)
+    student.train()
+    audio, lengths = torch.randn(2, 16_000) * 0.1, torch.tensor([16_000, 12_000])
+    states = student.classifier.hidden_states(audio, lengths)
+    assert not states[0].requires_grad and not states[1].requires_grad
+    assert states[2].requires_grad
+    logits, embedding = student(audio, lengths)
+    (logits.sum() + embedding.sum()).backward()
+    assert student.classifier.encoder.embed_positions.weight.grad is None
+    assert student.classifier.encoder.layers[1].fc1.weight.grad is not None
+
+
 def test_training_evaluation_scores_clips_longer_than_30_s(tmp_path):
     """Whole-clip evaluation clips to the encoder's 30 s instead of failing."""
     import soundfile as sf
