@@ -18,6 +18,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect
 
 from server import predictions
 from server.audio import ACCEPTED_FORMATS, SAMPLE_RATE, AudioError, load_audio
@@ -38,7 +39,7 @@ router = APIRouter()
 T = TypeVar("T")
 
 # AudioError code -> HTTP status. Everything here is the client's input, so never a 5xx.
-AUDIO_STATUS = {"undecodable": 415, "too_long": 413}
+AUDIO_STATUS = {"undecodable": 415, "unsupported_format": 415, "too_long": 413}
 AUDIO_STATUS_DEFAULT = 422
 CLIENT_CLOSED = 499  # nginx's convention for "the client went away before the answer"
 
@@ -110,7 +111,15 @@ async def predict(
 
 
 async def read_uploads(request: Request, max_files: int) -> list[Upload]:
-    """The multipart ``file`` parts in order, or the raw body as one upload."""
+    """The multipart ``file`` parts in order, or the raw body as one upload; a client that
+    aborts its upload is 499 (nobody reads it), not a server fault."""
+    try:
+        return await _read_uploads(request, max_files)
+    except ClientDisconnect:
+        raise client_closed() from None
+
+
+async def _read_uploads(request: Request, max_files: int) -> list[Upload]:
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         form = await request.form(max_files=max_files)
@@ -261,8 +270,14 @@ def audio_error(exc: AudioError, upload: Upload, index: int, count: int, segment
     if exc.code == "too_long" and not segment:
         message += "; send segment=true to split long audio into utterances"
     if count > 1:
-        message = f"file {index + 1} ({upload.filename}): {message}"
+        message = f"file {index + 1} ({shown_name(upload.filename)}): {message}"
     return ApiError(AUDIO_STATUS.get(exc.code, AUDIO_STATUS_DEFAULT), exc.code, message)
+
+
+def shown_name(filename: str | None, limit: int = 80) -> str:
+    """A client's file name as it may appear in a message: printable, at most ``limit`` chars."""
+    name = "".join(c if c.isprintable() else "?" for c in (filename or ""))
+    return name if len(name) <= limit else name[: limit - 3] + "..."
 
 
 async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
@@ -279,7 +294,11 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError, ApiError):
         await task
-    raise ApiError(CLIENT_CLOSED, "client_closed", "the client closed the connection")
+    raise client_closed()
+
+
+def client_closed() -> ApiError:
+    return ApiError(CLIENT_CLOSED, "client_closed", "the client closed the connection")
 
 
 async def _disconnected(request: Request) -> None:
