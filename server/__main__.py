@@ -10,6 +10,7 @@ import sys
 import uvicorn
 
 from server.app import create_app
+from server.auth import install_log_redaction
 from server.model_dir import ModelDirError
 from server.runtime import ProviderError, Runtime
 from server.settings import Settings
@@ -38,6 +39,7 @@ def main() -> int:
         # Streams carry PCM, which deflate barely shrinks: compression would only cost CPU.
         ws_per_message_deflate=False,
     )
+    install_log_redaction()  # after uvicorn's logging set-up, as well as in create_app
     # uvicorn drains on SIGTERM and then re-raises the signal under the handler that was
     # installed before it started; a no-op one makes a clean drain exit with status 0.
     signal.signal(signal.SIGTERM, lambda *_: None)

@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 
 from server import health, predict
+from server.auth import install_log_redaction
 from server.batcher import Batcher
 from server.errors import install_error_handlers
 from server.metrics import Metrics
@@ -28,6 +29,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     """The service. ``runtime`` (already loaded) skips loading in the lifespan: ``python -m
     server`` loads it before uvicorn starts, so a bad model directory is one clear message."""
     settings = settings or Settings()
+    install_log_redaction()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -97,8 +97,11 @@ class StreamSession:
         batcher: Any,
         labels: list[str],
         metrics: StreamMetrics,
+        *,
+        subprotocol: str | None = None,
     ):
         self.websocket = websocket
+        self.subprotocol = subprotocol  # echoed at accept (server/auth.py: never the key)
         self.settings = settings
         self.batcher = batcher
         self.labels = labels
@@ -123,7 +126,7 @@ class StreamSession:
         return self.endpointer.position if self.endpointer else 0
 
     async def run(self) -> None:
-        await self.websocket.accept()
+        await self.websocket.accept(subprotocol=self.subprotocol)
         reader = asyncio.create_task(self._read(), name=f"stream-{self.session_id}")
         aborted = asyncio.create_task(self._abort.wait())
         try:

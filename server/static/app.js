@@ -12,6 +12,17 @@ function apiKey() {
   return $("api-key").value.trim();
 }
 
+// Browsers cannot set headers on a websocket: the key travels as a subprotocol
+// (emodistill.key.<base64url of its UTF-8>) next to the protocol the server echoes,
+// emodistill.v1, never in the URL (URLs end up in logs). docs/api.md, "Security".
+function streamProtocols() {
+  const key = apiKey();
+  if (!key) return undefined;
+  const bytes = new TextEncoder().encode(key);
+  const b64 = btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  return ["emodistill.v1", `emodistill.key.${b64}`];
+}
+
 function authHeaders() {
   const key = apiKey();
   return key ? { Authorization: `Bearer ${key}` } : {};
@@ -144,9 +155,8 @@ class LiveSession {
       interim: String($("interim").checked),
       min_silence_ms: $("min-silence").value,
     });
-    if (apiKey()) query.set("api_key", apiKey());
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    this.socket = new WebSocket(`${scheme}://${location.host}/v1/stream?${query}`);
+    this.socket = new WebSocket(`${scheme}://${location.host}/v1/stream?${query}`, streamProtocols());
     this.socket.binaryType = "arraybuffer";
     this.socket.onopen = () => {
       for (const frame of this.pending) this.socket.send(frame);

@@ -100,3 +100,21 @@ def test_upload_shows_probability_bars(browser, page_url, speech_wav):
     page.wait_for_function("document.querySelectorAll('#upload-result .prediction').length === 3")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "upload.png"), full_page=True)
+
+
+def test_page_streams_with_an_api_key_it_never_puts_in_the_url(browser, tiny_model_dir):
+    """With keys configured, the page sends its key as a websocket subprotocol: the stream
+    opens, and the URL the server saw carries no key."""
+    key = "page-k\u00e9y/+="
+    with live_server(Settings(model_dir=tiny_model_dir, threads=1, api_keys=[key])) as server:
+        page = browser.new_page()
+        urls: list[str] = []
+        page.on("websocket", lambda ws: urls.append(ws.url))
+        page.goto(server.url + "/")
+        page.fill("#api-key", key)
+        page.click("#record")
+        page.wait_for_selector("#live-status:has-text('Recording')", timeout=15_000)
+        page.wait_for_timeout(1000)
+        page.click("#stop")
+        page.wait_for_selector("#live-status:has-text('Stopped')", timeout=20_000)
+    assert urls and all("api_key" not in url and "page-k" not in url for url in urls)
