@@ -19,7 +19,7 @@ from pathlib import Path
 import tomllib
 
 from training.data.utterance import EMOTIONS
-from training.losses import VARIANTS
+from training.losses import TEACHER_WEIGHTINGS, VARIANTS
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 
@@ -112,6 +112,10 @@ class Config:
     b_ling: float = _help("weight of EMB(linguistic teacher)", 1.0)
     b_pros: float = _help("weight of EMB(prosodic teacher)", 1.0)
     emb_loss: str = _help("embedding distance: cosine | mse", "cosine")
+    teacher_weighting: str = _help(
+        "per-utterance teacher weights: fixed (the paper) | confidence (by p_teacher(true label))",
+        "fixed",
+    )
     # --- what to run ------------------------------------------------------------------------
     variant: str = _help("student variant of the main run (see training.losses.VARIANTS)", "full")
     ablation: bool = _help("train every variant in `variants` x seeds and write one table", False)
@@ -134,6 +138,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "pros_norm": ("speaker", "global", "none"),
     "mixed_precision": ("auto", "no", "bf16", "fp16"),
     "emb_loss": ("cosine", "mse"),
+    "teacher_weighting": TEACHER_WEIGHTINGS,
     "weighted_layers": ("auto", "on", "off"),
     "variant": tuple(VARIANTS),
     "variants": tuple(VARIANTS),  # each item

@@ -184,6 +184,18 @@ def prosodic_features(
     return {p: [norm.transform(raw[u.id], u.speaker) for u in parts[p]] for p in PARTS}
 
 
+def loss_weights(cfg: Config) -> LossWeights:
+    return LossWeights(
+        cfg.a_ling,
+        cfg.a_pros,
+        cfg.b_ling,
+        cfg.b_pros,
+        cfg.temperature,
+        cfg.emb_loss,
+        cfg.teacher_weighting,
+    )
+
+
 def teachers_needed(plan: Sequence[tuple[str, int]], weights: LossWeights) -> list[str]:
     used = set()
     for variant, _ in plan:
@@ -321,9 +333,7 @@ def run_student(
     if (sdir / DONE).is_file():
         log.info("student %s seed %d: done, skipped (%s)", variant, seed, sdir)
         return json.loads((sdir / DONE).read_text(encoding="utf-8"))
-    base = LossWeights(
-        cfg.a_ling, cfg.a_pros, cfg.b_ling, cfg.b_pros, cfg.temperature, cfg.emb_loss
-    )
+    base = loss_weights(cfg)
     weights = base.for_variant(variant)
     used = [t for t in TEACHERS if weights.kd(t) > 0 or weights.emb(t) > 0]
     data["train"].targets = {t: targets[t] for t in used}
@@ -400,9 +410,7 @@ def run(cfg: Config) -> dict:
         cfg, make_folds(utts, cfg.protocol, valid_speakers=cfg.valid_speakers, seed=cfg.seed)
     )
     plan = student_plan(cfg)
-    base = LossWeights(
-        cfg.a_ling, cfg.a_pros, cfg.b_ling, cfg.b_pros, cfg.temperature, cfg.emb_loss
-    )
+    base = loss_weights(cfg)
     teachers = teachers_needed(plan, base)
     students, teacher_metrics, histories = [], [], {}
     for fold in folds:

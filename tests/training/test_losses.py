@@ -89,3 +89,34 @@ def test_kd_gradient_pulls_student_towards_teacher():
     t = torch.tensor([[4.0, 0.0, 0.0, 0.0]])
     kd_loss(s, t, 2.0).backward()
     assert s.grad[0, 0] < 0 and (s.grad[0, 1:] > 0).all()
+
+
+def test_confidence_weighting_follows_the_teacher_that_knows_the_label():
+    """The linguistic teacher is sure of the true label, the prosodic one gives it ~0: the
+    prosodic terms vanish and the linguistic ones count twice (the weights average 1)."""
+    logits, projected, labels, targets = _batch(3)
+    onehot = F.one_hot(labels, logits.shape[1]).float()
+    targets["ling"]["logits"] = 30.0 * onehot
+    targets["pros"]["logits"] = -30.0 * onehot
+    w = LossWeights(teacher_weighting="confidence")
+    total, terms = distill_loss(logits, projected, labels, targets, w)
+    expected = terms["ce"] + 2 * (terms["kd_ling"] + terms["emb_ling"])
+    assert total.item() == pytest.approx(expected, rel=1e-4)
+    assert terms["w_ling"] == pytest.approx(2.0, abs=1e-4)
+    assert terms["w_pros"] == pytest.approx(0.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("variant", ["ce+ling", "ce+pros", "ce_only"])
+def test_confidence_weighting_with_one_teacher_is_the_fixed_loss(variant):
+    logits, projected, labels, targets = _batch(4)
+    fixed, _ = distill_loss(logits, projected, labels, targets, LossWeights().for_variant(variant))
+    weights = LossWeights(teacher_weighting="confidence").for_variant(variant)
+    assert weights.teacher_weighting == "confidence"
+    confident, _ = distill_loss(logits, projected, labels, targets, weights)
+    assert confident.item() == pytest.approx(fixed.item(), rel=1e-6)
+
+
+def test_unknown_teacher_weighting_is_refused():
+    logits, projected, labels, targets = _batch(5)
+    with pytest.raises(ValueError, match="fixed | confidence"):
+        distill_loss(logits, projected, labels, targets, LossWeights(teacher_weighting="vote"))
