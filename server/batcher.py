@@ -6,6 +6,12 @@ queued utterances closest to it in length (bounded padding), and runs ONNX Runti
 one worker thread, so the event loop never blocks. While that batch runs, new requests queue
 up and form the next batch. The model's batching is exact, so a batched answer equals the
 unbatched one. Cancelled requests (client gone, timed out) leave the queue before inference.
+
+The collector is supervised: if it raises outside its per-batch ``try`` it is logged once and
+restarted, at most ``MAX_RESTARTS`` times; after that the batcher is unhealthy (``/ready``
+and ``/health`` answer 503 with the reason) and everything queued fails at once instead of
+waiting for its timeout. ``FAILURES_UNREADY`` failed batches in a row make it unready until a
+batch succeeds again.
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ from server.predictions import softmax
 from server.runtime import Runtime, pad_batch
 
 log = logging.getLogger("emodistill.batcher")
+
+MAX_RESTARTS = 3  # collector crashes survived per batcher; one more and it stays down
+FAILURES_UNREADY = 3  # consecutive failed batches that turn /ready false
 
 
 class QueueFull(RuntimeError):
@@ -47,6 +56,10 @@ class InferenceFailed(RuntimeError):
     """ONNX Runtime raised while running a batch (a server fault, not the client's)."""
 
 
+class BatcherUnavailable(BatcherClosed):
+    """The collector crashed more than MAX_RESTARTS times: no inference until a restart."""
+
+
 @dataclass(frozen=True)
 class Inference:
     logits: np.ndarray  # [C]
@@ -62,6 +75,8 @@ class BatchObserver(Protocol):
     def observe_queue_wait(self, seconds: float) -> None: ...
     def set_queue_depth(self, depth: int) -> None: ...
     def count_dropped(self, reason: str) -> None: ...
+    def count_timeout(self) -> None: ...
+    def count_failed_batch(self, size: int) -> None: ...
 
 
 @dataclass(eq=False)
@@ -99,6 +114,11 @@ class Batcher:
         self._task: asyncio.Task | None = None
         self._closing = False
         self._last_batch_s = 0.0
+        self.restarts = 0
+        self.consecutive_failures = 0
+        self.fault: str | None = None  # why the collector is down for good (None: it is not)
+        self._last_failure = ""
+        self._in_batch: list[_Request] = []  # taken from the queue, not yet answered
 
     @property
     def depth(self) -> int:
@@ -109,8 +129,50 @@ class Batcher:
     def closing(self) -> bool:
         return self._closing
 
+    @property
+    def unready_reason(self) -> str | None:
+        """Why /ready should say no (None: the batcher is fine)."""
+        if self.fault is not None:
+            return self.fault
+        if self.consecutive_failures >= FAILURES_UNREADY:
+            return (
+                f"the last {self.consecutive_failures} batches failed in inference "
+                f"({self._last_failure})"
+            )
+        return None
+
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._collect(), name="batcher")
+        self._task.add_done_callback(self._collector_done)
+
+    def _collector_done(self, task: asyncio.Task) -> None:
+        """Supervision: a collector that ended other than by close() is logged and restarted."""
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        what = f"{type(exc).__name__}: {exc}"
+        lost, self._in_batch = self._in_batch, []
+        for request in lost:  # taken for a batch that never ran: fail now, not at the timeout
+            if not request.future.done():
+                request.future.set_exception(InferenceFailed(f"the batcher crashed: {what}"))
+        if self.restarts < MAX_RESTARTS and not self._closing:
+            self.restarts += 1
+            log.error(
+                "the batcher's collector crashed (%s); restart %d of %d",
+                what,
+                self.restarts,
+                MAX_RESTARTS,
+                exc_info=exc,
+            )
+            self.start()
+            return
+        self.fault = f"the batcher's collector crashed {self.restarts + 1} times (last: {what})"
+        log.critical("%s; no more inference until the server restarts", self.fault, exc_info=exc)
+        queued, self._queue = self._queue, []
+        self._report_depth()
+        for request in queued:
+            if not request.future.done():
+                request.future.set_exception(BatcherUnavailable(self.fault))
 
     async def infer(self, audio: np.ndarray) -> Inference:
         """Queue one mono 16 kHz utterance and wait for its answer.
@@ -120,6 +182,8 @@ class Batcher:
         """
         if audio.ndim != 1 or audio.shape[0] == 0:
             raise ValueError(f"one mono utterance expected, got shape {audio.shape}")
+        if self.fault is not None:
+            raise BatcherUnavailable(self.fault)
         if self._closing or self._task is None:
             raise BatcherClosed("the server is shutting down")
         if len(self._queue) >= self.queue_size:
@@ -129,7 +193,6 @@ class Batcher:
         request = _Request(
             np.asarray(audio, dtype=np.float32), asyncio.get_running_loop().create_future()
         )
-        request.future.add_done_callback(lambda _: self._forget(request))
         self._queue.append(request)
         self._report_depth()
         self._wakeup.set()
@@ -137,31 +200,38 @@ class Batcher:
             return await asyncio.wait_for(request.future, self.timeout_s)
         except asyncio.TimeoutError:
             if self.observer:
-                self.observer.count_dropped("timeout")
+                self.observer.count_timeout()
+            self._withdraw(request, "timeout")
             raise RequestTimeout(
                 f"no answer within the {self.timeout_s:g} s request timeout (server busy)"
             ) from None
+        except asyncio.CancelledError:
+            self._withdraw(request, "cancelled")
+            raise
 
     async def close(self) -> None:
         """Stop taking work, finish everything already queued, stop the worker."""
         self._closing = True
         self._wakeup.set()
         if self._task is not None:
-            await self._task
+            with contextlib.suppress(Exception):  # a crash is logged by _collector_done
+                await self._task
         self._executor.shutdown(wait=True)
 
     def _retry_after(self) -> int:
         batches_ahead = math.ceil(len(self._queue) / self.max_batch_size)
         return max(1, math.ceil(batches_ahead * self._last_batch_s))
 
-    def _forget(self, request: _Request) -> None:
-        """Done-callback: a cancelled request leaves the queue at once (room for others)."""
-        if request.future.cancelled():
-            with contextlib.suppress(ValueError):
-                self._queue.remove(request)
-                if self.observer:
-                    self.observer.count_dropped("cancelled")
-                self._report_depth()
+    def _withdraw(self, request: _Request, reason: str) -> None:
+        """A timed-out or cancelled request leaves the queue at once (room for others); it
+        counts as dropped only if it had not reached a batch (then it was inferred anyway)."""
+        try:
+            self._queue.remove(request)
+        except ValueError:
+            return
+        if self.observer:
+            self.observer.count_dropped(reason)
+        self._report_depth()
 
     def _report_depth(self) -> None:
         if self.observer:
@@ -185,9 +255,10 @@ class Batcher:
                 self._wakeup.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), remaining)
-            batch = self._take_batch()
+            self._in_batch = batch = self._take_batch()
             if batch:
                 await self._execute(batch)
+            self._in_batch = []
 
     def _take_batch(self) -> list[_Request]:
         """The oldest request plus the queued ones nearest to it in length (padding bounded)."""
@@ -219,6 +290,10 @@ class Batcher:
             )
         except Exception as exc:
             log.exception("inference failed for a batch of %d", len(batch))
+            self.consecutive_failures += 1
+            self._last_failure = type(exc).__name__
+            if self.observer:
+                self.observer.count_failed_batch(len(batch))
             for request in batch:
                 if not request.future.done():
                     request.future.set_exception(
@@ -226,6 +301,7 @@ class Batcher:
                     )
             return
         inference_s = time.monotonic() - started
+        self.consecutive_failures = 0
         self._last_batch_s = inference_s
         probabilities = softmax(logits)
         if self.observer:

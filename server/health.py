@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
 
 from server.auth import require_api_key
 from server.errors import ApiError
@@ -10,10 +11,19 @@ from server.errors import ApiError
 router = APIRouter()
 
 
-@router.get("/health", summary="Liveness: the process answers")
-async def health(request: Request) -> dict:
+@router.get("/health", summary="Liveness: the process answers and its batcher runs")
+async def health(request: Request) -> JSONResponse:
+    """200 ``ok``, or 503 ``unhealthy`` with the reason once the batcher is down for good
+    (restart the process); ``degraded`` (200) while inference keeps failing."""
     runtime = getattr(request.app.state, "runtime", None)
-    return {"status": "ok", "provider": runtime.provider if runtime else None}
+    batcher = getattr(request.app.state, "batcher", None)
+    body = {"status": "ok", "provider": runtime.provider if runtime else None}
+    reason = batcher.unready_reason if batcher is not None else None
+    if batcher is not None and batcher.fault is not None:
+        return JSONResponse(body | {"status": "unhealthy", "reason": reason}, 503)
+    if reason is not None:
+        body |= {"status": "degraded", "reason": reason}
+    return JSONResponse(body)
 
 
 @router.get("/ready", summary="Readiness: model loaded, warmed up, not shutting down")
@@ -23,6 +33,8 @@ async def ready(request: Request) -> dict:
         raise ApiError(
             503, "not_ready", "the model is not loaded and warmed up yet, or the server is stopping"
         )
+    if batcher.unready_reason is not None:
+        raise ApiError(503, "not_ready", batcher.unready_reason)
     return {
         "status": "ready",
         "provider": request.app.state.runtime.provider,

@@ -55,6 +55,17 @@ class Metrics:
         self.dropped = Counter(
             f"{PREFIX}_dropped", "utterances never inferred, by reason", ["reason"], registry=r
         )
+        self.timeouts = Counter(
+            f"{PREFIX}_timeouts",
+            "utterances whose answer took longer than the request timeout",
+            registry=r,
+        )
+        self.failed = Counter(
+            f"{PREFIX}_inference_failures",
+            "ONNX Runtime calls that raised, by what was lost",
+            ["unit"],
+            registry=r,
+        )
         self.audio_seconds = Counter(
             f"{PREFIX}_audio_seconds", "seconds of audio accepted for inference", registry=r
         )
@@ -75,6 +86,13 @@ class Metrics:
 
     def count_dropped(self, reason: str) -> None:
         self.dropped.labels(reason=reason).inc()
+
+    def count_timeout(self) -> None:
+        self.timeouts.inc()
+
+    def count_failed_batch(self, size: int) -> None:
+        self.failed.labels(unit="batches").inc()
+        self.failed.labels(unit="utterances").inc(size)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -26,6 +26,7 @@ from server.auth import require_api_key
 from server.batcher import (
     Batcher,
     BatcherClosed,
+    BatcherUnavailable,
     Inference,
     InferenceFailed,
     QueueFull,
@@ -102,8 +103,12 @@ async def predict(
         raise ApiError(422, "invalid_request", f"top_k must be between 1 and {len(labels)}")
     uploads = await read_uploads(request, settings.max_files)
     options = dict(top_k=top_k, return_embedding=return_embedding)
+    # A request's files and segments share its slots: it never holds more of the queue than
+    # one batch, however many files and segments it brings.
+    batcher: Batcher = request.app.state.batcher
+    slots = asyncio.Semaphore(max(1, min(batcher.max_batch_size, batcher.queue_size)))
     work = [
-        _predict_one(request, upload, index, len(uploads), segment, options)
+        _predict_one(request, upload, index, len(uploads), segment, options, slots)
         for index, upload in enumerate(uploads)
     ]
     results = await until_disconnected(request, all_or_nothing(work))
@@ -138,7 +143,13 @@ async def _read_uploads(request: Request, max_files: int) -> list[Upload]:
 
 
 async def _predict_one(
-    request: Request, upload: Upload, index: int, count: int, segment: bool, options: dict
+    request: Request,
+    upload: Upload,
+    index: int,
+    count: int,
+    segment: bool,
+    options: dict,
+    slots: asyncio.Semaphore,
 ) -> Prediction:
     settings: Settings = request.app.state.settings
     runtime = request.app.state.runtime
@@ -158,7 +169,8 @@ async def _predict_one(
     common = dict(filename=upload.filename, duration_s=predictions.seconds(len(audio)))
     labels = runtime.labels
     if not segment:
-        inference = await infer(request.app.state.batcher, audio)
+        async with slots:
+            inference = await infer(request.app.state.batcher, audio)
         timings = _timings(
             inference,
             decode_ms=predictions.ms(decoded - started),
@@ -175,7 +187,7 @@ async def _predict_one(
         predictions.utterance_spans, audio, max_samples, runtime.min_samples
     )
     found = time.perf_counter()
-    inferences = await _infer_spans(request.app.state.batcher, audio, spans)
+    inferences = await _infer_spans(request.app.state.batcher, audio, spans, slots)
     segments = [
         dict(
             start_s=predictions.seconds(s),
@@ -225,13 +237,13 @@ def _timings(inference: Inference, **extra: float) -> dict:
 
 
 async def _infer_spans(
-    batcher: Batcher, audio: np.ndarray, spans: list[tuple[int, int]]
+    batcher: Batcher, audio: np.ndarray, spans: list[tuple[int, int]], slots: asyncio.Semaphore
 ) -> list[Inference]:
-    """Queue a long file's utterances at most a batch at a time, so one file cannot fill the queue."""
-    room = asyncio.Semaphore(batcher.max_batch_size)
+    """Queue a long file's utterances through the request's slots, so that one request (one
+    file or many) cannot fill the queue."""
 
     async def one(start: int, end: int) -> Inference:
-        async with room:
+        async with slots:
             return await infer(batcher, audio[start:end])
 
     return await all_or_nothing([one(s, e) for s, e in spans])
@@ -259,6 +271,8 @@ async def infer(batcher: Batcher, audio: np.ndarray) -> Inference:
         ) from None
     except RequestTimeout as exc:
         raise ApiError(503, "timeout", str(exc), {"Retry-After": "1"}) from None
+    except BatcherUnavailable as exc:
+        raise ApiError(503, "unavailable", str(exc), {"Retry-After": "30"}) from None
     except BatcherClosed as exc:
         raise ApiError(503, "shutting_down", str(exc), {"Retry-After": "5"}) from None
     except InferenceFailed as exc:

@@ -162,9 +162,12 @@ def test_full_queue_raises_queue_full_and_counts_it():
 def test_request_timeout():
     runtime = FakeRuntime()
     runtime.gate.clear()
+    metrics = Metrics()
 
     async def main():
-        batcher = await started(runtime, max_batch_size=1, max_wait_ms=0, timeout_s=0.1)
+        batcher = await started(
+            runtime, max_batch_size=1, max_wait_ms=0, timeout_s=0.1, observer=metrics
+        )
         first = asyncio.ensure_future(batcher.infer(clip(0.5)))
         while not runtime.batches:
             await asyncio.sleep(0.01)
@@ -178,14 +181,19 @@ def test_request_timeout():
 
     run(main())
     assert runtime.batches == [[8000]]  # the queued one never reached inference
+    # both timed out; only the queued one was dropped (once, not also as "cancelled")
+    assert metrics.timeouts._value.get() == 2
+    assert metrics.dropped.labels(reason="timeout")._value.get() == 1
+    assert metrics.dropped.labels(reason="cancelled")._value.get() == 0
 
 
 def test_cancelled_requests_are_dropped_before_inference():
     runtime = FakeRuntime()
     runtime.gate.clear()
+    metrics = Metrics()
 
     async def main():
-        batcher = await started(runtime, max_batch_size=4, max_wait_ms=0)
+        batcher = await started(runtime, max_batch_size=4, max_wait_ms=0, observer=metrics)
         first = asyncio.ensure_future(batcher.infer(clip(0.5)))
         while not runtime.batches:
             await asyncio.sleep(0.01)
@@ -200,6 +208,7 @@ def test_cancelled_requests_are_dropped_before_inference():
 
     run(main())
     assert runtime.batches == [[8000], [11200]]
+    assert metrics.dropped.labels(reason="cancelled")._value.get() == 1
 
 
 def test_non_batch_invariant_model_runs_one_at_a_time():
