@@ -8,16 +8,21 @@ import signal
 import sys
 
 import uvicorn
+from pydantic import ValidationError
 
 from server.app import create_app
 from server.auth import install_log_redaction
 from server.model_dir import ModelDirError
 from server.runtime import ProviderError, Runtime
-from server.settings import Settings
+from server.settings import Settings, settings_problem
 
 
 def main() -> int:
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"emodistill: cannot start: {settings_problem(exc)}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

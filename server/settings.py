@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Device = Literal["auto", "cuda", "cpu"]
@@ -69,10 +69,13 @@ class Settings(BaseSettings):
     stream_max_pending: int = Field(
         4, ge=1, description="utterances awaiting inference per stream before reading pauses"
     )
+    # The same ranges a client may choose per session (server/stream_protocol.py StreamConfig).
     stream_min_silence_ms: float = Field(
-        300.0, ge=100, description="silence that ends an utterance"
+        300.0, ge=100, le=5000, description="silence that ends an utterance"
     )
-    stream_partial_interval_ms: float = Field(500.0, ge=100, description="interim result spacing")
+    stream_partial_interval_ms: float = Field(
+        500.0, ge=100, le=10_000, description="interim result spacing"
+    )
     stream_max_utterance_s: float = Field(15.0, gt=0.5, description="longer speech is cut here")
     stream_vad_threshold: float = Field(0.5, gt=0, lt=1, description="Silero speech probability")
     stream_min_speech_ms: float = Field(250.0, ge=0, description="shorter speech is ignored")
@@ -88,6 +91,45 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        """Limits that contradict each other stop the server at start-up (one line, exit 2),
+        not the first request or stream that meets them."""
+        problems = []
+        if self.max_seconds > self.max_segmented_seconds:
+            problems.append(
+                f"EMODISTILL_MAX_SECONDS={self.max_seconds:g} is over "
+                f"EMODISTILL_MAX_SEGMENTED_SECONDS={self.max_segmented_seconds:g}"
+            )
+        if self.stream_max_utterance_s > self.max_seconds:
+            problems.append(
+                f"EMODISTILL_STREAM_MAX_UTTERANCE_S={self.stream_max_utterance_s:g} is over "
+                f"EMODISTILL_MAX_SECONDS={self.max_seconds:g} (a stream's utterance is a clip)"
+            )
+        if self.stream_min_speech_ms >= 1000 * self.stream_max_utterance_s:
+            problems.append(
+                f"EMODISTILL_STREAM_MIN_SPEECH_MS={self.stream_min_speech_ms:g} is not under "
+                f"EMODISTILL_STREAM_MAX_UTTERANCE_S={self.stream_max_utterance_s:g} s"
+            )
+        if self.queue_size < self.max_batch_size:
+            problems.append(
+                f"EMODISTILL_QUEUE_SIZE={self.queue_size} is under "
+                f"EMODISTILL_MAX_BATCH_SIZE={self.max_batch_size} (no batch could fill)"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     @property
     def max_body_bytes(self) -> int:
         return int(self.max_body_mb * 1024 * 1024)
+
+
+def settings_problem(exc: ValidationError) -> str:
+    """A settings error as one line naming the environment variables."""
+    parts = []
+    for error in exc.errors():
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        names = [str(p) for p in error.get("loc", ()) if isinstance(p, str)]
+        parts.append(f"EMODISTILL_{names[0].upper()}: {message}" if names else message)
+    return "invalid settings: " + "; ".join(parts)

@@ -1,0 +1,47 @@
+"""Settings that contradict each other stop the server at start-up with one clear line."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from server.settings import Settings, settings_problem
+from tests.server.test_process import start_failure
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"max_seconds": 60, "max_segmented_seconds": 50}, "EMODISTILL_MAX_SEGMENTED_SECONDS"),
+        ({"stream_max_utterance_s": 20, "max_seconds": 10}, "EMODISTILL_STREAM_MAX_UTTERANCE_S"),
+        ({"stream_min_speech_ms": 2000, "stream_max_utterance_s": 1}, "STREAM_MIN_SPEECH_MS"),
+        ({"queue_size": 4, "max_batch_size": 8}, "EMODISTILL_QUEUE_SIZE"),
+        ({"stream_min_silence_ms": 9000}, "EMODISTILL_STREAM_MIN_SILENCE_MS"),
+        ({"stream_partial_interval_ms": 20_000}, "EMODISTILL_STREAM_PARTIAL_INTERVAL_MS"),
+    ],
+)
+def test_contradictory_settings_are_refused(values, named):
+    with pytest.raises(ValidationError) as refused:
+        Settings(**values)
+    line = settings_problem(refused.value)
+    assert named in line and "\n" not in line
+
+
+def test_consistent_settings_pass():
+    Settings(max_seconds=15, stream_max_utterance_s=15, queue_size=8, max_batch_size=8)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"EMODISTILL_STREAM_MAX_UTTERANCE_S": "40"},  # over the default max_seconds 30
+        {"EMODISTILL_STREAM_MIN_SILENCE_MS": "9000"},  # no stream could accept it
+        {"EMODISTILL_MAX_SECONDS": "abc"},
+    ],
+)
+def test_server_start_stops_with_one_line(tiny_model_dir, env):
+    result = start_failure(tiny_model_dir, **env)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("emodistill: cannot start: invalid settings")
+    assert next(iter(env)) in lines[0]
