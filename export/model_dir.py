@@ -92,6 +92,8 @@ def build_model_dir(
             "max_seconds": MAX_SECONDS,
             "backbone": (summary or {}).get("backbone") or student.config.model_type,
             "embedding_dim": student.embedding_dim,
+            # Logits already divided by it (in the graph): probabilities are calibrated as is.
+            "temperature": getattr(student.config, "calibration_temperature", None),
             "files": files,
             "parity": parity.to_json(),
             "int8": int8_meta,

@@ -10,6 +10,7 @@ import numpy as np
 from export.model_dir import build_model_dir
 from export.spec import MAX_SECONDS, SAMPLE_RATE
 from server.audio import load_audio
+from training.calibration import fold_temperature
 from training.data.utterance import read_jsonl
 from training.student import load_student
 
@@ -67,6 +68,9 @@ def export_run(
     run_dir = Path(run_dir)
     fold_dir = choose_fold(run_dir, fold)
     student = load_student(fold_dir / "student" / "best").eval()
+    temperature = (read_summary(fold_dir).get("calibration") or {}).get("temperature")
+    if temperature:  # fitted on the validation speakers; every exported artefact carries it
+        fold_temperature(student, temperature)
     audio, targets = (None, None)
     if int8:
         audio, targets = validation_set(fold_dir, run_dir, student.labels)

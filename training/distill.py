@@ -25,12 +25,14 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 
+from training.calibration import calibration_report, plot_reliability
 from training.config import Config, ConfigError, describe, load_config, preset_names
 from training.data.splits import Fold, make_folds
 from training.data.utterance import Utterance, read_jsonl, write_jsonl
 from training.evaluate import (
     aggregate,
     brief,
+    calibration_table,
     confusion_png,
     plot_curves,
     plot_layer_weights,
@@ -350,8 +352,10 @@ def run_student(
     }
     for which in ("best", "last"):
         student = load_student(sdir / which).to(accelerator.device)
+        scored = {}
         for part in ("valid", "test"):
             logits, _ = predict(student, data[part], cfg.eval_batch_size, accelerator)
+            scored[part] = logits
             result[f"{part}_{which}"] = score(data[part].y, logits)
             if part == "test" and carriers is not None:
                 subsets = {n: carriers == n for n in SUBSETS if (carriers == n).any()}
@@ -361,6 +365,16 @@ def run_student(
                 }
         if which == "best" and student.layer_weights is not None:
             result["layer_weights"] = student.layer_weights
+        if which == "best":
+            # The temperature is fitted on the validation speakers; test only reports it.
+            result["calibration"] = calibration_report(
+                scored["valid"], data["valid"].y, scored["test"], data["test"].y
+            )
+            if accelerator.is_main_process:
+                plot_reliability(
+                    scored["test"], data["test"].y, result["calibration"]["temperature"],
+                    sdir / "reliability.png", f"{variant} s{seed}: test speakers",
+                )  # fmt: skip
     result["seconds"] = round(time.monotonic() - started, 1)
     log.info(
         "student %s seed %d: test UA %.3f (best valid, epoch %d) / %.3f (last epoch)",
@@ -371,7 +385,7 @@ def run_student(
             "dataset": cfg.dataset, "protocol": cfg.protocol, "fold": fold,
             "backbone": cfg.student_model, "epoch": result["best_epoch"], "labels": list(cfg.labels),
             "valid": brief(result["valid_best"]), "test": brief(result["test_best"]),
-            "seed": seed, "variant": variant,
+            "seed": seed, "variant": variant, "calibration": result["calibration"],
         }  # fmt: skip
         (sdir / "best" / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
         (sdir / DONE).write_text(json.dumps(result, indent=1), encoding="utf-8")
@@ -484,6 +498,7 @@ def write_report(
         f"seeds {', '.join(map(str, seeds))}, student {cfg.student_model}, {cfg.epochs} epochs"
     )
     table = results_table(students, teachers, title) + subset_table(students)
+    table += calibration_table(students)
     note = (
         "\nUA/WA in % on the held-out test speakers, mean ± std over (fold, seed) runs; teachers "
         "over folds. 'best valid' = the epoch with the best validation UA, 'last epoch' = the "

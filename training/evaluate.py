@@ -165,6 +165,39 @@ def subset_table(students: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+CALIBRATION_COLUMNS = (
+    ("T", "temperature", 1.0),
+    ("test ECE before", "test_ece_before", 100.0),
+    ("test ECE after", "test_ece_after", 100.0),
+    ("test NLL before", "test_nll_before", 1.0),
+    ("test NLL after", "test_nll_after", 1.0),
+)
+
+
+def calibration_table(students: Sequence[dict]) -> str:
+    """Markdown: the temperature fitted on validation per variant, and test ECE (%, 15 bins)
+    and NLL before and after it (best-validation checkpoints, mean ± std)."""
+    runs = [s for s in students if "calibration" in s]
+    if not runs:
+        return ""
+    lines = [
+        "",
+        "Calibration of the best-validation checkpoints: temperature T fitted on the "
+        "validation speakers (NLL); ECE in % (15 bins) and NLL on the test speakers.",
+        "",
+        "| model | " + " | ".join(c[0] for c in CALIBRATION_COLUMNS) + " |",
+        "|" + " --- |" * (len(CALIBRATION_COLUMNS) + 1),
+    ]
+    for variant in dict.fromkeys(s["variant"] for s in runs):
+        mine = [s["calibration"] for s in runs if s["variant"] == variant]
+        cells = []
+        for _, key, scale in CALIBRATION_COLUMNS:
+            mean, std = mean_std([scale * c[key] for c in mine])
+            cells.append(f"{mean:.2f} ± {std:.2f}")
+        lines.append(f"| student: {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot_layer_weights(students: Sequence[dict], path: Path) -> Path:
     """The learned share of each encoder layer in the pooled representation, one line per run."""
     import matplotlib

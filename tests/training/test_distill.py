@@ -77,6 +77,22 @@ def test_end_to_end_writes_every_stage_and_exports(corpus, tmp_path, monkeypatch
     assert json.loads((run_dir / "config.json").read_text())["epochs"] == 3
     model = json.loads((model_dir / "model.json").read_text())  # --export ran export.export_run
     assert model["labels"] == summary["labels"] and model["training"]["fold"] == fold_dir.name
+    # Calibration: T fitted on validation, reported on test, folded into the exported graph.
+    calibration = metrics["students"][0]["calibration"]
+    assert calibration == summary["calibration"] and calibration["temperature"] > 0
+    assert 0.0 <= calibration["test_ece_after"] <= 1.0
+    assert "test ECE after" in (run_dir / "results.md").read_text()
+    assert (fold_dir / "student" / "reliability.png").stat().st_size > 0
+    assert model["temperature"] == pytest.approx(calibration["temperature"])
+    import numpy as np
+
+    from export.parity import open_session, probe_signal, run_onnx, run_torch
+    from training.student import load_student
+
+    clip = probe_signal(16_000, 0)
+    (onnx_logits,), _ = run_onnx(open_session(model_dir / "model.onnx"), [clip])
+    (raw_logits,), _ = run_torch(load_student(fold_dir / "student" / "best").eval(), [clip])
+    assert np.abs(onnx_logits - raw_logits / calibration["temperature"]).max() < 1e-3
 
 
 def test_whisper_student_reports_layer_weights_and_subsets(corpus, tmp_path, monkeypatch):
