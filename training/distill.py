@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs
 
 from training.calibration import calibration_report, plot_reliability
 from training.config import Config, ConfigError, describe, load_config, preset_names
@@ -93,7 +94,16 @@ def make_accelerator(cfg: Config) -> Accelerator:
         torch.set_num_threads(cfg.threads)
     # accelerate only sets up multi-process CPU training (gloo) when told it runs on CPU.
     cpu = cfg.cpu or not torch.cuda.is_available()
-    return Accelerator(cpu=cpu, mixed_precision=precision)
+    return Accelerator(cpu=cpu, mixed_precision=precision, kwargs_handlers=[ddp_kwargs()])
+
+
+def ddp_kwargs() -> DistributedDataParallelKwargs:
+    """DDP must tolerate parameters without a gradient in a step: HuBERT / wav2vec 2.0 / WavLM
+    configs drop whole layers at random during training (``layerdrop``, 0.1 in the hub's
+    checkpoints) and only use ``masked_spec_embed`` when a step masks frames; without this a
+    multi-process run stops within a few steps ("Expected to have finished reduction in the
+    prior iteration"). The cost is one graph traversal per step."""
+    return DistributedDataParallelKwargs(find_unused_parameters=True)
 
 
 # --- stage 1: data ---------------------------------------------------------------------------

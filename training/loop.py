@@ -155,6 +155,7 @@ class StudentOptions:
     bucket_size: int = 8
     num_workers: int = 0
     seed: int = 0
+    max_steps: int = 0  # batches per epoch and process at most (0 = all): rehearsals, smoke runs
     weights: LossWeights = field(default_factory=LossWeights)
     progress: bool = True
     desc: str = "student"
@@ -284,7 +285,10 @@ def train_student(
     """Train with ``opts.weights``; save ``out_dir/best`` (on validation UA) and ``out_dir/last``.
 
     Resumes from ``out_dir/last`` when it exists. ``metric_fn(y_true, logits) -> dict`` scores
-    validation. Returns {"history", "best_epoch", "best_valid"}.
+    validation. An empty ``valid`` set (a refit on all non-test speakers, or the ``final``
+    protocol) trains the fixed number of epochs: best is then the last epoch. Returns
+    {"history", "best_epoch", "best_valid"}. The accelerator keeps no reference to this
+    student's model or optimizer afterwards (one accelerator serves many students).
     """
     from accelerate.utils import set_seed
 
@@ -297,11 +301,14 @@ def train_student(
     model, optimizer = accelerator.prepare(DistillModel(student), optimizer)
     world, rank = accelerator.num_processes, accelerator.process_index
     n_batches = len(bucketed_batches(train.lengths, opts.batch_size, 1, 0, 0, rank, world))
+    if opts.max_steps > 0:
+        n_batches = min(n_batches, opts.max_steps)
     steps = opts.epochs * math.ceil(n_batches / opts.grad_accum)
     scheduler = warmup_cosine(optimizer, steps, opts.warmup_ratio)
     state = {"epoch": 0, "history": [], "best_ua": -1.0, "best_epoch": 0}
     if resume:
-        saved = torch.load(last_dir / TRAINER_STATE, weights_only=False)
+        # map_location: a run saved on a GPU resumes on another device (or CPU) too.
+        saved = torch.load(last_dir / TRAINER_STATE, map_location="cpu", weights_only=False)
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         state = saved["state"]
@@ -324,6 +331,8 @@ def train_student(
             rank,
             world,
         )
+        if opts.max_steps > 0:
+            batches = batches[: opts.max_steps]
         sums: dict[str, float] = {}
         loader = torch.utils.data.DataLoader(
             EpochBatches(train, batches, max_samples, opts.seed, epoch, opts.speed_perturb),
@@ -355,8 +364,11 @@ def train_student(
         bar.close()
         means = {k: v / len(batches) for k, v in sums.items()}
         student = accelerator.unwrap_model(model).student
-        logits, _ = predict(student, valid, opts.eval_batch_size, accelerator)
-        metrics = metric_fn(valid.y, logits)
+        if len(valid):
+            logits, _ = predict(student, valid, opts.eval_batch_size, accelerator)
+            metrics = metric_fn(valid.y, logits)
+        else:  # no validation speakers: the fixed epoch count decides, best = last
+            metrics = {"ua": float("nan"), "wa": float("nan")}
         record = {
             "epoch": epoch,
             **means,
@@ -365,7 +377,7 @@ def train_student(
             "seconds": round(time.monotonic() - started, 1),
         }
         state["history"].append(record)
-        improved = metrics["ua"] > state["best_ua"]
+        improved = metrics["ua"] > state["best_ua"] or not len(valid)
         if improved:
             state.update(best_ua=metrics["ua"], best_epoch=epoch)
         log.info(
@@ -377,14 +389,16 @@ def train_student(
             ", ".join(f"{k} {v:.3f}" for k, v in means.items() if k != "loss"),
             metrics["ua"],
             metrics["wa"],
-            " *best*" if improved else "",
+            " *best*" if improved and len(valid) else "",
             record["seconds"],
         )
         state["epoch"] = epoch
         if accelerator.is_main_process:
             if improved:
                 save_student(student, best_dir)
-                (best_dir / "epoch.json").write_text(json.dumps({"epoch": epoch, "valid": metrics}))
+                (best_dir / "epoch.json").write_text(
+                    json.dumps({"epoch": epoch, "valid": metrics if len(valid) else None})
+                )
             save_student(student, last_dir)
             torch.save(
                 {
@@ -395,6 +409,10 @@ def train_student(
                 last_dir / TRAINER_STATE,
             )
         accelerator.wait_for_everyone()
+    # accelerator.prepare() keeps every prepared model and optimizer in lists of its own:
+    # without this, each student of a run stayed in (GPU) memory until the run ended.
+    del model, optimizer, scheduler, student
+    accelerator.free_memory()
     return {
         "history": state["history"],
         "best_epoch": state["best_epoch"],

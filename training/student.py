@@ -106,17 +106,24 @@ class MaskedGroupNormConvLayer(nn.Module):
         if self.lengths is None:
             hidden_states = self.layer_norm(hidden_states)
         else:
-            kernel, stride = self.conv.kernel_size[0], self.conv.stride[0]
-            frames = torch.div(self.lengths - kernel, stride, rounding_mode="floor") + 1
-            frames = frames.clamp(min=1).to(hidden_states.dtype)
-            steps = torch.arange(hidden_states.shape[-1], device=hidden_states.device)
-            mask = (steps[None, :] < frames[:, None]).to(hidden_states.dtype)[:, None, :]
-            mean = (hidden_states * mask).sum(-1, keepdim=True) / frames[:, None, None]
-            centred = (hidden_states - mean) * mask
-            var = (centred * centred).sum(-1, keepdim=True) / frames[:, None, None]
-            norm = self.layer_norm
-            hidden_states = (hidden_states - mean) / torch.sqrt(var + norm.eps)
-            hidden_states = hidden_states * norm.weight[None, :, None] + norm.bias[None, :, None]
+            # Statistics in float32 whatever autocast chose for the convolution: bf16 holds
+            # frame counts only to 3 significant digits (a 100k-frame utterance counts 99,840)
+            # and a bf16 sum over ~1e5 frames loses the mean of an offset signal.
+            dtype = hidden_states.dtype
+            with torch.autocast(hidden_states.device.type, enabled=False):
+                x = hidden_states.float()
+                kernel, stride = self.conv.kernel_size[0], self.conv.stride[0]
+                frames = torch.div(self.lengths - kernel, stride, rounding_mode="floor") + 1
+                frames = frames.clamp(min=1).to(torch.float32)
+                steps = torch.arange(x.shape[-1], device=x.device)
+                mask = (steps[None, :] < frames[:, None]).to(torch.float32)[:, None, :]
+                mean = (x * mask).sum(-1, keepdim=True) / frames[:, None, None]
+                centred = (x - mean) * mask
+                var = (centred * centred).sum(-1, keepdim=True) / frames[:, None, None]
+                norm = self.layer_norm
+                x = (x - mean) / torch.sqrt(var + norm.eps)
+                x = x * norm.weight.float()[None, :, None] + norm.bias.float()[None, :, None]
+            hidden_states = x.to(dtype)
         return self.activation(hidden_states)
 
 

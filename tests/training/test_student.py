@@ -100,3 +100,35 @@ def test_log_mel_stays_float32_under_bf16_autocast():
         mixed = encoder.log_mel(x)
     assert mixed.dtype == torch.float32
     assert torch.equal(mixed, encoder.log_mel(x))
+
+
+def test_masked_group_norm_statistics_stay_float32_under_bf16_autocast():
+    """Issue 12: under bf16 autocast the masked GroupNorm computed its mean, variance and frame
+    count (up to ~1e5 frames) in bf16, shifting every frame of a channel by the rounding of its
+    statistics. Reference: the same bf16 convolution output normalised in float64; only the
+    output's own bf16 rounding (unbiased) may remain."""
+    from training.student import MaskedGroupNormConvLayer, masked_normalise
+
+    torch.manual_seed(0)
+    student = Student(build_classifier("tiny", EMOTIONS)).eval()
+    layer = student.classifier.base_model.feature_extractor.conv_layers[0]
+    assert isinstance(layer, MaskedGroupNormConvLayer)
+    frames = 100_000
+    samples = frames * layer.conv.stride[0] + layer.conv.kernel_size[0]
+    audio = masked_normalise(torch.randn(1, samples), torch.tensor([samples]))[:, None, :]
+    layer.lengths = torch.tensor([samples - 7])  # the last frame is padding
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        conv = layer.conv(audio).double()
+        out = layer(audio)
+    layer.lengths = None
+    assert out.dtype == torch.bfloat16
+    valid = conv[..., : frames - 1]
+    norm = layer.layer_norm
+    ref = (conv - valid.mean(-1, keepdim=True)) / torch.sqrt(
+        valid.var(-1, unbiased=False, keepdim=True) + norm.eps
+    )
+    ref = torch.nn.functional.gelu(
+        ref * norm.weight.double()[:, None] + norm.bias.double()[:, None]
+    )
+    bias = (out.double() - ref)[..., : frames - 1].mean(-1).abs().max()
+    assert bias < 5e-4  # bf16 statistics: 2.5e-3

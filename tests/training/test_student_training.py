@@ -1,0 +1,146 @@
+"""The student loop at full fidelity (issue 12): DDP with LayerDrop and time masking, no
+accelerator references left behind by a finished student, resume of a GPU-saved state."""
+
+from __future__ import annotations
+
+import gc
+import os
+import socket
+import weakref
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from training import loop
+from training.data.utterance import EMOTIONS
+from training.loop import TRAINER_STATE, AudioSet, StudentOptions, train_student
+from training.losses import LossWeights
+from training.metrics import compute_metrics
+
+N_TRAIN, N_VALID, EMB = 32, 8, 8
+
+
+def _score(y, logits):
+    return compute_metrics(list(y), list(np.asarray(logits).argmax(-1)), list(range(4)))
+
+
+def _write_audio(folder: Path, n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = folder / f"{i}.wav"
+        sf.write(path, 0.1 * rng.standard_normal(int(rng.integers(6000, 12000))), 16000)
+        paths.append(str(path))
+    return paths
+
+
+def _sets(root: Path) -> tuple[AudioSet, AudioSet]:
+    rng = np.random.default_rng(0)
+    targets = {
+        "ling": {
+            "logits": rng.standard_normal((N_TRAIN, 4)).astype(np.float32),
+            "embedding": rng.standard_normal((N_TRAIN, EMB)).astype(np.float32),
+        }
+    }
+    train = AudioSet(_write_audio(root / "train", N_TRAIN, 1), np.arange(N_TRAIN) % 4, targets)
+    valid = AudioSet(_write_audio(root / "valid", N_VALID, 2), np.arange(N_VALID) % 4)
+    return train, valid
+
+
+def _opts(**kw) -> StudentOptions:
+    base = dict(
+        model="tiny", labels=EMOTIONS, epochs=1, batch_size=4, eval_batch_size=8,
+        max_seconds=0.5, warmup_ratio=0.0, weights=LossWeights().for_variant("ce+ling"),
+        progress=False,
+    )  # fmt: skip
+    return StudentOptions(**{**base, **kw})
+
+
+def _accelerator():
+    from training.config import load_config
+    from training.distill import make_accelerator
+
+    return make_accelerator(load_config("demo", overrides=["--cpu", "--threads=1"]))
+
+
+def _ddp_worker(rank: int, world: int, port: int, root: str) -> None:
+    from datetime import timedelta
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
+    )  # fmt: skip
+    # A short timeout: a rank stuck in a collective fails the test instead of hanging it.
+    torch.distributed.init_process_group("gloo", timeout=timedelta(seconds=90))
+    accelerator = _accelerator()
+    assert accelerator.num_processes == world
+    train, valid = _sets(Path(root))
+    out = Path(root) / "student"
+    result = train_student(train, valid, _opts(epochs=3), out, accelerator, _score)
+    assert [h["epoch"] for h in result["history"]] == [1, 2, 3]
+    model = loop.new_student(_opts(), {"ling": EMB})
+    assert model.config.layerdrop > 0 and model.config.mask_time_prob > 0
+    torch.distributed.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_gloo_processes_with_layerdrop_and_time_masking(tmp_path):
+    """HuBERT's defaults (layerdrop 0.1, mask_time_prob 0.05) skip layers at random: without
+    find_unused_parameters DDP fails within the first steps ("Expected to have finished
+    reduction in the prior iteration")."""
+    import torch.multiprocessing as mp
+
+    _sets(tmp_path)  # write the audio once, before the workers read it
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    assert (tmp_path / "student" / "last" / TRAINER_STATE).is_file()
+
+
+def test_a_finished_student_leaves_no_reference_in_the_accelerator(tmp_path, monkeypatch):
+    """One accelerator trains every student of a run; prepared models must not pile up."""
+    alive: weakref.WeakSet = weakref.WeakSet()
+    real = loop.DistillModel
+
+    class Tracked(real):
+        def __init__(self, student):
+            super().__init__(student)
+            alive.add(self)
+
+    monkeypatch.setattr(loop, "DistillModel", Tracked)
+    accelerator = _accelerator()
+    train, valid = _sets(tmp_path)
+    for seed in (0, 1):
+        train_student(train, valid, _opts(seed=seed), tmp_path / f"s{seed}", accelerator, _score)
+        gc.collect()
+        assert len(alive) == 0
+
+
+def test_resume_loads_a_state_saved_on_a_gpu(tmp_path):
+    """trainer.pt written on cuda:0 resumes on a CPU-only machine (map_location)."""
+    accelerator = _accelerator()
+    train, valid = _sets(tmp_path)
+    out = tmp_path / "student"
+    train_student(train, valid, _opts(epochs=1), out, accelerator, _score)
+    state_file = out / "last" / TRAINER_STATE
+    # Re-save with every storage tagged as CUDA, as torch.save does on a GPU machine.
+    state = torch.load(state_file, map_location="cpu", weights_only=False)
+    registry = torch.serialization._package_registry
+    entry = (0, lambda obj: "cuda:0" if obj.device.type == "cpu" else None, lambda obj, loc: None)
+    registry.insert(0, entry)
+    try:
+        torch.save(state, state_file)
+    finally:
+        registry.remove(entry)
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(state_file, weights_only=False)
+    result = train_student(train, valid, _opts(epochs=2), out, accelerator, _score)
+    assert [h["epoch"] for h in result["history"]] == [1, 2]
