@@ -10,7 +10,7 @@ import sys
 import uvicorn
 from pydantic import ValidationError
 
-from server.app import create_app
+from server.app import create_app, drain_open_streams
 from server.auth import install_log_redaction
 from server.model_dir import ModelDirError
 from server.runtime import ProviderError, Runtime
@@ -34,15 +34,20 @@ def main() -> int:
     except (ModelDirError, ProviderError) as exc:
         print(f"emodistill: cannot start: {exc}", file=sys.stderr)
         return 2
+    app = create_app(settings, runtime=runtime)
     config = uvicorn.Config(
-        create_app(settings, runtime=runtime),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
+        # The streams' drain comes first (DrainingServer); the rest of the grace is HTTP's.
+        timeout_graceful_shutdown=math.ceil(
+            settings.shutdown_grace_s - settings.stream_drain_budget_s
+        ),
         lifespan="on",
         # Streams carry PCM, which deflate barely shrinks: compression would only cost CPU.
         ws_per_message_deflate=False,
+        ws_max_size=settings.ws_max_size,
     )
     install_log_redaction()  # after uvicorn's logging set-up, as well as in create_app
     # uvicorn drains on SIGTERM and then re-raises the signal under the handler that was
@@ -56,8 +61,25 @@ def main() -> int:
         shown_host,
         settings.port,
     )
-    uvicorn.Server(config).run()
+    DrainingServer(config, app, settings.stream_drain_budget_s).run()
     return 0
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn closes open websockets (1012) as the first step of its shutdown, before the
+    lifespan runs: streams would lose the finals of what they had sent. This server first
+    stops listening, then drains the streams (a `closing` event, their finals, 1001), then
+    lets uvicorn finish HTTP requests in flight and the lifespan drain the batcher."""
+
+    def __init__(self, config: uvicorn.Config, app, drain_s: float):
+        super().__init__(config)
+        self.app, self.drain_s = app, drain_s
+
+    async def shutdown(self, sockets=None) -> None:
+        for server in self.servers:
+            server.close()  # no new connections while streams drain
+        await drain_open_streams(self.app, self.drain_s)
+        await super().shutdown(sockets)
 
 
 if __name__ == "__main__":

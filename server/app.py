@@ -55,8 +55,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         try:
             yield
         finally:
-            # uvicorn has stopped accepting and let in-flight requests finish; finish the queue.
+            # uvicorn has stopped accepting and let in-flight requests finish; streams still
+            # open (hosts other than `python -m server`, which drains them first) get their
+            # finals; then the queue is finished.
             app.state.ready = False
+            await drain_open_streams(app, settings.stream_drain_budget_s)
             await batcher.close()
             log.info("stopped")
 
@@ -101,6 +104,17 @@ def _include_streaming(app: FastAPI) -> None:
         if path.is_file():
             route = "/" if path.name == "index.html" else f"/{path.name}"
             app.add_api_route(route, _static_file(path), methods=["GET"], include_in_schema=False)
+
+
+async def drain_open_streams(app: FastAPI, budget_s: float) -> None:
+    """Shutdown, first step: open streams finish (server/stream.py drain_streams)."""
+    try:
+        from server.stream import drain_streams
+    except ModuleNotFoundError as exc:
+        if exc.name != "server.stream":
+            raise
+        return
+    await drain_streams(app.state, budget_s)
 
 
 def _static_file(path: Path):

@@ -7,6 +7,12 @@ one worker thread, so the event loop never blocks. While that batch runs, new re
 up and form the next batch. The model's batching is exact, so a batched answer equals the
 unbatched one. Cancelled requests (client gone, timed out) leave the queue before inference.
 
+Priorities (streams): a batch is formed around the most urgent queued request, finals (and
+HTTP requests) before speculative inference before partials; speculative and partial requests
+are refused at once while a full batch already waits, and never wait for room. A final may
+wait for room (``wait=True``) instead of getting QueueFull; HTTP requests do not (503 +
+Retry-After is their contract).
+
 The collector is supervised: if it raises outside its per-batch ``try`` it is logged once and
 restarted, at most ``MAX_RESTARTS`` times; after that the batcher is unhealthy (``/ready``
 and ``/health`` answer 503 with the reason) and everything queued fails at once instead of
@@ -23,6 +29,7 @@ import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Protocol
 
 import numpy as np
@@ -34,6 +41,14 @@ log = logging.getLogger("emodistill.batcher")
 
 MAX_RESTARTS = 3  # collector crashes survived per batcher; one more and it stays down
 FAILURES_UNREADY = 3  # consecutive failed batches that turn /ready false
+
+
+class Priority(IntEnum):
+    """Lower runs first: certain work, then guesses, then interim results."""
+
+    FINAL = 0  # a stream's final, or an HTTP request
+    SPECULATIVE = 1  # a final's inference started before its endpoint is certain
+    PARTIAL = 2  # an interim result: best effort
 
 
 class QueueFull(RuntimeError):
@@ -84,6 +99,7 @@ class _Request:
     audio: np.ndarray
     future: asyncio.Future
     enqueued: float = field(default_factory=time.monotonic)
+    priority: Priority = Priority.FINAL
 
 
 class Batcher:
@@ -119,6 +135,7 @@ class Batcher:
         self.fault: str | None = None  # why the collector is down for good (None: it is not)
         self._last_failure = ""
         self._in_batch: list[_Request] = []  # taken from the queue, not yet answered
+        self._waiting: list[tuple[Priority, float, asyncio.Future]] = []  # for room, wait=True
 
     @property
     def depth(self) -> int:
@@ -174,30 +191,44 @@ class Batcher:
             if not request.future.done():
                 request.future.set_exception(BatcherUnavailable(self.fault))
 
-    async def infer(self, audio: np.ndarray) -> Inference:
+    async def infer(
+        self, audio: np.ndarray, *, priority: Priority = Priority.FINAL, wait: bool = False
+    ) -> Inference:
         """Queue one mono 16 kHz utterance and wait for its answer.
 
         Raises QueueFull, RequestTimeout, BatcherClosed or InferenceFailed. Cancelling the
-        awaiting task drops the utterance if it has not reached a batch yet.
+        awaiting task drops the utterance if it has not reached a batch yet. With ``wait``, a
+        full queue is waited out (most urgent first; the wait counts in the timeout) instead
+        of raising QueueFull. Below FINAL priority, a full batch already waiting is QueueFull.
         """
+        started = time.monotonic()
         if audio.ndim != 1 or audio.shape[0] == 0:
             raise ValueError(f"one mono utterance expected, got shape {audio.shape}")
         if self.fault is not None:
             raise BatcherUnavailable(self.fault)
         if self._closing or self._task is None:
             raise BatcherClosed("the server is shutting down")
-        if len(self._queue) >= self.queue_size:
+        crowded = priority > Priority.FINAL and len(self._queue) >= self.max_batch_size
+        if crowded or (len(self._queue) >= self.queue_size and not wait):
             if self.observer:
-                self.observer.count_dropped("queue_full")
+                self.observer.count_dropped("crowded" if crowded else "queue_full")
             raise QueueFull(self._retry_after())
+        while len(self._queue) >= self.queue_size:
+            await self._wait_for_room(priority, started)
+        if self._closing:
+            raise BatcherClosed("the server is shutting down")
         request = _Request(
-            np.asarray(audio, dtype=np.float32), asyncio.get_running_loop().create_future()
+            np.asarray(audio, dtype=np.float32),
+            asyncio.get_running_loop().create_future(),
+            priority=priority,
         )
         self._queue.append(request)
         self._report_depth()
         self._wakeup.set()
         try:
-            return await asyncio.wait_for(request.future, self.timeout_s)
+            return await asyncio.wait_for(
+                request.future, self.timeout_s - (request.enqueued - started)
+            )
         except asyncio.TimeoutError:
             if self.observer:
                 self.observer.count_timeout()
@@ -209,10 +240,37 @@ class Batcher:
             self._withdraw(request, "cancelled")
             raise
 
+    async def _wait_for_room(self, priority: Priority, started: float) -> None:
+        """Until the queue has room for this request (RequestTimeout past the timeout)."""
+        waiter = asyncio.get_running_loop().create_future()
+        entry = (priority, time.monotonic(), waiter)
+        self._waiting.append(entry)
+        try:
+            await asyncio.wait_for(waiter, self.timeout_s - (time.monotonic() - started))
+        except asyncio.TimeoutError:
+            if self.observer:
+                self.observer.count_timeout()
+            raise RequestTimeout(
+                f"no room in the queue within the {self.timeout_s:g} s request timeout"
+            ) from None
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiting.remove(entry)
+
+    def _room_freed(self) -> None:
+        """Wake as many waiting requests as there is room for, most urgent first."""
+        room = self.queue_size - len(self._queue)
+        for _, _, waiter in sorted(self._waiting, key=lambda entry: entry[:2])[: max(room, 0)]:
+            if not waiter.done():
+                waiter.set_result(None)
+
     async def close(self) -> None:
         """Stop taking work, finish everything already queued, stop the worker."""
         self._closing = True
         self._wakeup.set()
+        for _, _, waiter in self._waiting:  # they raise BatcherClosed
+            if not waiter.done():
+                waiter.set_result(None)
         if self._task is not None:
             with contextlib.suppress(Exception):  # a crash is logged by _collector_done
                 await self._task
@@ -232,6 +290,7 @@ class Batcher:
         if self.observer:
             self.observer.count_dropped(reason)
         self._report_depth()
+        self._room_freed()
 
     def _report_depth(self) -> None:
         if self.observer:
@@ -261,12 +320,16 @@ class Batcher:
             self._in_batch = []
 
     def _take_batch(self) -> list[_Request]:
-        """The oldest request plus the queued ones nearest to it in length (padding bounded)."""
+        """The oldest of the most urgent requests plus the queued ones nearest to it in length
+        (padding bounded), more urgent ones first."""
         if not self._queue:
             return []
-        oldest = self._queue[0]
+        oldest = min(self._queue, key=lambda r: (r.priority, r.enqueued))
         anchor = len(oldest.audio)
-        others = sorted(self._queue[1:], key=lambda r: abs(math.log(len(r.audio) / anchor)))
+        others = sorted(
+            (r for r in self._queue if r is not oldest),
+            key=lambda r: (r.priority, abs(math.log(len(r.audio) / anchor))),
+        )
         batch, shortest, longest = [oldest], anchor, anchor
         for request in others:
             if len(batch) == self.max_batch_size:
@@ -278,6 +341,7 @@ class Batcher:
         chosen = set(map(id, batch))
         self._queue = [r for r in self._queue if id(r) not in chosen]
         self._report_depth()
+        self._room_freed()
         return batch
 
     async def _execute(self, batch: list[_Request]) -> None:

@@ -72,7 +72,10 @@ class LocalScorer:
             probabilities = predictions.softmax(logits)[0]
             return row | self._scores(probabilities, top_k)
         max_samples = int(self.max_seconds * SAMPLE_RATE)
-        spans = predictions.utterance_spans(audio, max_samples, runtime.min_samples)
+        from server.vad import segment_params  # the VAD loads only when segmenting
+
+        params = segment_params(Settings(), min_samples=runtime.min_samples)
+        spans = predictions.utterance_spans(audio, max_samples, runtime.min_samples, params)
         if not spans:
             return row | self._scores(None, top_k) | {"segments": []}
         logits = np.concatenate([runtime.run_clips([audio[s:e]])[0] for s, e in spans])

@@ -73,6 +73,10 @@ class AudioBuffer:
     def end(self) -> int:
         return self._base + self._size
 
+    @property
+    def capacity(self) -> int:
+        return self._data.shape[0]
+
     def append(self, samples: np.ndarray) -> None:
         if self._size + samples.shape[0] > self._data.shape[0]:
             self._compact()
@@ -123,12 +127,22 @@ class Endpointer:
         self._partial_every = (
             None if partial_interval_ms is None else int(partial_interval_ms * SAMPLE_RATE / 1000)
         )
-        longest = params.max_speech_s or 60.0
-        self._audio = AudioBuffer(int((longest + 2.0) * SAMPLE_RATE))
+        self._audio = AudioBuffer(self.capacity_for(params.max_speech_s or 60.0))
         self._next_partial: int | None = None
         self.utterances = 0  # index of the next utterance
         self.speculate_after: int | None = None  # pause length (samples) for EndpointLikely
         self._speculated: tuple[int, int] | None = None
+
+    @staticmethod
+    def capacity_for(max_speech_s: float) -> int:
+        """The buffer: the longest segment (the hard cut counts from its first trigger, so an
+        open segment never holds more) and room for a frame and the padding."""
+        return int((max_speech_s + 2.0) * SAMPLE_RATE)
+
+    @property
+    def buffer_capacity(self) -> int:
+        """Samples allocated for this stream's recent audio (it grows only past the bound)."""
+        return self._audio.capacity
 
     @property
     def position(self) -> int:

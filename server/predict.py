@@ -35,6 +35,7 @@ from server.batcher import (
 from server.errors import ApiError
 from server.schemas import ErrorResponse, Prediction, PredictResponse
 from server.settings import Settings
+from server.vad import segment_params
 
 router = APIRouter()
 T = TypeVar("T")
@@ -47,6 +48,7 @@ CLIENT_CLOSED = 499  # nginx's convention for "the client went away before the a
 _ERRORS = {
     status: {"model": ErrorResponse, "description": text}
     for status, text in {
+        400: "malformed multipart body, or more files than max_files",
         401: "missing or wrong API key",
         413: "body over the size limit, or audio over max_seconds without segment=true",
         415: f"audio that cannot be decoded; accepted: {', '.join(ACCEPTED_FORMATS)}",
@@ -183,8 +185,9 @@ async def _predict_one(
             timings=timings,
         )
     max_samples = int(settings.max_seconds * SAMPLE_RATE)
+    params = segment_params(settings, min_samples=runtime.min_samples)
     spans = await run_in_threadpool(
-        predictions.utterance_spans, audio, max_samples, runtime.min_samples
+        predictions.utterance_spans, audio, max_samples, runtime.min_samples, params
     )
     found = time.perf_counter()
     inferences = await _infer_spans(request.app.state.batcher, audio, spans, slots)

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from server.audio import SAMPLE_RATE
+
+if TYPE_CHECKING:
+    from server.vad import SegmentParams
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -74,12 +78,15 @@ def ms(value_s: float) -> float:
     return round(value_s * 1000, 3)
 
 
-def utterance_spans(audio: np.ndarray, max_samples: int, min_samples: int) -> list[tuple[int, int]]:
-    """Speech spans of a long clip (Silero VAD), each cut to at most ``max_samples``."""
+def utterance_spans(
+    audio: np.ndarray, max_samples: int, min_samples: int, params: SegmentParams
+) -> list[tuple[int, int]]:
+    """Speech spans of a long clip (Silero VAD, ``params`` from `server.vad.segment_params`),
+    each split into equal pieces of at most ``max_samples``."""
     from server.vad import speech_segments  # the VAD model loads only when segmenting
 
     return [
         piece
-        for start, end in speech_segments(audio)
+        for start, end in speech_segments(audio, params)
         for piece in split_span(start, end, max_samples, min_samples)
     ]

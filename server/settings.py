@@ -63,12 +63,37 @@ class Settings(BaseSettings):
     # Streaming websocket /v1/stream (docs/streaming.md); stream_* defaults a client may override
     # per session are min_silence_ms, partial_interval_ms and max_utterance_s.
     stream_max_streams: int = Field(32, ge=1, description="open streams; more are refused (503)")
+    stream_max_streams_per_key: int = Field(
+        16, ge=1, description="open streams per API key (with api_keys set); more are refused"
+    )
+    stream_max_streams_per_client: int = Field(
+        16, ge=1, description="open streams per client address; more are refused (503)"
+    )
     stream_max_frame_bytes: int = Field(512 * 1024, ge=1024, description="largest binary frame")
+    stream_max_text_bytes: int = Field(
+        4096, ge=256, description="largest text (JSON) message; more closes 1009"
+    )
+    stream_max_json_depth: int = Field(
+        8, ge=2, description="deepest nesting of a JSON message (objects and arrays)"
+    )
     stream_max_session_s: float = Field(3600.0, gt=0, description="wall-clock session limit")
-    stream_idle_timeout_s: float = Field(15.0, gt=0, description="close after no message this long")
+    stream_idle_timeout_s: float = Field(
+        15.0, gt=0, description="close after no *audio* this long (keepalives do not count)"
+    )
+    stream_intake_rate: float = Field(
+        10.0, ge=1, description="audio read per wall second, a multiple of real time"
+    )
+    stream_intake_burst_s: float = Field(
+        10.0, ge=0, description="audio a stream may send ahead of the intake rate"
+    )
     stream_max_pending: int = Field(
         4, ge=1, description="utterances awaiting inference per stream before reading pauses"
     )
+    stream_drain_s: float = Field(
+        10.0, gt=0, description="on SIGTERM, time open streams get to receive their finals"
+    )
+    # The segmentation rule (server/vad.py segment_params) of streams *and* segment=true and
+    # the CLI: the VAD threshold, min speech, padding, and the default min silence.
     # The same ranges a client may choose per session (server/stream_protocol.py StreamConfig).
     stream_min_silence_ms: float = Field(
         300.0, ge=100, le=5000, description="silence that ends an utterance"
@@ -76,7 +101,9 @@ class Settings(BaseSettings):
     stream_partial_interval_ms: float = Field(
         500.0, ge=100, le=10_000, description="interim result spacing"
     )
-    stream_max_utterance_s: float = Field(15.0, gt=0.5, description="longer speech is cut here")
+    stream_max_utterance_s: float = Field(
+        15.0, gt=0.5, description="a stream's utterance is cut here, from its first trigger"
+    )
     stream_vad_threshold: float = Field(0.5, gt=0, lt=1, description="Silero speech probability")
     stream_min_speech_ms: float = Field(250.0, ge=0, description="shorter speech is ignored")
     stream_pad_ms: float = Field(30.0, ge=0, description="context kept around each utterance")
@@ -123,6 +150,18 @@ class Settings(BaseSettings):
     @property
     def max_body_bytes(self) -> int:
         return int(self.max_body_mb * 1024 * 1024)
+
+    @property
+    def ws_max_size(self) -> int:
+        """uvicorn's websocket message limit (it closes 1009 itself, no event): twice the
+        largest legal frame, so a frame a little too large still gets our error event."""
+        return 2 * max(self.stream_max_frame_bytes, self.stream_max_text_bytes)
+
+    @property
+    def stream_drain_budget_s(self) -> float:
+        """Drain time of streams on SIGTERM: at most half the grace period, so that HTTP
+        requests in flight and the batcher's queue still get the rest."""
+        return min(self.stream_drain_s, self.shutdown_grace_s / 2)
 
 
 def settings_problem(exc: ValidationError) -> str:

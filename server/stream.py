@@ -6,7 +6,9 @@ The protocol is in docs/streaming.md; a connection's life is `StreamSession`
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
 from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse
@@ -60,32 +62,81 @@ async def stream(websocket: WebSocket) -> None:
         )
         return
     batcher = getattr(state, "batcher", None)
-    if not getattr(state, "ready", False) or batcher is None or batcher.closing:
+    draining = getattr(state, "streams_draining", False)
+    if not getattr(state, "ready", False) or batcher is None or batcher.closing or draining:
         await _refuse(
             websocket, 503, "not_ready", "the server is loading or shutting down", CLOSE_TRY_LATER
         )
         return
-    active = getattr(state, "open_streams", 0)
-    if active >= settings.stream_max_streams:
-        await _refuse(
-            websocket,
-            503,
-            "too_many_streams",
-            f"this server takes at most {settings.stream_max_streams} concurrent streams; retry later",
-            CLOSE_TRY_LATER,
-        )
+    client = websocket.client.host if websocket.client else "unknown"
+    refusal = admission(state, settings, api_key, client)
+    if refusal is not None:
+        await _refuse(websocket, 503, refusal[0], refusal[1], CLOSE_TRY_LATER)
         return
-    state.open_streams = active + 1
     metrics = stream_metrics(state)
+    subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
+    session = StreamSession(
+        websocket, settings, batcher, state.runtime.labels, metrics, subprotocol=subprotocol
+    )
+    holders = _holders(state, api_key, client)
+    for counts, holder in holders:
+        counts[holder] = counts.get(holder, 0) + 1
+    state.open_streams = getattr(state, "open_streams", 0) + 1
+    state.stream_sessions.add(session)
     metrics.open.inc()
     try:
-        subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
-        await StreamSession(
-            websocket, settings, batcher, state.runtime.labels, metrics, subprotocol=subprotocol
-        ).run()
+        await session.run()
     finally:
+        for counts, holder in holders:
+            counts[holder] -= 1
+            if not counts[holder]:
+                del counts[holder]
         state.open_streams -= 1
+        state.stream_sessions.discard(session)
         metrics.open.dec()
+
+
+def _holders(state, api_key: str | None, client: str) -> list[tuple[dict, str]]:
+    """The per-key and per-address counters a stream counts in (a key only when set)."""
+    if getattr(state, "stream_sessions", None) is None:
+        state.stream_sessions, state.streams_per_key, state.streams_per_client = set(), {}, {}
+    holders = [(state.streams_per_client, client)]
+    if api_key is not None:
+        holders.append((state.streams_per_key, api_key))
+    return holders
+
+
+def admission(state, settings: Settings, api_key: str | None, client: str) -> tuple | None:
+    """Why a new stream is refused (code, message), or None: the limits per process, per API
+    key and per client address (docs/streaming.md)."""
+    _holders(state, api_key, client)  # the counters exist from the first stream on
+    if getattr(state, "open_streams", 0) >= settings.stream_max_streams:
+        limit = f"at most {settings.stream_max_streams} concurrent streams"
+        return "too_many_streams", f"this server takes {limit}; retry later"
+    if state.streams_per_client.get(client, 0) >= settings.stream_max_streams_per_client:
+        limit = settings.stream_max_streams_per_client
+        return "too_many_streams", f"at most {limit} concurrent streams per client address"
+    if api_key is not None and state.streams_per_key.get(api_key, 0) >= (
+        settings.stream_max_streams_per_key
+    ):
+        limit = settings.stream_max_streams_per_key
+        return "too_many_streams", f"at most {limit} concurrent streams per API key"
+    return None
+
+
+async def drain_streams(state, budget_s: float) -> None:
+    """Shutdown: admit no more streams, ask each open one to finish (a `closing` event, the
+    finals of what it has received, close 1001) and wait for them, at most `budget_s`."""
+    state.streams_draining = True
+    sessions = list(getattr(state, "stream_sessions", None) or ())
+    if not sessions:
+        return
+    deadline = time.monotonic() + budget_s
+    log.info("draining %d open streams (at most %.1f s)", len(sessions), budget_s)
+    for session in sessions:
+        session.shutdown(deadline)
+    while getattr(state, "open_streams", 0) > 0 and time.monotonic() < deadline + 1.0:
+        await asyncio.sleep(0.02)
 
 
 def origin_allowed(allowed: list[str], origin: str | None) -> bool:

@@ -100,11 +100,48 @@ def query_config(params: Mapping[str, str]) -> dict[str, str] | None:
     return chosen or None
 
 
-def parse_message(text: str) -> dict[str, Any]:
-    """A client text message: a JSON object with a string `type`."""
+def json_depth(text: str) -> int:
+    """How deeply objects and arrays nest in a JSON text (brackets inside strings ignored);
+    measured before parsing, so a hostile nesting never reaches the recursive parser."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def parse_message(text: str, *, max_bytes: int = 4096, max_depth: int = 8) -> dict[str, Any]:
+    """A client text message: a JSON object with a string `type`, within the size and nesting
+    limits."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise StreamError(
+            "message_too_large",
+            f"a text message holds at most {max_bytes} bytes; got {size}",
+            CLOSE_TOO_BIG,
+        )
+    if json_depth(text) > max_depth:
+        raise StreamError(
+            "malformed_json",
+            f"text message nests deeper than {max_depth} levels",
+            CLOSE_POLICY,
+        )
     try:
         message = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise StreamError(
             "malformed_json", f"text message is not JSON: {exc}", CLOSE_POLICY
         ) from None

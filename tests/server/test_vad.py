@@ -78,7 +78,7 @@ def test_window_size_is_enforced():
 @pytest.mark.parametrize("voice", ["en-us", "en-us+f3"])
 def test_three_utterances_give_three_segments_near_the_truth(voice):
     clip = three_utterances(voice)
-    segments = speech_segments(clip.samples, pad_ms=30)
+    segments = speech_segments(clip.samples, SegmentParams(pad_ms=30))
     assert len(segments) == 3
     for (start, end), (true_start, true_end) in zip(segments, clip.truth, strict=True):
         assert abs(start - true_start) <= TOLERANCE
@@ -87,8 +87,8 @@ def test_three_utterances_give_three_segments_near_the_truth(voice):
 
 def test_padding_widens_segments_without_overlap():
     clip = three_utterances()
-    tight = speech_segments(clip.samples, pad_ms=0)
-    padded = speech_segments(clip.samples, pad_ms=100)
+    tight = speech_segments(clip.samples, SegmentParams(pad_ms=0))
+    padded = speech_segments(clip.samples, SegmentParams(pad_ms=100))
     pad = int(0.1 * SAMPLE_RATE)
     for (start, end), (padded_start, padded_end) in zip(tight, padded, strict=True):
         assert padded_start == max(start - pad, 0)
@@ -136,3 +136,16 @@ def test_pending_end_follows_pauses_and_forgets_them_when_speech_returns():
     events = [e for p in [0.1] * 12 for e in tracker.push(p)]
     assert events == [SegmentEnd(0, 15 * WINDOW)]
     assert tracker.pending_end() is None
+
+
+def test_a_probability_held_in_the_hysteresis_band_is_cut_at_max_speech():
+    """One trigger, then a probability between the two thresholds for ever: neither speech nor
+    silence. The hard cut counts from the first trigger, so the segment (and the audio it
+    pins) ends at max_speech_s whatever the VAD says."""
+    params = SegmentParams(min_silence_ms=100, min_speech_ms=250, pad_ms=0, max_speech_s=1.0)
+    tracker = SegmentTracker(params)
+    # A short trigger and a dip below the lower threshold (not yet a min_speech long), then
+    # the band: without the cut, the segment would never be confirmed nor closed.
+    events = _run(tracker, [0.9, 0.1] + [0.45] * 200)
+    assert [e for e in events if isinstance(e, SegmentEnd)]
+    assert tracker.keep_from() >= tracker.position - int(1.0 * SAMPLE_RATE) - WINDOW
