@@ -78,6 +78,8 @@ def start_server(model_dir: Path, port: int, max_streams: int) -> subprocess.Pop
         "EMODISTILL_PORT": str(port),
         "EMODISTILL_LOG_LEVEL": "warning",
         "EMODISTILL_STREAM_MAX_STREAMS": str(max_streams),
+        # Every benchmark stream comes from 127.0.0.1 (ignored by servers without the limit).
+        "EMODISTILL_STREAM_MAX_STREAMS_PER_CLIENT": str(max_streams),
         "EMODISTILL_STREAM_MIN_SILENCE_MS": str(MIN_SILENCE_MS),
         "PYTHONPATH": str(ROOT),
     }

@@ -14,6 +14,7 @@ from server.batcher import (
     Batcher,
     BatcherClosed,
     InferenceFailed,
+    Priority,
     QueueFull,
     RequestTimeout,
 )
@@ -291,3 +292,100 @@ def test_first_failure_cancels_the_other_utterances_of_a_request():
 
     run(main())
     assert runtime.batches == [[8000]]
+
+
+def test_finals_go_before_speculation_before_partials():
+    """With the worker held, one request of each priority queues (partials first); the next
+    batches take them most urgent first."""
+    runtime = FakeRuntime()
+    runtime.gate.clear()
+
+    async def main():
+        batcher = await started(
+            runtime, max_batch_size=4, max_wait_ms=0, queue_size=8, max_length_ratio=1.0
+        )
+        first = asyncio.ensure_future(batcher.infer(clip(0.1)))
+        while not runtime.batches:
+            await asyncio.sleep(0.01)
+        lengths = {Priority.PARTIAL: 0.3, Priority.SPECULATIVE: 0.4, Priority.FINAL: 0.5}
+        queued = []
+        for priority, seconds in lengths.items():
+            queued.append(asyncio.ensure_future(batcher.infer(clip(seconds), priority=priority)))
+            await asyncio.sleep(0.01)
+        runtime.gate.set()
+        await asyncio.gather(first, *queued)
+        await batcher.close()
+
+    run(main())
+    assert [batch[0] for batch in runtime.batches[1:]] == [
+        int(0.5 * SR),
+        int(0.4 * SR),
+        int(0.3 * SR),
+    ]
+
+
+def test_guesses_and_partials_are_refused_while_a_full_batch_waits():
+    runtime = FakeRuntime()
+    runtime.gate.clear()
+
+    async def main():
+        batcher = await started(runtime, max_batch_size=2, max_wait_ms=0, queue_size=8)
+        first = asyncio.ensure_future(batcher.infer(clip(0.1)))
+        while not runtime.batches:
+            await asyncio.sleep(0.01)
+        queued = [asyncio.ensure_future(batcher.infer(clip(0.2))) for _ in range(2)]
+        await asyncio.sleep(0.01)
+        for priority in (Priority.SPECULATIVE, Priority.PARTIAL):
+            with pytest.raises(QueueFull):
+                await batcher.infer(clip(0.2), priority=priority)
+        runtime.gate.set()
+        await asyncio.gather(first, *queued)
+        await batcher.close()
+
+    run(main())
+
+
+def test_a_final_waits_for_room_where_http_gets_queue_full():
+    runtime = FakeRuntime()
+    runtime.gate.clear()
+
+    async def main():
+        batcher = await started(runtime, max_batch_size=1, max_wait_ms=0, queue_size=1)
+        first = asyncio.ensure_future(batcher.infer(clip(0.1)))
+        while not runtime.batches:
+            await asyncio.sleep(0.01)
+        queued = asyncio.ensure_future(batcher.infer(clip(0.2)))
+        await asyncio.sleep(0.01)
+        with pytest.raises(QueueFull):
+            await batcher.infer(clip(0.3))  # HTTP: 503 + Retry-After
+        waiting = asyncio.ensure_future(batcher.infer(clip(0.3), wait=True))
+        await asyncio.sleep(0.05)
+        assert not waiting.done() and batcher.depth == 1
+        runtime.gate.set()
+        results = await asyncio.gather(first, queued, waiting)
+        await batcher.close()
+        return results
+
+    assert len(run(main())) == 3
+
+
+def test_waiting_for_room_counts_in_the_timeout():
+    runtime = FakeRuntime()
+    runtime.gate.clear()
+
+    async def main():
+        batcher = await started(
+            runtime, max_batch_size=1, max_wait_ms=0, queue_size=1, timeout_s=0.2
+        )
+        first = asyncio.ensure_future(batcher.infer(clip(0.1)))
+        while not runtime.batches:
+            await asyncio.sleep(0.01)
+        queued = asyncio.ensure_future(batcher.infer(clip(0.2)))
+        await asyncio.sleep(0.01)
+        with pytest.raises(RequestTimeout):
+            await batcher.infer(clip(0.3), wait=True)
+        runtime.gate.set()
+        await asyncio.gather(first, queued, return_exceptions=True)
+        await batcher.close()
+
+    run(main())

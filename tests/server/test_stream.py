@@ -175,6 +175,13 @@ def expect_error(ws, code: str, close_code: int) -> dict:
         ("/v1/stream", ["{not json"], "malformed_json", 1008),
         ("/v1/stream", ['["start"]'], "malformed_message", 1008),
         ("/v1/stream", ['{"type": "rewind"}'], "unknown_message_type", 1008),
+        ("/v1/stream", ["[" * 3000], "malformed_json", 1008),  # was RecursionError -> 1011
+        (
+            "/v1/stream",
+            ['{"type": "keepalive", "x": "' + "a" * 5000 + '"}'],
+            "message_too_large",
+            1009,
+        ),
         ("/v1/stream", ['{"type": "start", "encoding": "mulaw"}'], "unsupported_encoding", 1003),
         ("/v1/stream", ['{"type": "start", "sample_rate": 100}'], "invalid_config", 1008),
         ("/v1/stream", ['{"type": "start", "colour": "red"}'], "invalid_config", 1008),
@@ -240,6 +247,34 @@ def test_too_many_streams_are_refused_at_the_handshake(make_client):
         # The slot is free again once the first stream ends.
         with client.websocket_connect("/v1/stream?sample_rate=16000") as again:
             assert again.receive_json()["type"] == "ready"
+
+
+def test_streams_are_limited_per_client_address_and_per_key(make_client):
+    url = "/v1/stream?sample_rate=16000"
+    with make_client(stream_max_streams_per_client=1) as client:
+        with client.websocket_connect(url) as first:
+            first.receive_json()
+            with pytest.raises(WebSocketDenialResponse) as refused:
+                with client.websocket_connect(url):
+                    pass
+            assert refused.value.status_code == 503
+            assert "client address" in refused.value.json()["error"]["message"]
+            first.send_text('{"type": "stop"}')
+            assert collect(first)[1] == 1000
+    keys = {"a": {"X-API-Key": "a"}, "b": {"X-API-Key": "b"}}
+    with make_client(api_keys=list(keys), stream_max_streams_per_key=1) as client:
+        with client.websocket_connect(url, headers=keys["a"]) as first:
+            first.receive_json()
+            with pytest.raises(WebSocketDenialResponse) as refused:
+                with client.websocket_connect(url, headers=keys["a"]):
+                    pass
+            assert "per API key" in refused.value.json()["error"]["message"]
+            with client.websocket_connect(url, headers=keys["b"]) as other:
+                assert other.receive_json()["type"] == "ready"
+                other.send_text('{"type": "stop"}')
+                assert collect(other)[1] == 1000
+            first.send_text('{"type": "stop"}')
+            assert collect(first)[1] == 1000
 
 
 def test_api_key_is_required_when_configured(make_client):
