@@ -294,6 +294,14 @@ def test_first_failure_cancels_the_other_utterances_of_a_request():
     assert runtime.batches == [[8000]]
 
 
+async def busy(batcher: Batcher, runtime: FakeRuntime) -> asyncio.Future:
+    """A first request in flight with the worker held (runtime.gate cleared)."""
+    first = asyncio.ensure_future(batcher.infer(clip(0.1)))
+    while not runtime.batches:
+        await asyncio.sleep(0.01)
+    return first
+
+
 def test_finals_go_before_speculation_before_partials():
     """With the worker held, one request of each priority queues (partials first); the next
     batches take them most urgent first."""
@@ -304,9 +312,7 @@ def test_finals_go_before_speculation_before_partials():
         batcher = await started(
             runtime, max_batch_size=4, max_wait_ms=0, queue_size=8, max_length_ratio=1.0
         )
-        first = asyncio.ensure_future(batcher.infer(clip(0.1)))
-        while not runtime.batches:
-            await asyncio.sleep(0.01)
+        first = await busy(batcher, runtime)
         lengths = {Priority.PARTIAL: 0.3, Priority.SPECULATIVE: 0.4, Priority.FINAL: 0.5}
         queued = []
         for priority, seconds in lengths.items():
@@ -330,9 +336,7 @@ def test_guesses_and_partials_are_refused_while_a_full_batch_waits():
 
     async def main():
         batcher = await started(runtime, max_batch_size=2, max_wait_ms=0, queue_size=8)
-        first = asyncio.ensure_future(batcher.infer(clip(0.1)))
-        while not runtime.batches:
-            await asyncio.sleep(0.01)
+        first = await busy(batcher, runtime)
         queued = [asyncio.ensure_future(batcher.infer(clip(0.2))) for _ in range(2)]
         await asyncio.sleep(0.01)
         for priority in (Priority.SPECULATIVE, Priority.PARTIAL):
@@ -351,9 +355,7 @@ def test_a_final_waits_for_room_where_http_gets_queue_full():
 
     async def main():
         batcher = await started(runtime, max_batch_size=1, max_wait_ms=0, queue_size=1)
-        first = asyncio.ensure_future(batcher.infer(clip(0.1)))
-        while not runtime.batches:
-            await asyncio.sleep(0.01)
+        first = await busy(batcher, runtime)
         queued = asyncio.ensure_future(batcher.infer(clip(0.2)))
         await asyncio.sleep(0.01)
         with pytest.raises(QueueFull):
@@ -377,9 +379,7 @@ def test_waiting_for_room_counts_in_the_timeout():
         batcher = await started(
             runtime, max_batch_size=1, max_wait_ms=0, queue_size=1, timeout_s=0.2
         )
-        first = asyncio.ensure_future(batcher.infer(clip(0.1)))
-        while not runtime.batches:
-            await asyncio.sleep(0.01)
+        first = await busy(batcher, runtime)
         queued = asyncio.ensure_future(batcher.infer(clip(0.2)))
         await asyncio.sleep(0.01)
         with pytest.raises(RequestTimeout):
