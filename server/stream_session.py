@@ -4,8 +4,8 @@ The machine decides; this file only performs. A reader task reads one message at
 only when the machine wants input (after the intake-rate delay); inference tasks run on the
 shared batcher; their answers, the messages and the server's shutdown all arrive in one
 queue, and one loop hands each to the machine in turn and performs the actions it returns:
-send an event, start or cancel an inference, close the socket. The loop also ticks the
-machine at its next deadline (idle, session, drain).
+send an event, start or cancel an inference, close the socket. A timer puts a tick in the
+same queue at the machine's next deadline (idle, session, drain).
 """
 
 from __future__ import annotations
@@ -84,6 +84,8 @@ class StreamSession:
         self._permits: asyncio.Queue[float] = asyncio.Queue(maxsize=1)
         self._reading = False
         self._tasks: dict[int, asyncio.Task] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed_for: float | None = None
 
     def shutdown(self, deadline: float) -> None:
         """The server is stopping (server/stream.py drain_streams)."""
@@ -100,13 +102,8 @@ class StreamSession:
                 if machine.wants_input and not self._reading:
                     self._reading = True
                     self._permits.put_nowait(machine.read_delay(time.monotonic()))
-                timeout = max(0.0, machine.next_deadline() - time.monotonic())
-                try:
-                    item = await asyncio.wait_for(self._inputs.get(), timeout)
-                except asyncio.TimeoutError:
-                    await self._perform(machine.tick(time.monotonic()))
-                    continue
-                await self._perform(await self._step(item))
+                self._arm_timer()
+                await self._perform(await self._step(await self._inputs.get()))
         except _ClientGone as gone:
             machine.gone(f"disconnected {gone.args[0]}" if gone.args else "client gone")
         except Exception:
@@ -117,6 +114,8 @@ class StreamSession:
                 await self.websocket.send_text(json.dumps(error_event(failure, machine.position)))
                 await self.websocket.close(CLOSE_INTERNAL, "internal")
         finally:
+            if self._timer is not None:
+                self._timer.cancel()
             tasks = [reader, *self._tasks.values()]
             for task in tasks:
                 task.cancel()  # queued utterances leave the batcher before inference
@@ -134,6 +133,18 @@ class StreamSession:
             # cancel the gather again on every pass, and the extra cancellations escape.
             with anyio.CancelScope(shield=True):
                 await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _arm_timer(self) -> None:
+        """A `tick` input at the machine's next deadline (idle, session, drain)."""
+        deadline = self.machine.next_deadline()
+        if deadline == self._armed_for:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        when = loop.time() + deadline - time.monotonic()
+        self._timer = loop.call_at(when, self._inputs.put_nowait, ("tick",))
+        self._armed_for = deadline
 
     async def _step(self, item: tuple) -> list[Action]:
         machine, now = self.machine, time.monotonic()
@@ -156,6 +167,9 @@ class StreamSession:
         if kind == "failed":
             self._tasks.pop(item[1], None)
             return machine.failed(item[1], item[2], now)
+        if kind == "tick":
+            self._armed_for = None
+            return machine.tick(now)
         return machine.shutdown(now, item[1])
 
     async def _read(self) -> None:
