@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         out = export_run(args.run, args.out, fold=args.fold, int8=args.int8, triton_dir=args.triton)
-    except (ParityError, FileNotFoundError, FileExistsError) as exc:
+    except (ParityError, FileNotFoundError, FileExistsError, ValueError) as exc:
         print(f"export failed: {exc}", file=sys.stderr)
         return 1
     meta = json.loads((out / "model.json").read_text())

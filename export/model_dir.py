@@ -54,11 +54,18 @@ def build_model_dir(
     triton_dir: Path | str | None = None,
     tolerance: float = TOLERANCE,
     hf: bool = True,
+    int8_check: dict | None = None,
+    int8_max_ua_drop: float | None = None,
+    calibration_info: dict | None = None,
 ) -> Path:
     """Export, check parity, and only then write ``out_dir`` (replacing an earlier model dir).
 
     ``calibration`` is validation audio (float32 16 kHz rows) for the int8 scales and its
     agreement figures; ``calibration_labels`` (class indices) adds the UA of fp32 and int8.
+    ``int8_check`` ({"audio", "labels", "speakers"}, clips disjoint from ``calibration``)
+    moves those figures to held-out clips and gates: int8 more than ``int8_max_ua_drop`` UA
+    below fp32 there is not shipped (model.json records why). ``calibration_info``
+    ({"speakers", "source"}) names the calibration audio in model.json.
     Raises ``ParityError`` (and writes nothing) above ``tolerance``.
     """
     out_dir = Path(out_dir)
@@ -74,13 +81,18 @@ def build_model_dir(
         files = {MODEL_FILE: file_entry(model_path)}
         int8_meta = None
         if int8:
-            from export.quantize import quantize_model
+            from export.quantize import INT8_MAX_UA_DROP, quantize_model
 
             int8_meta = quantize_model(
                 model_path, staging / INT8_FILE, calibration, calibration_labels, tolerance,
-                min_samples=student.min_samples,
+                min_samples=student.min_samples, check=int8_check,
+                max_ua_drop=INT8_MAX_UA_DROP if int8_max_ua_drop is None else int8_max_ua_drop,
+                calibration_info=calibration_info,
             )  # fmt: skip
-            files[INT8_FILE] = file_entry(staging / INT8_FILE)
+            if int8_meta["accepted"]:
+                files[INT8_FILE] = file_entry(staging / INT8_FILE)
+            else:  # the accuracy check gates: a worse int8 model is not shipped
+                (staging / INT8_FILE).unlink()
         if hf:
             save_hf(student, staging / HF_DIR)
         meta = {

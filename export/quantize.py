@@ -42,6 +42,10 @@ from export.spec import MIN_SAMPLES, SAMPLE_RATE, TOLERANCE, parity_cases
 from training.metrics import compute_metrics
 
 CALIBRATION_MAX = 64  # utterances used for the activation ranges
+EVALUATION_MAX = 256  # held-out utterances for the int8 accuracy check
+# int8 is shipped only if its UA on the held-out clips is at most this far below fp32's
+# (training.config's int8_max_ua_drop sets it for ``--export``).
+INT8_MAX_UA_DROP = 0.02
 METHOD = (
     "onnxruntime quantize_static, QDQ, weight MatMuls + dense convs after the first, "
     "per-channel int8 weights, "
@@ -121,13 +125,27 @@ def quantize_model(
     labels: Sequence[int] | None = None,
     tolerance: float = TOLERANCE,
     min_samples: int = MIN_SAMPLES,
+    check: dict | None = None,
+    max_ua_drop: float = INT8_MAX_UA_DROP,
+    calibration_info: dict | None = None,
 ) -> dict:
     """Write the int8 model and measure it against fp32: the model.json "int8" entry.
-    ``min_samples``: the model's shortest legal input (model.json), the shortest row fed."""
+    ``min_samples``: the model's shortest legal input (model.json), the shortest row fed.
+
+    ``check`` ({"audio", "labels", "speakers"}: held-out clips, none of them calibration
+    clips) is what the accuracy figures are measured on, and it gates: when int8's UA there
+    is more than ``max_ua_drop`` below fp32's, the entry says ``accepted: false`` with the
+    reason and the caller must not ship the file. Without ``check`` (direct calls, tests) the
+    figures are measured on the calibration clips with ``labels``, as before, and gate nothing.
+    """
     source = "validation audio" if calibration else "synthetic signals (no validation audio given)"
+    if calibration_info:
+        source = f"{calibration_info['source']} audio of {', '.join(calibration_info['speakers'])}"
     rows = list(calibration) if calibration else synthetic_calibration()
     quantize(fp32_path, int8_path, rows)
     fp32, int8 = open_session(fp32_path), open_session(int8_path)
+    if check and check["audio"]:
+        rows, labels = list(check["audio"]), check["labels"]
     fp32_logits, int8_logits = predict_logits(fp32, rows), predict_logits(int8, rows)
     batching = max(
         batching_max_abs_diff(int8, [probe_signal(n, seed=900 + i) for i, n in enumerate(case)])
@@ -135,12 +153,27 @@ def quantize_model(
         if len(case) > 1
     )
     agreement = (fp32_logits.argmax(1) == int8_logits.argmax(1)).mean()
-    return {
+    ua_fp32 = unweighted_accuracy(fp32_logits, labels) if labels is not None else None
+    ua_int8 = unweighted_accuracy(int8_logits, labels) if labels is not None else None
+    n_calibration = min(len(list(calibration) if calibration else rows), CALIBRATION_MAX)
+    entry = {
         "argmax_agreement": float(agreement),
-        "ua_fp32": unweighted_accuracy(fp32_logits, labels) if labels is not None else None,
-        "ua_int8": unweighted_accuracy(int8_logits, labels) if labels is not None else None,
+        "ua_fp32": ua_fp32,
+        "ua_int8": ua_int8,
         "batching_max_abs_diff": batching,
         "batch_invariant": batching <= tolerance,
-        "method": f"{METHOD}; calibrated on {min(len(rows), CALIBRATION_MAX)} utterances of {source}",
+        "method": f"{METHOD}; calibrated on {n_calibration} utterances of {source}",
         "evaluated_on": len(rows),
+        "evaluated_on_calibration_clips": not (check and check["audio"]),
+        "accepted": True,
     }
+    if check and check["audio"]:
+        entry["evaluation_speakers"] = check["speakers"]
+        entry["max_ua_drop"] = max_ua_drop
+        if ua_fp32 - ua_int8 > max_ua_drop:
+            entry["accepted"] = False
+            entry["reason"] = (
+                f"int8 UA {ua_int8:.3f} is {ua_fp32 - ua_int8:.3f} below fp32's {ua_fp32:.3f} on "
+                f"{len(rows)} held-out clips (allowed: {max_ua_drop}); model.int8.onnx not shipped"
+            )
+    return entry

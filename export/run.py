@@ -8,34 +8,54 @@ from pathlib import Path
 import numpy as np
 
 from export.model_dir import build_model_dir
+from export.quantize import CALIBRATION_MAX, EVALUATION_MAX, INT8_MAX_UA_DROP
 from export.spec import MAX_SECONDS, SAMPLE_RATE
 from server.audio import load_audio
 from training.calibration import fold_temperature
-from training.data.utterance import read_jsonl
+from training.data.splits import FINAL_FOLD
+from training.data.utterance import Utterance, read_jsonl
 from training.student import load_student
+
+# Where a fold's exported student lives, in order of preference: retrained on all non-test
+# speakers (refit), trained without validation speakers (the final protocol), best on validation.
+CHECKPOINTS = ("student/refit/last", "student/last", "student/best")
+SUMMARY = "summary.json"
+
+
+def checkpoint_dir(fold_dir: Path) -> Path | None:
+    return next((fold_dir / c for c in CHECKPOINTS if (fold_dir / c / SUMMARY).is_file()), None)
 
 
 def fold_dirs(run_dir: Path) -> list[Path]:
-    folds = sorted(
-        p.parent.parent.parent for p in run_dir.glob("folds/*/student/best/summary.json")
-    )
+    folds = sorted(p for p in (run_dir / "folds").glob("*") if checkpoint_dir(p) is not None)
     if not folds:
-        raise FileNotFoundError(f"no trained student in {run_dir}/folds/*/student/best/")
+        raise FileNotFoundError(f"no trained student in {run_dir}/folds/*/student/")
     return folds
 
 
 def choose_fold(run_dir: Path, fold: str | None) -> Path:
-    """The named fold, else the fold with the best validation UA (never chosen on test)."""
+    """The named fold; else the ``final`` fold (trained on every speaker) or the only fold.
+
+    Folds are never compared to pick one: each fold validates on other speakers, so their
+    validation UAs are not comparable (and test UAs must not choose)."""
     if fold is not None:
         path = run_dir / "folds" / str(fold)
-        if not (path / "student" / "best" / "summary.json").exists():
-            raise FileNotFoundError(f"fold {fold!r} has no student/best/summary.json in {run_dir}")
+        if checkpoint_dir(path) is None:
+            raise FileNotFoundError(f"fold {fold!r} has no trained student in {run_dir}")
         return path
-    return max(fold_dirs(run_dir), key=lambda p: read_summary(p)["valid"]["ua"])
+    folds = fold_dirs(run_dir)
+    final = [p for p in folds if p.name == FINAL_FOLD]
+    if final or len(folds) == 1:
+        return (final or folds)[0]
+    raise ValueError(
+        f"{run_dir} has {len(folds)} folds ({', '.join(p.name for p in folds)}); their validation "
+        "speakers differ, so their scores do not choose one: name it (--fold), or train the "
+        "model for export on every speaker (python -m training.distill --protocol=final ...)"
+    )
 
 
 def read_summary(fold_dir: Path) -> dict:
-    return json.loads((fold_dir / "student" / "best" / "summary.json").read_text())
+    return json.loads((checkpoint_dir(fold_dir) / SUMMARY).read_text())
 
 
 def resolve_audio(path: str, run_dir: Path) -> Path:
@@ -45,16 +65,41 @@ def resolve_audio(path: str, run_dir: Path) -> Path:
     return run_dir / candidate
 
 
-def validation_set(
-    fold_dir: Path, run_dir: Path, labels: list[str]
-) -> tuple[list[np.ndarray], list[int]]:
-    """Validation audio, cropped to the verified maximum length, and class indices."""
-    audio, targets = [], []
+def speaker_rounds(utterances: list[Utterance], seed: int = 0) -> list[list[Utterance]]:
+    """Every speaker's utterances shuffled (fixed seed), then dealt in rounds of one utterance
+    per speaker: any run of rounds spreads over all speakers (the first 64 validation
+    utterances had been one speaker's)."""
+    rng = np.random.default_rng(seed)
+    by_speaker: dict[str, list[Utterance]] = {}
+    for u in utterances:
+        by_speaker.setdefault(u.speaker, []).append(u)
+    queues = [[q[i] for i in rng.permutation(len(q))] for _, q in sorted(by_speaker.items())]
+    return [[q[k] for q in queues if k < len(q)] for k in range(max(map(len, queues), default=0))]
+
+
+def int8_sets(fold_dir: Path, run_dir: Path, labels: list[str]) -> tuple[dict, dict]:
+    """(calibration, evaluation) for int8, each {"audio", "labels", "speakers", "source"}:
+    held-out audio (validation speakers; the training part for a ``final`` model, which has
+    none), dealt in rounds over the speakers, even rounds for calibration and odd ones for the
+    check: both sets span every speaker and never share a clip."""
+    source = "validation"
+    utts = read_jsonl(fold_dir / "valid.jsonl")
+    if not utts:
+        source, utts = "training (no validation speakers)", read_jsonl(fold_dir / "train.jsonl")
+    rounds = speaker_rounds(utts)
     limit = int(MAX_SECONDS * SAMPLE_RATE)
-    for utterance in read_jsonl(fold_dir / "valid.jsonl"):
-        audio.append(load_audio(resolve_audio(utterance.audio_path, run_dir))[:limit])
-        targets.append(labels.index(utterance.label))
-    return audio, targets
+
+    def load(part: list[Utterance]) -> dict:
+        return {
+            "audio": [load_audio(resolve_audio(u.audio_path, run_dir))[:limit] for u in part],
+            "labels": [labels.index(u.label) for u in part],
+            "speakers": sorted({u.speaker for u in part}),
+            "source": source,
+        }
+
+    calibration = [u for r in rounds[0::2] for u in r][:CALIBRATION_MAX]
+    evaluation = [u for r in rounds[1::2] for u in r][:EVALUATION_MAX]
+    return load(calibration), load(evaluation)
 
 
 def export_run(
@@ -64,22 +109,25 @@ def export_run(
     fold: str | None = None,
     int8: bool = False,
     triton_dir: Path | str | None = None,
+    int8_max_ua_drop: float = INT8_MAX_UA_DROP,
 ) -> Path:
     run_dir = Path(run_dir)
     fold_dir = choose_fold(run_dir, fold)
-    student = load_student(fold_dir / "student" / "best").eval()
+    student = load_student(checkpoint_dir(fold_dir)).eval()
     temperature = (read_summary(fold_dir).get("calibration") or {}).get("temperature")
     if temperature:  # fitted on the validation speakers; every exported artefact carries it
         fold_temperature(student, temperature)
-    audio, targets = (None, None)
+    calibration, evaluation = (None, None)
     if int8:
-        audio, targets = validation_set(fold_dir, run_dir, student.labels)
+        calibration, evaluation = int8_sets(fold_dir, run_dir, student.labels)
     return build_model_dir(
         student,
         out_dir,
         summary=read_summary(fold_dir),
         int8=int8,
-        calibration=audio,
-        calibration_labels=targets,
+        calibration=calibration["audio"] if calibration else None,
+        int8_check=evaluation,
+        int8_max_ua_drop=int8_max_ua_drop,
+        calibration_info=calibration and {k: calibration[k] for k in ("speakers", "source")},
         triton_dir=triton_dir,
     )

@@ -16,10 +16,29 @@ MAX_QUEUE_DELAY_US = 5_000  # like the service's max_wait_ms: bounded latency co
 LABELS_FILE = "labels.txt"
 
 
-def config_pbtxt(name: str, classes: int, embedding_dim: int) -> str:
+def config_pbtxt(
+    name: str, classes: int, embedding_dim: int, fixed_samples: int | None = None
+) -> str:
+    """The model's config. Triton's dynamic batcher only puts requests of equal shapes into
+    one batch (ragged batching needs a model that takes concatenated rows, which this one does
+    not), so with variable-length ``audio`` (dims [-1], the default) it would batch almost
+    nothing and only add its queue delay: there is no dynamic_batching, and clients send
+    batches themselves (rows zero-padded to the longest, ``lengths`` = valid samples). With
+    ``fixed_samples`` (clients that send fixed windows, e.g. 2 s streaming chunks) ``audio``
+    is [fixed_samples] and the dynamic batcher groups concurrent requests."""
     # With max_batch_size > 0 Triton adds the batch axis itself: dims are per row. `lengths` is
     # one int64 per row, so it is [1] in Triton's view, reshaped to the graph's [batch].
     preferred = ", ".join(str(b) for b in PREFERRED_BATCH_SIZES)
+    audio_dims = fixed_samples if fixed_samples else -1
+    batching = (
+        f"""dynamic_batching {{
+  preferred_batch_size: [ {preferred} ]
+  max_queue_delay_microseconds: {MAX_QUEUE_DELAY_US}
+}}
+"""
+        if fixed_samples
+        else "# no dynamic_batching: variable-length requests are batched by the client\n"
+    )
     return f"""name: "{name}"
 platform: "onnxruntime_onnx"
 max_batch_size: {MAX_BATCH_SIZE}
@@ -27,7 +46,7 @@ input [
   {{
     name: "audio"
     data_type: TYPE_FP32
-    dims: [ -1 ]
+    dims: [ {audio_dims} ]
   }},
   {{
     name: "lengths"
@@ -49,21 +68,20 @@ output [
     dims: [ {embedding_dim} ]
   }}
 ]
-dynamic_batching {{
-  preferred_batch_size: [ {preferred} ]
-  max_queue_delay_microseconds: {MAX_QUEUE_DELAY_US}
-}}
-instance_group [ {{ count: 1, kind: KIND_AUTO }} ]
+{batching}instance_group [ {{ count: 1, kind: KIND_AUTO }} ]
 """
 
 
-def write_triton_repo(model_dir: Path, repo_dir: Path, name: str = MODEL_NAME) -> Path:
-    """Write (or refresh) the model ``name`` in the repository ``repo_dir``; returns its folder."""
+def write_triton_repo(
+    model_dir: Path, repo_dir: Path, name: str = MODEL_NAME, fixed_samples: int | None = None
+) -> Path:
+    """Write (or refresh) the model ``name`` in the repository ``repo_dir``; returns its folder.
+    ``fixed_samples``: see ``config_pbtxt``."""
     meta = json.loads((model_dir / META_FILE).read_text())
     model = repo_dir / name
     (model / "1").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model_dir / MODEL_FILE, model / "1" / MODEL_FILE)
     (model / LABELS_FILE).write_text("".join(f"{label}\n" for label in meta["labels"]))
-    config = config_pbtxt(name, len(meta["labels"]), meta["embedding_dim"])
+    config = config_pbtxt(name, len(meta["labels"]), meta["embedding_dim"], fixed_samples)
     (model / "config.pbtxt").write_text(config)
     return model

@@ -1,11 +1,11 @@
 """One /v1/stream connection: the driver of its `StreamMachine` (server/stream_machine.py).
 
-The machine decides; this file only performs. A reader task reads one message at a time, and
-only when the machine wants input (after the intake-rate delay); inference tasks run on the
-shared batcher; their answers, the messages and the server's shutdown all arrive in one
-queue, and one loop hands each to the machine in turn and performs the actions it returns:
-send an event, start or cancel an inference, close the socket. A timer puts a tick in the
-same queue at the machine's next deadline (idle, session, drain).
+The machine decides; this file only performs. Three kinds of task feed it: the reader (one
+message at a time, only while the machine wants input, after the intake-rate delay), the
+inference tasks on the shared batcher (their answers), and the session's own loop (timer ticks
+at the machine's next deadline, the server's shutdown). Each input is one `_step`: under one
+lock, hand it to the machine and perform the actions it returns, in order: send an event,
+start or cancel an inference, close the socket.
 """
 
 from __future__ import annotations
@@ -16,12 +16,20 @@ import json
 import logging
 import time
 import uuid
+from functools import partial
 from typing import Any
 
 import anyio
 from fastapi import WebSocket
 
-from server.batcher import BatcherClosed, InferenceFailed, Priority, QueueFull, RequestTimeout
+from server.batcher import (
+    BatcherClosed,
+    Inference,
+    InferenceFailed,
+    Priority,
+    QueueFull,
+    RequestTimeout,
+)
 from server.settings import Settings
 from server.stream_machine import (
     Action,
@@ -80,9 +88,10 @@ class StreamSession:
             session_id=uuid.uuid4().hex,
             now=time.monotonic(),
         )
-        self._inputs: asyncio.Queue[tuple] = asyncio.Queue()
-        self._permits: asyncio.Queue[float] = asyncio.Queue(maxsize=1)
-        self._reading = False
+        self._inputs: asyncio.Queue[tuple] = asyncio.Queue()  # ticks, shutdown, wake-ups
+        self._lock = asyncio.Lock()
+        self._may_read = asyncio.Event()
+        self._failure: Exception | None = None
         self._tasks: dict[int, asyncio.Task] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._armed_for: float | None = None
@@ -94,16 +103,19 @@ class StreamSession:
     async def run(self) -> None:
         machine = self.machine
         await self.websocket.accept(subprotocol=self.subprotocol)
+        query = query_config(self.websocket.query_params)
+        await self._step(lambda now: machine.open(query, now))
         reader = asyncio.create_task(self._read(), name=f"stream-{machine.session_id}")
         try:
-            query = query_config(self.websocket.query_params)
-            await self._perform(machine.open(query, time.monotonic()))
-            while machine.closed is None:
-                if machine.wants_input and not self._reading:
-                    self._reading = True
-                    self._permits.put_nowait(machine.read_delay(time.monotonic()))
-                self._arm_timer()
-                await self._perform(await self._step(await self._inputs.get()))
+            while machine.closed is None and self._failure is None:
+                item = await self._inputs.get()
+                if item[0] == "tick":
+                    self._armed_for = None
+                    await self._step(machine.tick)
+                elif item[0] == "shutdown":
+                    await self._step(lambda now, until=item[1]: machine.shutdown(now, until))
+            if self._failure is not None:
+                raise self._failure
         except _ClientGone as gone:
             machine.gone(f"disconnected {gone.args[0]}" if gone.args else "client gone")
         except Exception:
@@ -134,6 +146,26 @@ class StreamSession:
             with anyio.CancelScope(shield=True):
                 await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def _step(self, call, *, threaded: bool = False) -> None:
+        """One input: `call(now)` asks the machine, then its actions are performed, both under
+        the lock (the machine sees one input at a time, events leave in the machine's order).
+        A large frame runs through the machine in a worker thread, under the same lock."""
+        async with self._lock:
+            if self.machine.closed is not None or self._failure is not None:
+                return
+            try:
+                now = time.monotonic()
+                actions = await asyncio.to_thread(call, now) if threaded else call(now)
+                await self._perform(actions)
+            except Exception as failure:  # _ClientGone, or a bug (1011): the loop ends it
+                self._failure = failure
+            if self.machine.closed is not None or self._failure is not None:
+                self._inputs.put_nowait(("wake",))
+                return
+            self._arm_timer()
+            if self.machine.wants_input:
+                self._may_read.set()
+
     def _arm_timer(self) -> None:
         """A `tick` input at the machine's next deadline (idle, session, drain)."""
         deadline = self.machine.next_deadline()
@@ -146,41 +178,27 @@ class StreamSession:
         self._timer = loop.call_at(when, self._inputs.put_nowait, ("tick",))
         self._armed_for = deadline
 
-    async def _step(self, item: tuple) -> list[Action]:
-        machine, now = self.machine, time.monotonic()
-        kind = item[0]
-        if kind == "message":
-            self._reading = False
-            message = item[1]
-            if message["type"] == "websocket.disconnect":
-                # A server that closes websockets itself at shutdown (1012) lands here too.
-                raise _ClientGone(message.get("code"))
-            if message.get("bytes") is not None:
-                data = message["bytes"]
-                if len(data) > INLINE_BYTES:
-                    return await asyncio.to_thread(machine.audio, data, now)
-                return machine.audio(data, now)
-            return machine.text(message.get("text") or "", now)
-        if kind == "inferred":
-            self._tasks.pop(item[1], None)
-            return machine.inferred(item[1], item[2], now)
-        if kind == "failed":
-            self._tasks.pop(item[1], None)
-            return machine.failed(item[1], item[2], now)
-        if kind == "tick":
-            self._armed_for = None
-            return machine.tick(now)
-        return machine.shutdown(now, item[1])
-
     async def _read(self) -> None:
+        machine = self.machine
         while True:
-            delay = await self._permits.get()
+            await self._may_read.wait()
+            if not machine.wants_input:
+                self._may_read.clear()  # set again by the step that makes room
+                continue
+            delay = machine.read_delay(time.monotonic())
             if delay > 0:
                 await asyncio.sleep(delay)  # the intake rate: TCP slows the client meanwhile
             message = await self.websocket.receive()
-            self._inputs.put_nowait(("message", message))
             if message["type"] == "websocket.disconnect":
+                # A server that closes websockets itself at shutdown (1012) lands here too.
+                self._failure = self._failure or _ClientGone(message.get("code"))
+                self._inputs.put_nowait(("wake",))
                 return
+            data = message.get("bytes")
+            if data is not None:
+                await self._step(partial(machine.audio, data), threaded=len(data) > INLINE_BYTES)
+            else:
+                await self._step(partial(machine.text, message.get("text") or ""))
 
     async def _perform(self, actions: list[Action]) -> None:
         for action in actions:
@@ -229,6 +247,12 @@ class StreamSession:
             log.exception("stream %s: inference raised", self.machine.session_id)
             error = StreamError("internal", "internal error", CLOSE_INTERNAL)
         else:
-            self._inputs.put_nowait(("inferred", action.key, inference))
+            await self._step(partial(self._answered, action.key, inference))
             return
-        self._inputs.put_nowait(("failed", action.key, error))
+        await self._step(partial(self._answered, action.key, error))
+
+    def _answered(self, key: int, answer: Inference | StreamError, now: float) -> list[Action]:
+        self._tasks.pop(key, None)
+        if isinstance(answer, StreamError):
+            return self.machine.failed(key, answer, now)
+        return self.machine.inferred(key, answer, now)

@@ -42,7 +42,9 @@ class Config:
     dataset: str = _help("iemocap | manifest | synthetic", "synthetic")
     data_path: str = _help("dataset root / manifest file / synthetic corpus dir", "data/synthetic")
     protocol: str = _help(
-        "loso | lospk | speakers | manifest (see training.data.splits)", "speakers"
+        "loso | lospk | speakers | manifest | final (all speakers train one model for export, "
+        "for `epochs` epochs, no validation or test; see training.data.splits)",
+        "speakers",
     )
     folds: str = _help("'first', 'all', or comma-separated fold names", "first")
     valid_speakers: int = _help("speakers held out of each training part for validation", 2)
@@ -82,6 +84,14 @@ class Config:
     pros_lr: float = _help("prosodic teacher learning rate", 1e-3)
     pros_batch_size: int = _help("prosodic teacher batch size", 32)
     pros_max_frames: int = _help("random training crop of LLD frames (100 fps); 0 = whole", 0)
+    # --- teacher targets --------------------------------------------------------------------
+    teacher_targets: str = _help(
+        "crossfit (each training utterance's target from a teacher that never trained on its "
+        "speaker) | insample (the fold's teacher on its own training data: near one-hot)",
+        "crossfit",
+    )
+    crossfit_folds: int = _help("speaker groups for crossfit targets (capped at the speakers)", 3)
+    teacher_max_steps: int = _help("teacher batches per epoch at most (0 = all; rehearsals)", 0)
     # --- student ----------------------------------------------------------------------------
     student_model: str = _help(
         "audio encoder: named config (tiny, tiny-mel, ...), offline Whisper bundle "
@@ -105,6 +115,12 @@ class Config:
     speed_perturb: float = _help("training speed perturbation: factor in [1-x, 1+x] (0 = off)", 0.0)
     eval_batch_size: int = _help("evaluation batch size (whole clips)", 16)
     bucket_size: int = _help("batches per length bucket (length-bucketed batching)", 8)
+    max_steps: int = _help("batches per epoch and process at most (0 = all; rehearsals)", 0)
+    refit: bool = _help(
+        "after choosing the epoch on the validation speakers, retrain the student on all "
+        "non-test speakers for that many epochs and test it (student/refit/)",
+        False,
+    )
     # --- distillation loss ------------------------------------------------------------------
     temperature: float = _help("KD temperature T", 2.0)
     a_ling: float = _help("weight of KD(linguistic teacher)", 1.0)
@@ -124,6 +140,11 @@ class Config:
     )
     export: str = _help("export the best student of the first fold to this model dir", "")
     int8: bool = _help("also write the int8 model with --export", False)
+    int8_max_ua_drop: float = _help(
+        "int8 is shipped only if its UA on held-out validation clips is at most this far "
+        "below fp32's",
+        0.02,
+    )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -134,7 +155,8 @@ class Config:
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "dataset": ("iemocap", "manifest", "synthetic"),
-    "protocol": ("loso", "lospk", "speakers", "manifest"),
+    "protocol": ("loso", "lospk", "speakers", "manifest", "final"),
+    "teacher_targets": ("crossfit", "insample"),
     "pros_norm": ("speaker", "global", "none"),
     "mixed_precision": ("auto", "no", "bf16", "fp16"),
     "emb_loss": ("cosine", "mse"),

@@ -37,11 +37,13 @@ from training.evaluate import (
     confusion_png,
     plot_curves,
     plot_layer_weights,
+    refit_table,
     results_table,
     scorer,
+    speakers_table,
     subset_table,
 )
-from training.loop import AudioSet, StudentOptions, predict, train_student
+from training.loop import TRAINER_STATE, AudioSet, StudentOptions, predict, train_student
 from training.losses import TEACHERS, LossWeights
 from training.student import is_pretrained, load_student
 from training.targets import load_targets
@@ -135,13 +137,14 @@ def ensure_synthetic_corpus(cfg: Config) -> None:
     generate(synth, root)
 
 
-def load_utterances(cfg: Config, accelerator: Accelerator) -> list[Utterance]:
+def load_utterances(cfg: Config, main_first) -> list[Utterance]:
+    """The dataset's utterances with labels in ``cfg.labels`` (a synthetic corpus is generated
+    first, by rank 0, while the others wait: ``main_first`` is a ``training.stages.MainFirst``)."""
     from training.data import load_dataset
 
-    if cfg.dataset == "synthetic" and accelerator.is_main_process:
-        ensure_synthetic_corpus(cfg)
-    accelerator.wait_for_everyone()
-    utts = load_dataset(cfg.dataset, cfg.data_path)
+    if cfg.dataset == "synthetic":
+        main_first.run("corpus", lambda: ensure_synthetic_corpus(cfg))
+    utts = load_dataset(cfg.dataset, cfg.data_path, tuple(cfg.labels))
     kept = [u for u in utts if u.label in cfg.labels]
     if len(kept) < len(utts):
         log.info("dropped %d utterances with labels outside %s", len(utts) - len(kept), cfg.labels)
@@ -179,10 +182,12 @@ def read_fold(fold_dir: Path) -> dict[str, list[Utterance]]:
 
 
 def prosodic_features(
-    cfg: Config, parts: dict[str, list[Utterance]], cache_dir: Path
-) -> dict[str, list[np.ndarray]]:
-    """Normalised LLDs per part. Per-speaker statistics use each speaker's own unlabelled audio
-    (test speakers included: no labels are involved); global ones are fitted on train only."""
+    cfg: Config, parts: dict[str, list[Utterance]], cache_dir: Path, norm_path: Path | None = None
+) -> dict[str, np.ndarray]:
+    """Normalised LLDs by utterance id. Per-speaker statistics use each speaker's own unlabelled
+    audio (test speakers included: no labels are involved); global ones are fitted on train
+    only. The normaliser's statistics are saved to ``norm_path`` (beside the prosodic teacher:
+    it cannot be used on new audio without them)."""
     from training.prosody import GlobalNormalizer, ProsodyCache, SpeakerNormalizer
 
     utts = [u for p in PARTS for u in parts[p]]
@@ -192,8 +197,11 @@ def prosodic_features(
     elif cfg.pros_norm == "global":
         norm = GlobalNormalizer().fit({u.id: raw[u.id] for u in parts["train"]})
     else:
-        return {p: [raw[u.id] for u in parts[p]] for p in PARTS}
-    return {p: [norm.transform(raw[u.id], u.speaker) for u in parts[p]] for p in PARTS}
+        return {u.id: raw[u.id] for u in utts}
+    if norm_path is not None:
+        norm_path.parent.mkdir(parents=True, exist_ok=True)
+        norm.save(norm_path)
+    return {u.id: norm.transform(raw[u.id], u.speaker) for u in utts}
 
 
 def loss_weights(cfg: Config) -> LossWeights:
@@ -227,60 +235,164 @@ def teacher_options(cfg: Config, teacher: str, device: str) -> FitOptions:
         seed=cfg.seed,
         device=device,
         desc=f"{teacher} teacher",
+        max_steps=cfg.teacher_max_steps,
     )
+
+
+NORMALIZER_FILE = "normalizer.json"
+
+
+def teacher_done(fold_dir: Path, teacher: str) -> bool:
+    from training.targets import target_path
+
+    return target_path(fold_dir / "targets", teacher).is_file()
+
+
+def fit_teacher(
+    cfg: Config,
+    teacher: str,
+    parts: dict[str, list[Utterance]],
+    feats: dict[str, np.ndarray] | None,
+    tdir: Path,
+    device: str,
+    desc: str,
+) -> dict:
+    """Train one teacher on parts["train"] (selection on parts["valid"]; the last epoch when it
+    is empty), score it, save it in ``tdir``; skipped when ``tdir/metrics.json`` exists."""
+    from training.teachers import train_linguistic, train_prosodic
+
+    metrics_file = tdir / "metrics.json"
+    if metrics_file.is_file():
+        log.info("%s: done, skipped (%s)", desc, metrics_file)
+        return json.loads(metrics_file.read_text(encoding="utf-8"))
+    y = {p: np.array([cfg.labels.index(u.label) for u in parts[p]], dtype=int) for p in PARTS}
+    started = time.monotonic()
+    opts = teacher_options(cfg, teacher, device)
+    opts.desc = desc
+    if teacher == "ling":
+        metrics = train_linguistic(
+            parts, y, cfg.labels, model=cfg.ling_model, dropout=cfg.ling_dropout,
+            max_tokens=cfg.ling_max_tokens, opts=opts, out_dir=tdir,
+        )  # fmt: skip
+    else:
+        part_feats = {p: [feats[u.id] for u in parts[p]] for p in PARTS}
+        metrics = train_prosodic(
+            part_feats, y, cfg.labels, hidden=cfg.pros_hidden, layers=cfg.pros_layers,
+            dropout=cfg.pros_dropout, max_frames=cfg.pros_max_frames, opts=opts, out_dir=tdir,
+        )  # fmt: skip
+    metrics["seconds"] = round(time.monotonic() - started, 1)
+    metrics["speakers"] = {p: sorted({u.speaker for u in parts[p]}) for p in PARTS}
+    metrics_file.write_text(json.dumps(metrics, indent=1), encoding="utf-8")
+
+    def ua(part: str) -> str:
+        return f"{metrics[part]['ua']:.3f}" if metrics.get(part) else "-"
+
+    log.info(
+        "%s: best epoch %d, training accuracy %.3f, valid UA %s, test UA %s (%.0fs)",
+        desc, metrics["best_epoch"], metrics["train_accuracy"], ua("valid"), ua("test"),
+        metrics["seconds"],
+    )  # fmt: skip
+    return metrics
+
+
+def teacher_outputs(
+    cfg: Config,
+    teacher: str,
+    tdir: Path,
+    utts: list[Utterance],
+    feats: dict[str, np.ndarray] | None,
+    device: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    from training.targets import linguistic_outputs, prosodic_outputs
+
+    bs = getattr(cfg, f"{teacher}_batch_size")
+    if teacher == "ling":
+        return linguistic_outputs(tdir, utts, cfg.ling_max_tokens, bs, device)
+    return prosodic_outputs(tdir, [feats[u.id] for u in utts], bs, device)
 
 
 def teacher_stages(
     cfg: Config, fold_dir: Path, parts: dict[str, list[Utterance]], teachers: list[str], device: str
 ) -> None:
-    """Train each needed teacher and cache its targets, unless already done."""
-    from training.targets import cache_linguistic, cache_prosodic, target_path
-    from training.teachers import train_linguistic, train_prosodic
+    """Train each needed teacher and cache its targets for the training and validation
+    utterances (validation targets serve a refit on all non-test speakers), unless done.
 
-    y = {p: np.array([cfg.labels.index(u.label) for u in parts[p]]) for p in PARTS}
-    targets_dir = fold_dir / "targets"
-    feats: dict[str, list[np.ndarray]] | None = None
+    ``teacher_targets=crossfit``: the training speakers are split into ``crossfit_folds``
+    groups (training.crossfit); a teacher trained on the other groups (selected on the
+    validation speakers) gives each group's targets. ``insample``: the fold's teacher gives
+    them all. Either way the fold's teacher (all training speakers) is what the report scores,
+    and it gives the validation speakers' targets (it never trained on them).
+    """
+    from training.crossfit import speaker_groups, target_stats
+    from training.targets import target_path, write_targets
+
+    pending = [t for t in teachers if not teacher_done(fold_dir, t)]
     for teacher in teachers:
+        if teacher not in pending:
+            log.info("%s teacher and targets: done, skipped", teacher)
+    if not pending:  # a resumed run: no prosody to hash or load
+        return
+    feats = None
+    if "pros" in pending:
+        cache = (
+            Path(cfg.prosody_cache)
+            if cfg.prosody_cache
+            else Path(cfg.run_dir) / "cache" / "prosody"
+        )
+        norm_path = fold_dir / "teachers" / "pros" / NORMALIZER_FILE
+        feats = prosodic_features(cfg, parts, cache, norm_path)
+    labels = {u.id: cfg.labels.index(u.label) for p in PARTS for u in parts[p]}
+    for teacher in pending:
         tdir = fold_dir / "teachers" / teacher
-        metrics_file = tdir / "metrics.json"
-        if teacher == "pros" and feats is None:
-            cache = (
-                Path(cfg.prosody_cache)
-                if cfg.prosody_cache
-                else Path(cfg.run_dir) / "cache" / "prosody"
-            )
-            feats = prosodic_features(cfg, parts, cache)
-        if metrics_file.is_file():
-            log.info("%s teacher: done, skipped (%s)", teacher, metrics_file)
-        else:
-            started = time.monotonic()
-            opts = teacher_options(cfg, teacher, device)
-            if teacher == "ling":
-                metrics = train_linguistic(
-                    parts, y, cfg.labels, model=cfg.ling_model, dropout=cfg.ling_dropout,
-                    max_tokens=cfg.ling_max_tokens, opts=opts, out_dir=tdir,
+        fit_teacher(cfg, teacher, parts, feats, tdir, device, f"{teacher} teacher")
+        rows: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        sources = []
+        if cfg.teacher_targets == "crossfit":
+            for g, held in enumerate(speaker_groups(parts["train"], cfg.crossfit_folds)):
+                inner = {
+                    "train": [u for u in parts["train"] if u.speaker not in held],
+                    "valid": parts["valid"],
+                    "test": [],
+                }
+                sub_dir = tdir / "crossfit" / str(g)
+                desc = f"{teacher} teacher, cross-fit {g} (without {'+'.join(held)})"
+                sub = fit_teacher(cfg, teacher, inner, feats, sub_dir, device, desc)
+                out_of_fold = [u for u in parts["train"] if u.speaker in held]
+                logits, emb = teacher_outputs(cfg, teacher, sub_dir, out_of_fold, feats, device)
+                rows.update({u.id: (logits[i], emb[i]) for i, u in enumerate(out_of_fold)})
+                sources.append(
+                    {"dir": str(sub_dir.relative_to(fold_dir)), "predicts": held,
+                     "train_accuracy": sub["train_accuracy"]}
                 )  # fmt: skip
-            else:
-                metrics = train_prosodic(
-                    feats, y, cfg.labels, hidden=cfg.pros_hidden, layers=cfg.pros_layers,
-                    dropout=cfg.pros_dropout, max_frames=cfg.pros_max_frames, opts=opts, out_dir=tdir,
-                )  # fmt: skip
-            metrics["seconds"] = round(time.monotonic() - started, 1)
-            metrics_file.write_text(json.dumps(metrics, indent=1), encoding="utf-8")
-            log.info(
-                "%s teacher: best epoch %d, valid UA %.3f, test UA %.3f WA %.3f (%.0fs)",
-                teacher, metrics["best_epoch"], metrics["valid"]["ua"], metrics["test"]["ua"],
-                metrics["test"]["wa"], metrics["seconds"],
-            )  # fmt: skip
-        out = target_path(targets_dir, teacher)
-        if out.is_file():
-            continue
-        bs = getattr(cfg, f"{teacher}_batch_size")
-        if teacher == "ling":
-            cache_linguistic(tdir, parts["train"], cfg.ling_max_tokens, bs, device, out)
+            rest = parts["valid"]
         else:
-            cache_prosodic(tdir, parts["train"], feats["train"], bs, device, out)
-        log.info("%s targets cached: %s", teacher, out)
+            rest = parts["train"] + parts["valid"]
+        if rest:
+            logits, emb = teacher_outputs(cfg, teacher, tdir, rest, feats, device)
+            rows.update({u.id: (logits[i], emb[i]) for i, u in enumerate(rest)})
+        ids = [u.id for u in parts["train"] + parts["valid"]]
+        logits = np.stack([rows[i][0] for i in ids])
+        emb = np.stack([rows[i][1] for i in ids])
+        n_train = len(parts["train"])
+        y = np.array([labels[i] for i in ids])
+        stats = {
+            "mode": cfg.teacher_targets,
+            "train": target_stats(logits[:n_train], y[:n_train], cfg.temperature),
+            "valid": target_stats(logits[n_train:], y[n_train:], cfg.temperature),
+            "crossfit": sources,
+        }
+        out = target_path(fold_dir / "targets", teacher)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps(stats, indent=1), encoding="utf-8")
+        write_targets(out, ids, logits, emb)
+        t = stats["train"]
+        log.info(
+            "%s targets (%s) on %d training utterances: accuracy %.3f, mean entropy %.3f nats "
+            "(%.3f at T=%g; uniform %.3f), mean top probability %.3f",
+            teacher, cfg.teacher_targets, t["n"], t["accuracy"], t["mean_entropy"],
+            t[f"mean_entropy_T{cfg.temperature:g}"], cfg.temperature, t["max_entropy"],
+            t["mean_top_probability"],
+        )  # fmt: skip
 
 
 def read_teacher_metrics(fold_dir: Path) -> dict:
@@ -324,6 +436,7 @@ def student_options(cfg: Config, weights: LossWeights, seed: int, desc: str) -> 
         weighted_layers=weighted_layers(cfg), max_seconds=cfg.max_seconds,
         speed_perturb=cfg.speed_perturb,
         bucket_size=cfg.bucket_size, num_workers=cfg.num_workers, seed=seed, weights=weights,
+        max_steps=cfg.max_steps,
         desc=desc,
     )  # fmt: skip
 
@@ -338,9 +451,12 @@ def run_student(
     targets: dict[str, dict[str, np.ndarray]],
     accelerator: Accelerator,
     carriers: np.ndarray | None = None,
+    speakers: dict[str, list[str]] | None = None,
 ) -> dict:
     """Train (or resume) one student and score its best and last checkpoints. ``carriers``:
-    what carries each test utterance's label (synthetic corpora), for per-subset test UA."""
+    what carries each test utterance's label (synthetic corpora), for per-subset test UA.
+    ``speakers``: who trained, validated and tested (recorded in the result and summary).
+    Without validation speakers (the ``final`` protocol) only the last epoch exists."""
     sdir = student_dir(cfg, fold_dir, variant, seed)
     if (sdir / DONE).is_file():
         log.info("student %s seed %d: done, skipped (%s)", variant, seed, sdir)
@@ -358,12 +474,18 @@ def run_student(
         "variant": variant,
         "seed": seed,
         "weights": weights.__dict__,
+        "speakers": speakers or {},
         **trained,
     }
-    for which in ("best", "last"):
+    has_valid, has_test = len(data["valid"]) > 0, len(data["test"]) > 0
+    for which in ("best", "last") if has_valid else ("last",):
+        if which == "last" and trained["best_epoch"] == len(trained["history"]):
+            # The best epoch was the last: the same weights, the same scores.
+            result.update({f"{k[:-5]}_last": v for k, v in result.items() if k.endswith("_best")})
+            break
         student = load_student(sdir / which).to(accelerator.device)
         scored = {}
-        for part in ("valid", "test"):
+        for part in [p for p in ("valid", "test") if len(data[p])]:
             logits, _ = predict(student, data[part], cfg.eval_batch_size, accelerator)
             scored[part] = logits
             result[f"{part}_{which}"] = score(data[part].y, logits)
@@ -375,7 +497,7 @@ def run_student(
                 }
         if which == "best" and student.layer_weights is not None:
             result["layer_weights"] = student.layer_weights
-        if which == "best":
+        if which == "best" and has_test:
             # The temperature is fitted on the validation speakers; test only reports it.
             result["calibration"] = calibration_report(
                 scored["valid"], data["valid"].y, scored["test"], data["test"].y
@@ -385,22 +507,103 @@ def run_student(
                     scored["test"], data["test"].y, result["calibration"]["temperature"],
                     sdir / "reliability.png", f"{variant} s{seed}: test speakers",
                 )  # fmt: skip
+        del student
     result["seconds"] = round(time.monotonic() - started, 1)
-    log.info(
-        "student %s seed %d: test UA %.3f (best valid, epoch %d) / %.3f (last epoch)",
-        variant, seed, result["test_best"]["ua"], result["best_epoch"], result["test_last"]["ua"],
-    )  # fmt: skip
+    if has_test:
+        log.info(
+            "student %s seed %d: test UA %.3f (best valid, epoch %d) / %.3f (last epoch)",
+            variant, seed, result["test_best"]["ua"], result["best_epoch"],
+            result["test_last"]["ua"],
+        )  # fmt: skip
     if accelerator.is_main_process:
         summary = {
             "dataset": cfg.dataset, "protocol": cfg.protocol, "fold": fold,
             "backbone": cfg.student_model, "epoch": result["best_epoch"], "labels": list(cfg.labels),
-            "valid": brief(result["valid_best"]), "test": brief(result["test_best"]),
-            "seed": seed, "variant": variant, "calibration": result["calibration"],
+            "valid": brief(result["valid_best"]) if has_valid else None,
+            "test": brief(result["test_best"]) if has_test else None,
+            "seed": seed, "variant": variant, "calibration": result.get("calibration"),
+            "speakers": result["speakers"],
         }  # fmt: skip
-        (sdir / "best" / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+        checkpoint = sdir / ("best" if has_valid else "last")
+        (checkpoint / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
         (sdir / DONE).write_text(json.dumps(result, indent=1), encoding="utf-8")
+        drop_trainer_state(sdir)
     accelerator.wait_for_everyone()
     return result
+
+
+def drop_trainer_state(sdir: Path) -> None:
+    """A finished student needs no optimizer state (~760 MB for hubert-base): only a killed run
+    resumes from it, and result.json now marks this one done."""
+    (sdir / "last" / TRAINER_STATE).unlink(missing_ok=True)
+
+
+def run_refit(
+    cfg: Config,
+    fold_dir: Path,
+    variant: str,
+    seed: int,
+    result: dict,
+    parts: dict[str, list[Utterance]],
+    data: dict[str, AudioSet],
+    teachers: list[str],
+    accelerator: Accelerator,
+) -> dict:
+    """Retrain the student on all non-test speakers (train + valid) for the epoch count the
+    validation speakers chose, then test it: ``student/refit/`` beside ``student/best``."""
+    sdir = student_dir(cfg, fold_dir, variant, seed) / "refit"
+    if (sdir / DONE).is_file():
+        log.info("refit %s seed %d: done, skipped (%s)", variant, seed, sdir)
+        return json.loads((sdir / DONE).read_text(encoding="utf-8"))
+    epochs = int(result["best_epoch"])
+    pool = parts["train"] + parts["valid"]
+    weights = loss_weights(cfg).for_variant(variant)
+    used = [t for t in teachers if weights.kd(t) > 0 or weights.emb(t) > 0]
+    train = AudioSet(
+        [u.audio_path for u in pool],
+        np.array([cfg.labels.index(u.label) for u in pool], dtype=int),
+        load_targets(fold_dir / "targets", used, [u.id for u in pool]),
+        cache=cfg.cache_audio,
+        durations=[u.duration for u in pool],
+    )
+    empty = AudioSet([], np.zeros(0, dtype=int), cache=False, durations=[])
+    opts = student_options(cfg, weights, seed, f"refit {variant} s{seed}")
+    opts.epochs = epochs
+    score = scorer(cfg.labels)
+    trained = train_student(train, empty, opts, sdir, accelerator, score)
+    student = load_student(sdir / "last").to(accelerator.device)
+    logits, _ = predict(student, data["test"], cfg.eval_batch_size, accelerator)
+    del student
+    speakers = {
+        "train": sorted({u.speaker for u in pool}),
+        "valid": [],
+        "test": sorted({u.speaker for u in parts["test"]}),
+    }
+    refit = {
+        "epochs": epochs,
+        "epochs_chosen_on": sorted({u.speaker for u in parts["valid"]}),
+        "train_utterances": len(pool),
+        "speakers": speakers,
+        "test": score(data["test"].y, logits),
+        "history": trained["history"],
+    }
+    log.info(
+        "refit %s seed %d: %d epochs on %d utterances (%s), test UA %.3f",
+        variant, seed, epochs, len(pool), ",".join(speakers["train"]), refit["test"]["ua"],
+    )  # fmt: skip
+    if accelerator.is_main_process:
+        summary = {
+            "dataset": cfg.dataset, "protocol": cfg.protocol, "fold": result["fold"],
+            "backbone": cfg.student_model, "epoch": epochs, "labels": list(cfg.labels),
+            "valid": None, "test": brief(refit["test"]), "seed": seed, "variant": variant,
+            "refit": True, "speakers": speakers,
+            "calibration": result.get("calibration"),
+        }  # fmt: skip
+        (sdir / "last" / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+        (sdir / DONE).write_text(json.dumps(refit, indent=1), encoding="utf-8")
+        drop_trainer_state(sdir)
+    accelerator.wait_for_everyone()
+    return refit
 
 
 # --- the recipe -------------------------------------------------------------------------------
@@ -408,8 +611,11 @@ def run_student(
 
 def run(cfg: Config) -> dict:
     """Run (or resume) everything ``cfg`` asks for; returns the metrics written to metrics.json."""
+    from training.stages import MainFirst, stage
+
     accelerator = make_accelerator(cfg)
     main_process = accelerator.is_main_process
+    rank = accelerator.process_index
     run_dir = Path(cfg.run_dir)
     if main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -429,67 +635,94 @@ def run(cfg: Config) -> dict:
         accelerator.mixed_precision,
     )  # fmt: skip
     started = time.monotonic()
-    utts = load_utterances(cfg, accelerator)
-    folds = select_folds(
-        cfg, make_folds(utts, cfg.protocol, valid_speakers=cfg.valid_speakers, seed=cfg.seed)
-    )
+    main_first = MainFirst(accelerator, run_dir)
+    with stage("data", run_dir, rank):
+        utts = load_utterances(cfg, main_first)
+        folds = select_folds(
+            cfg, make_folds(utts, cfg.protocol, valid_speakers=cfg.valid_speakers, seed=cfg.seed)
+        )
     plan = student_plan(cfg)
     base = loss_weights(cfg)
     teachers = teachers_needed(plan, base)
     students, teacher_metrics, histories = [], [], {}
     for fold in folds:
         fold_dir = run_dir / "folds" / fold.name
-        if main_process:
-            write_fold(fold, fold_dir)
-        accelerator.wait_for_everyone()
+        main_first.run(f"fold-{fold.name}", lambda fold=fold, d=fold_dir: write_fold(fold, d))
         parts = read_fold(fold_dir)
-        if main_process:
-            log.info(
-                "fold %s: train %d utts (%d speakers), valid %d (%s), test %d (%s)",
-                fold.name, len(parts["train"]), len({u.speaker for u in parts["train"]}),
-                len(parts["valid"]), ",".join(sorted({u.speaker for u in parts["valid"]})),
-                len(parts["test"]), ",".join(sorted({u.speaker for u in parts["test"]})),
-            )  # fmt: skip
-            teacher_stages(cfg, fold_dir, parts, teachers, str(accelerator.device))
-        accelerator.wait_for_everyone()
+        log.info(
+            "fold %s: train %d utts (%s), valid %d (%s), test %d (%s)",
+            fold.name, len(parts["train"]), speakers_of(parts["train"]),
+            len(parts["valid"]), speakers_of(parts["valid"]),
+            len(parts["test"]), speakers_of(parts["test"]),
+        )  # fmt: skip
+        with stage("teachers", run_dir, rank, fold=fold.name):
+            # Rank 0 alone; the others wait on a marker file, not in a barrier (training.stages).
+            main_first.run(
+                f"teachers-{fold.name}",
+                lambda d=fold_dir, p=parts: teacher_stages(
+                    cfg, d, p, teachers, str(accelerator.device)
+                ),
+            )
         data = {
             p: AudioSet(
                 [u.audio_path for u in parts[p]],
-                np.array([cfg.labels.index(u.label) for u in parts[p]]),
+                np.array([cfg.labels.index(u.label) for u in parts[p]], dtype=int),
                 cache=cfg.cache_audio,
                 durations=[u.duration for u in parts[p]],
             )
             for p in PARTS
         }
-        targets = load_targets(fold_dir / "targets", teachers, [u.id for u in parts["train"]])
+        ids = [u.id for u in parts["train"]]
+        targets = load_targets(fold_dir / "targets", teachers, ids)
         carriers = np.array([u.extra.get("carrier", "") for u in parts["test"]])
         for variant, seed in plan:
-            result = run_student(
-                cfg, fold.name, fold_dir, variant, seed, data, targets, accelerator,
-                carriers if carriers.any() else None,
-            )  # fmt: skip
+            with stage("student", run_dir, rank, fold=fold.name, variant=variant, seed=seed):
+                result = run_student(
+                    cfg, fold.name, fold_dir, variant, seed, data, targets, accelerator,
+                    carriers if carriers.any() else None, speakers_by_part(parts),
+                )  # fmt: skip
+            if cfg.refit and parts["valid"]:
+                with stage("refit", run_dir, rank, fold=fold.name, variant=variant, seed=seed):
+                    result["refit"] = run_refit(
+                        cfg, fold_dir, variant, seed, result, parts, data, teachers, accelerator
+                    )
             students.append(result)
             if fold is folds[0] and seed == plan[0][1]:
                 histories[variant] = result["history"]
-        teacher_metrics.append(read_teacher_metrics(fold_dir))
+        teacher_metrics.append(read_teacher_metrics(fold_dir) if parts["test"] else {})
     metrics = {
         "config": cfg.to_dict(),
         "folds": [f.name for f in folds],
-        "summary": aggregate(students, teacher_metrics),
+        "summary": aggregate([s for s in students if "test_best" in s], teacher_metrics),
         "teachers": teacher_metrics,
         "students": [{k: v for k, v in s.items() if k != "history"} for s in students],
         "seconds": round(time.monotonic() - started, 1),
     }
     if main_process:
         write_report(cfg, run_dir, folds, students, teacher_metrics, histories, metrics)
-    accelerator.wait_for_everyone()
-    if cfg.export and main_process:
+    if cfg.export:
         from export import export_run
 
-        out = export_run(run_dir, cfg.export, fold=folds[0].name, int8=cfg.int8)
-        log.info("exported the best student of fold %s to %s", folds[0].name, out)
-    accelerator.wait_for_everyone()
+        with stage("export", run_dir, rank):
+            out = main_first.run(
+                "export",
+                lambda: export_run(
+                    run_dir, cfg.export, fold=folds[0].name, int8=cfg.int8,
+                    int8_max_ua_drop=cfg.int8_max_ua_drop,
+                ),
+            )  # fmt: skip
+        log.info("exported the student of fold %s to %s", folds[0].name, out)
+    main_first.close()
     return metrics
+
+
+def speakers_of(utts: Sequence[Utterance]) -> str:
+    speakers = sorted({u.speaker for u in utts})
+    return f"{len(speakers)} speakers: {','.join(speakers)}" if speakers else "none"
+
+
+def speakers_by_part(parts: dict[str, list[Utterance]]) -> dict[str, list[str]]:
+    return {p: sorted({u.speaker for u in parts[p]}) for p in PARTS}
 
 
 def write_report(
@@ -507,8 +740,20 @@ def write_report(
         f"{cfg.dataset}, protocol {cfg.protocol}, folds {', '.join(f.name for f in folds)}, "
         f"seeds {', '.join(map(str, seeds))}, student {cfg.student_model}, {cfg.epochs} epochs"
     )
+    speakers = speakers_table(students)
+    scored = [s for s in students if "test_best" in s]
+    if not scored:  # the final protocol: nothing held out, nothing to score
+        text = (
+            f"### {title}\n\nFinal model(s): trained on every speaker for {cfg.epochs} epochs, "
+            f"no validation or test speakers.\n{speakers}"
+        )
+        (run_dir / "results.md").write_text(text, encoding="utf-8")
+        plot_curves(histories, run_dir / "training_curves.png")
+        log.info("results (%s):\n%s", run_dir / "results.md", text)
+        return
+    students = scored
     table = results_table(students, teachers, title) + subset_table(students)
-    table += calibration_table(students)
+    table += calibration_table(students) + refit_table(students) + speakers
     note = (
         "\nUA/WA in % on the held-out test speakers, mean ± std over (fold, seed) runs; teachers "
         "over folds. 'best valid' = the epoch with the best validation UA, 'last epoch' = the "
@@ -517,6 +762,8 @@ def write_report(
     (run_dir / "results.md").write_text(table + note, encoding="utf-8")
     for fold, fold_teachers in zip(folds, teachers, strict=True):
         for name, tm in fold_teachers.items():
+            if not tm.get("test"):
+                continue
             confusion_png(tm["test"], cfg.labels, run_dir / f"confusion_{fold.name}_{name}_teacher.png",
                           f"{name} teacher, fold {fold.name} (test)")  # fmt: skip
         main = [s for s in students if s["fold"] == fold.name and s["variant"] == cfg.variant]

@@ -218,3 +218,60 @@ def plot_layer_weights(students: Sequence[dict], path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def refit_table(students: Sequence[dict]) -> str:
+    """Markdown: test UA/WA of the students retrained on all non-test speakers for the epoch
+    count the validation speakers chose, next to the validation-selected students."""
+    runs = [s for s in students if s.get("refit")]
+    if not runs:
+        return ""
+    lines = [
+        "",
+        "Retrained on all non-test speakers (train + valid) for the chosen number of epochs "
+        "(`refit`), test UA/WA in %:",
+        "",
+        "| model | runs | epochs (chosen on valid) | train utterances | test UA (refit) | "
+        "test WA (refit) | test UA (best valid, fewer speakers) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for variant in dict.fromkeys(s["variant"] for s in runs):
+        rs = [s for s in runs if s["variant"] == variant]
+        epochs = ", ".join(str(s["refit"]["epochs"]) for s in rs)
+        utts = ", ".join(sorted({str(s["refit"]["train_utterances"]) for s in rs}))
+        cells = [
+            fmt([s["refit"]["test"]["ua"] for s in rs]),
+            fmt([s["refit"]["test"]["wa"] for s in rs]),
+            fmt([s["test_best"]["ua"] for s in rs]),
+        ]
+        lines.append(
+            f"| student: {variant} | {len(rs)} | {epochs} | {utts} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def speakers_table(students: Sequence[dict]) -> str:
+    """Markdown: which speakers trained, validated and tested each fold's students (and the
+    refit students, when any)."""
+    folds: dict[str, dict] = {}
+    for s in students:
+        if s.get("speakers"):
+            folds.setdefault(s["fold"], s)
+    if not folds:
+        return ""
+    lines = ["", "Speakers per fold:", "", "| fold | model | train | valid | test |"]
+    lines.append("| --- | --- | --- | --- | --- |")
+
+    def cell(names: Sequence[str]) -> str:
+        return f"{len(names)}: {', '.join(names)}" if names else "-"
+
+    for fold, s in folds.items():
+        sp = s["speakers"]
+        lines.append(
+            f"| {fold} | selected on valid | {cell(sp['train'])} | {cell(sp['valid'])} | "
+            f"{cell(sp['test'])} |"
+        )
+        if s.get("refit"):
+            rs = s["refit"]["speakers"]
+            lines.append(f"| {fold} | refit | {cell(rs['train'])} | - | {cell(rs['test'])} |")
+    return "\n".join(lines) + "\n"

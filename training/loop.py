@@ -394,7 +394,7 @@ def train_student(
         )
         state["epoch"] = epoch
         if accelerator.is_main_process:
-            if improved:
+            if improved and len(valid):  # without validation, last is the only checkpoint
                 save_student(student, best_dir)
                 (best_dir / "epoch.json").write_text(
                     json.dumps({"epoch": epoch, "valid": metrics if len(valid) else None})

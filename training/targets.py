@@ -1,6 +1,7 @@
-"""Teacher targets: each teacher runs once over the training utterances; its logits and
-embeddings are cached in ``RUN/folds/<fold>/targets/<teacher>.npz`` (keyed by utterance id), so
-distillation epochs never run a teacher."""
+"""Teacher targets: teachers run once over the training (and validation) utterances; their
+logits and embeddings are cached in ``RUN/folds/<fold>/targets/<teacher>.npz`` (keyed by
+utterance id), so distillation epochs never run a teacher. Which teacher produced which
+utterance's target (cross-fitted or in-sample) is decided in ``training.distill``."""
 
 from __future__ import annotations
 
@@ -32,32 +33,27 @@ def _write(path: Path, ids: Sequence[str], logits: np.ndarray, embedding: np.nda
     tmp.replace(path)  # atomic: a killed run never leaves half a target file
 
 
-def cache_linguistic(
-    teacher_dir: Path,
-    utts: Sequence[Utterance],
-    max_tokens: int,
-    batch_size: int,
-    device: str,
-    out: Path,
+def write_targets(
+    path: Path, ids: Sequence[str], logits: np.ndarray, embedding: np.ndarray
 ) -> None:
+    """The cached targets of one teacher (atomic)."""
+    _write(path, ids, logits, embedding)
+
+
+def linguistic_outputs(
+    teacher_dir: Path, utts: Sequence[Utterance], max_tokens: int, batch_size: int, device: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, embeddings) of the saved linguistic teacher on ``utts``' transcripts."""
     teacher, tokenizer = LinguisticTeacher.load(teacher_dir)
-    logits, emb = predict(
-        teacher, make_collate(tokenizer, max_tokens), texts(utts), batch_size, device
-    )
-    _write(out, [u.id for u in utts], logits, emb)
+    return predict(teacher, make_collate(tokenizer, max_tokens), texts(utts), batch_size, device)
 
 
-def cache_prosodic(
-    teacher_dir: Path,
-    utts: Sequence[Utterance],
-    feats: Sequence[np.ndarray],
-    batch_size: int,
-    device: str,
-    out: Path,
-) -> None:
+def prosodic_outputs(
+    teacher_dir: Path, feats: Sequence[np.ndarray], batch_size: int, device: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, embeddings) of the saved prosodic teacher on normalised LLDs."""
     teacher = ProsodicTeacher.load(teacher_dir)
-    logits, emb = predict(teacher, prosodic_collate, list(feats), batch_size, device)
-    _write(out, [u.id for u in utts], logits, emb)
+    return predict(teacher, prosodic_collate, list(feats), batch_size, device)
 
 
 def load_targets(
@@ -71,7 +67,8 @@ def load_targets(
         missing = [i for i in ids if i not in row]
         if missing:
             raise KeyError(
-                f"{teacher} targets lack {len(missing)} training utterances, e.g. {missing[:3]}"
+                f"{teacher} targets lack {len(missing)} utterances, e.g. {missing[:3]}; "
+                f"delete {target_path(targets_dir, teacher)} to recompute them"
             )
         order = np.array([row[i] for i in ids])
         out[teacher] = {"logits": data["logits"][order], "embedding": data["embedding"][order]}

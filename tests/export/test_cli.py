@@ -25,20 +25,36 @@ def fake_run(run_dir, make_student, folds=("1", "2")):
             path = run_dir / "audio" / f"{fold}_{i}.wav"
             path.parent.mkdir(parents=True, exist_ok=True)
             sf.write(path, probe_signal(4_000 + 2_000 * i, seed=i), 16_000, subtype="PCM_16")
-            utterances.append(Utterance(f"{fold}_{i}", str(path), EMOTIONS[i % 4]))
+            speaker = f"spk{i // 4}"  # two validation speakers, 4 clips each, in speaker order
+            utterances.append(Utterance(f"{fold}_{i}", str(path), EMOTIONS[i % 4], speaker=speaker))
         write_jsonl(utterances, run_dir / "folds" / fold / "valid.jsonl")
 
 
-def test_cli_exports_best_fold_with_int8_and_triton(tmp_path, make_student, capsys):
+def test_cli_does_not_choose_between_folds_by_validation_ua(tmp_path, make_student, capsys):
+    """Issue 12: each fold validates on other speakers; its UA does not pick the fold."""
+    fake_run(tmp_path / "run", make_student)
+    assert main(["--run", str(tmp_path / "run"), "--out", str(tmp_path / "m")]) == 1
+    err = capsys.readouterr().err
+    assert "2 folds (1, 2)" in err and "--fold" in err and "--protocol=final" in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_cli_exports_named_fold_with_int8_and_triton(tmp_path, make_student, capsys):
     fake_run(tmp_path / "run", make_student)
     out, triton = tmp_path / "models" / "demo", tmp_path / "triton"
-    args = ["--run", str(tmp_path / "run"), "--out", str(out), "--int8", "--triton", str(triton)]
-    assert main(args) == 0
+    args = ["--run", str(tmp_path / "run"), "--fold", "1", "--out", str(out), "--int8"]
+    assert main([*args, "--triton", str(triton)]) == 0
     meta = json.loads((out / "model.json").read_text())
-    assert meta["training"]["fold"] == "2"  # the higher validation UA
+    assert meta["training"]["fold"] == "1"
     assert meta["backbone"] == "tiny"
-    assert meta["int8"]["evaluated_on"] == 8 and 0 <= meta["int8"]["ua_int8"] <= 1
-    assert "validation audio" in meta["int8"]["method"]
+    int8 = meta["int8"]
+    # Calibration and the accuracy check: disjoint halves, both spanning both speakers (the
+    # first 64 validation clips had been one speaker's, and the check had included them).
+    assert int8["evaluated_on"] == 4 and not int8["evaluated_on_calibration_clips"]
+    assert int8["evaluation_speakers"] == ["spk0", "spk1"]
+    assert "4 utterances of validation audio of spk0, spk1" in int8["method"]
+    assert 0 <= int8["ua_int8"] <= 1 and int8["accepted"] is True
+    assert (out / "model.int8.onnx").is_file()
     assert (out / "hf" / "config.json").exists()
     assert (triton / "emodistill" / "config.pbtxt").exists()
     assert "wrote" in capsys.readouterr().out
@@ -50,3 +66,14 @@ def test_cli_reports_missing_fold(tmp_path, make_student, capsys):
     assert main(args) == 1
     assert "fold '7'" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def test_int8_that_loses_accuracy_is_not_shipped(tmp_path, make_student):
+    """The held-out accuracy check gates (here with an impossible allowance)."""
+    from export.run import export_run
+
+    fake_run(tmp_path / "run", make_student, folds=("1",))
+    out = export_run(tmp_path / "run", tmp_path / "m", int8=True, int8_max_ua_drop=-1.0)
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["int8"]["accepted"] is False and "not shipped" in meta["int8"]["reason"]
+    assert "model.int8.onnx" not in meta["files"] and not (out / "model.int8.onnx").exists()

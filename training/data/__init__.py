@@ -9,9 +9,13 @@ from training.data.utterance import EMOTIONS, Utterance
 DATASET_KINDS = ("iemocap", "manifest", "synthetic")
 
 
-def load_dataset(kind: str, path: str | Path) -> list[Utterance]:
+def load_dataset(
+    kind: str, path: str | Path, labels: tuple[str, ...] | list[str] = EMOTIONS
+) -> list[Utterance]:
     """``kind``: "iemocap" (release root), "manifest" (a CSV/JSONL file) or "synthetic"
-    (a folder written by ``python -m training.data.synthetic``, read through its manifest)."""
+    (a folder written by ``python -m training.data.synthetic``, read through its manifest).
+    ``labels``: the classes a manifest may use (the config's ``labels``); IEMOCAP and the
+    synthetic corpus have their own label sets, filtered by the caller."""
     from training.data.manifest import load_manifest
 
     if kind == "iemocap":
@@ -19,7 +23,7 @@ def load_dataset(kind: str, path: str | Path) -> list[Utterance]:
 
         return load_iemocap(path)
     if kind == "manifest":
-        return load_manifest(path)
+        return load_manifest(path, labels)
     if kind == "synthetic":
         from training.data.synthetic import MANIFEST_NAME, with_carriers
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from training.data.utterance import Utterance
 
-PROTOCOLS = ("loso", "lospk", "speakers", "manifest")
+PROTOCOLS = ("loso", "lospk", "speakers", "manifest", "final")
+FINAL_FOLD = "final"
 DEFAULT_VALID_SPEAKERS = 2
 DEFAULT_TEST_SPEAKERS = 2
 MANIFEST_SPLITS = ("train", "valid", "test")
@@ -136,6 +137,8 @@ def make_folds(
     - "lospk": one fold per speaker (IEMOCAP: 10).
     - "speakers": one fold; test = ``test_speakers`` or 2 chosen by ``seed``.
     - "manifest": one fold from the manifest's ``split`` column.
+    - "final": one fold "final" whose training part is every utterance (no validation or
+      test part): the model for export, trained for an epoch count chosen by a protocol above.
     In the first three, ``valid_speakers`` speakers drawn from the remaining (training)
     speakers form the validation part. Every fold is checked to be speaker-independent.
     """
@@ -149,6 +152,8 @@ def make_folds(
         folds = _held_out(utterances, valid_speakers, seed, test_speakers)
     elif protocol == "manifest":
         folds = _manifest(utterances)
+    elif protocol == "final":
+        folds = [Fold(FINAL_FOLD, list(utterances), [], [])]
     else:
         raise SplitError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
     for fold in folds:

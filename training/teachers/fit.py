@@ -37,6 +37,7 @@ class FitOptions:
     device: str = "cpu"
     desc: str = "teacher"
     progress: bool = True
+    max_steps: int = 0  # batches per epoch at most (0 = all): rehearsals, smoke runs
 
 
 @dataclass
@@ -92,6 +93,7 @@ def fit(
     train_collate: Collate | None = None,
 ) -> FitResult:
     """Fine-tune with cross-entropy; keep (and load) the weights of the best validation UA.
+    Without validation items (the ``final`` protocol) the last epoch is kept.
 
     ``train_collate`` (default ``collate``) may augment, e.g. crop; evaluation uses ``collate``.
     """
@@ -101,18 +103,23 @@ def fit(
     items, y = train
     model.to(opts.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
-    steps = opts.epochs * len(_batches(len(items), opts.batch_size, None))
+    per_epoch = len(_batches(len(items), opts.batch_size, None))
+    if opts.max_steps > 0:
+        per_epoch = min(per_epoch, opts.max_steps)
+    steps = opts.epochs * per_epoch
     scheduler = warmup_cosine(optimizer, steps, opts.warmup_ratio)
     best: tuple[float, int, dict] = (-1.0, 0, {})
     history = []
     for epoch in range(1, opts.epochs + 1):
         model.train()
-        losses = []
-        batches = _batches(len(items), opts.batch_size, rng)
+        losses, hits = [], 0
+        batches = _batches(len(items), opts.batch_size, rng)[:per_epoch]
         bar = tqdm(batches, desc=f"{opts.desc} {epoch}/{opts.epochs}", disable=not opts.progress)
         for idx in bar:
             logits, _ = model(**_to(train_collate([items[i] for i in idx]), opts.device))
-            loss = F.cross_entropy(logits.float(), torch.as_tensor(y[idx], device=opts.device))
+            target = torch.as_tensor(y[idx], device=opts.device)
+            loss = F.cross_entropy(logits.float(), target)
+            hits += int((logits.argmax(-1) == target).sum())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if opts.grad_clip > 0:
@@ -121,11 +128,20 @@ def fit(
             scheduler.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses):.3f}")
+        # Training accuracy: the epoch's own batches as trained on (dropout on, weights moving).
+        train_accuracy = hits / sum(len(b) for b in batches)
+        if not len(valid[0]):
+            history.append(
+                {"epoch": epoch, "loss": float(np.mean(losses)), "train_accuracy": train_accuracy}
+            )
+            best = (0.0, epoch, {})
+            continue
         metrics = evaluate(model, collate, *valid, labels, opts.batch_size, opts.device)
         history.append(
             {
                 "epoch": epoch,
                 "loss": float(np.mean(losses)),
+                "train_accuracy": train_accuracy,
                 "valid_ua": metrics["ua"],
                 "valid_wa": metrics["wa"],
             }
@@ -142,6 +158,8 @@ def fit(
         if metrics["ua"] > best[0]:
             state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             best = (metrics["ua"], epoch, state)
+    if not len(valid[0]):
+        return FitResult(best_epoch=best[1], valid=None, history=history)
     model.load_state_dict(best[2])
     valid_metrics = evaluate(model, collate, *valid, labels, opts.batch_size, opts.device)
     return FitResult(best_epoch=best[1], valid=valid_metrics, history=history)
@@ -155,14 +173,21 @@ def fit_and_test(
     opts: FitOptions,
     train_collate: Collate | None = None,
 ) -> dict:
-    """``fit`` on parts["train"] (selection on parts["valid"]), then score parts["test"]:
-    the metrics a teacher reports (best epoch, valid, test, history, embedding size)."""
+    """``fit`` on parts["train"] (selection on parts["valid"]), then score parts["test"]
+    (None when empty): the metrics a teacher reports (best epoch, its training accuracy,
+    valid, test, history, embedding size)."""
     result = fit(model, collate, parts["train"], parts["valid"], labels, opts, train_collate)
-    test = evaluate(model, collate, *parts["test"], labels, opts.batch_size, opts.device)
+
+    def score(part: str) -> dict | None:
+        if not len(parts[part][0]):
+            return None
+        return evaluate(model, collate, *parts[part], labels, opts.batch_size, opts.device)
+
     return {
         "best_epoch": result.best_epoch,
+        "train_accuracy": result.history[result.best_epoch - 1]["train_accuracy"],
         "valid": result.valid,
-        "test": test,
+        "test": score("test"),
         "history": result.history,
         "embedding_dim": model.embedding_dim,
     }

@@ -1,0 +1,163 @@
+"""Full-size rehearsal of the IEMOCAP recipe on a CPU machine (issue 12).
+
+A generated IEMOCAP tree of the real layout and size (5 sessions, 10 speakers, 5,531 4-class
+utterances + 4,500 dropped turns; short synthetic audio), trained by the IEMOCAP preset's code
+path under ``torchrun --nproc_per_node 2`` (gloo): the HuBERT-base architecture (random init,
+LayerDrop 0.1 and time masking on, CNN frozen), 5 LOSO folds, cross-fitted teacher targets,
+the ablation subset (``--variants``, ``--seeds``) and the refit on all non-test speakers.
+Offline: the linguistic teacher is the shipped MiniLM (``minilm``). Step caps keep it short.
+
+Midway, the whole process group is killed with SIGKILL while a student trains (after the
+``--kill-at``-th student finished its first epoch); the same command then resumes the run. At
+the end it reports wall time and peak RSS per stage (every rank writes RUN/stages.jsonl) and
+whether the students' peak memory grew with their number.
+
+    python benchmarks/rehearsal.py                       # ~20-25 min on 2 CPU cores
+    python benchmarks/rehearsal.py --root /tmp/rehearsal --seeds 0,1,2 --kill-at 0   # no kill
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# The caps: 1 epoch of 3 batches of 4 clips per rank and student; teachers 1 epoch of at most
+# 5 batches each (then scored on every validation and test utterance, as in a real run).
+CAPS = [
+    "--epochs=1", "--max_steps=3", "--batch_size=4", "--grad_accum=1", "--max_seconds=0.5",
+    "--eval_batch_size=32", "--ling_epochs=1", "--ling_batch_size=64", "--ling_max_tokens=10",
+    "--teacher_max_steps=5",
+    "--pros_epochs=1", "--pros_hidden=32", "--pros_max_frames=0", "--num_workers=0",
+    "--threads=1", "--cpu",
+]  # fmt: skip
+RESUME_LINE = re.compile(r"resuming after epoch|done, skipped")
+
+
+def command(root: Path, variants: str, seeds: str, folds: str) -> list[str]:
+    return [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "training.distill", "--preset", "iemocap",
+        f"--data_path={root / 'IEMOCAP_full_release'}", f"--run_dir={root / 'run'}",
+        f"--prosody_cache={root / 'prosody'}", "--ling_model=minilm",
+        "--student_model=hubert-base", f"--folds={folds}", "--ablation",
+        f"--variants={variants}", f"--seeds={seeds}", *CAPS,
+    ]  # fmt: skip
+
+
+def launch(cmd: list[str], log_path: Path) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TQDM_MININTERVAL": "20"}  # fmt: skip
+    handle = log_path.open("ab")
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
+
+
+def first_epochs(run_dir: Path) -> int:
+    log = run_dir / "log.txt"
+    if not log.is_file():
+        return 0
+    return len(re.findall(r"(student|refit) \S+ s\d+ epoch 1/", log.read_text(errors="replace")))
+
+
+def summarise(run_dir: Path, wall: dict) -> dict:
+    from training.stages import read_stages
+
+    stages = read_stages(run_dir)
+    kinds: dict[str, dict] = {}
+    for s in stages:
+        k = kinds.setdefault(s["stage"], {"count": 0, "seconds": 0.0, "peak_rss_mb": {}})
+        if s["rank"] == 0:
+            k["count"] += 1
+            k["seconds"] = round(k["seconds"] + s["seconds"], 1)
+        peak = k["peak_rss_mb"]
+        peak[str(s["rank"])] = max(peak.get(str(s["rank"]), 0), s["peak_rss_mb"] or 0)
+    students = [s for s in stages if s["stage"] in ("student", "refit") and s["rank"] == 0]
+    peaks = [s["peak_rss_mb"] for s in students]
+    half = max(1, len(peaks) // 2)
+    growth = {
+        "trainings": len(peaks),
+        "first_half_max_mb": max(peaks[:half]) if peaks else None,
+        "second_half_max_mb": max(peaks[half:]) if peaks[half:] else None,
+        "per_training_mb": peaks,
+    }
+    return {"wall_s": wall, "stages": kinds, "student_peak_rss_rank0": growth}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", type=Path, default=Path("/tmp/emodistill-rehearsal"))
+    parser.add_argument("--variants", default="ce_only,full")
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--folds", default="all")
+    parser.add_argument(
+        "--kill-at",
+        type=int,
+        default=10,
+        help="SIGKILL after the N-th student's first epoch (0 = never)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "rehearsal.json"
+    )
+    args = parser.parse_args(argv)
+    root = args.root
+    root.mkdir(parents=True, exist_ok=True)
+    wall: dict[str, float] = {}
+    started = time.monotonic()
+    if not (root / "IEMOCAP_full_release" / "Session5").is_dir():
+        from training.data.full_iemocap import make_full_iemocap
+
+        t = time.monotonic()
+        print(
+            make_full_iemocap(root / "IEMOCAP_full_release", seconds=(0.04, 0.08), progress=False)
+        )
+        wall["corpus"] = round(time.monotonic() - t, 1)
+    cmd = command(root, args.variants, args.seeds, args.folds)
+    log_path = root / "torchrun.log"
+    print("$", " ".join(cmd), f"\n(output: {log_path})", flush=True)
+    t = time.monotonic()
+    proc = launch(cmd, log_path)
+    killed = False
+    while proc.poll() is None:
+        time.sleep(2)
+        # Kill while the student after the N-th first epoch trains: its epoch 1 is saved.
+        if args.kill_at and not killed and first_epochs(root / "run") >= args.kill_at:
+            time.sleep(5)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            killed = True
+            wall["until_kill"] = round(time.monotonic() - t, 1)
+            print(
+                f"killed (SIGKILL, whole group) after {wall['until_kill']} s; resuming", flush=True
+            )
+            t2 = time.monotonic()
+            proc = launch(cmd, log_path)
+    if proc.returncode != 0:
+        print(f"torchrun exited {proc.returncode}; see {log_path}", file=sys.stderr)
+        return 1
+    wall["after_resume" if killed else "run"] = round(time.monotonic() - (t2 if killed else t), 1)
+    wall["total"] = round(time.monotonic() - started, 1)
+    report = summarise(root / "run", wall)
+    text = (root / "run" / "log.txt").read_text(errors="replace")
+    report["killed_and_resumed"] = killed
+    report["resume_lines"] = [line for line in text.splitlines() if RESUME_LINE.search(line)][:8]
+    report["results_md"] = (root / "run" / "results.md").read_text()
+    report["command"] = " ".join(cmd)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in report.items() if k != "results_md"}, indent=1))
+    print(report["results_md"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Issue 12 in the recipe: cross-fitted teacher targets, the refit on all non-test speakers,
+the final protocol, the speakers stated in results, resume without prosody, the prosody
+normaliser beside its teacher, no trainer state kept by finished students, ``--labels`` for
+manifests."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import soundfile as sf
+
+from tests.training.test_distill import _config, _fold_dir, corpus  # noqa: F401 (fixture)
+from training import distill
+from training.prosody import ProsodyCache, SpeakerNormalizer
+
+
+def _json(path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_crossfit_targets_refit_and_speakers(corpus, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    run_dir = tmp_path / "run"
+    cfg = _config(
+        corpus, run_dir, "--teacher_targets=crossfit", "--crossfit_folds=3", "--refit",
+        "--epochs=2",
+    )  # fmt: skip
+    distill.run(cfg)
+    fold_dir = _fold_dir(run_dir)
+    parts = {p: distill.read_jsonl(fold_dir / f"{p}.jsonl") for p in distill.PARTS}
+    train_speakers = {u.speaker for u in parts["train"]}
+    log = (run_dir / "log.txt").read_text()
+    for teacher in ("ling", "pros"):
+        stats = _json(fold_dir / "targets" / f"{teacher}.json")
+        assert stats["mode"] == "crossfit" and len(stats["crossfit"]) == 3
+        predicted = set()
+        for source in stats["crossfit"]:
+            # each group's targets come from a teacher that never trained on its speakers
+            sub = _json(fold_dir / source["dir"] / "metrics.json")
+            assert not set(sub["speakers"]["train"]) & set(source["predicts"])
+            assert set(sub["speakers"]["train"]) | set(source["predicts"]) == train_speakers
+            predicted |= set(source["predicts"])
+        assert predicted == train_speakers
+        assert 0 < stats["train"]["mean_entropy"] <= stats["train"]["max_entropy"]
+        assert stats["valid"]["n"] == len(parts["valid"])  # targets for the refit too
+        assert f"{teacher} targets (crossfit) on {len(parts['train'])} training utterances" in log
+    assert "training accuracy" in log
+    # the prosodic features' normaliser is saved with the prosodic teacher
+    norm = SpeakerNormalizer.load(fold_dir / "teachers" / "pros" / "normalizer.json")
+    assert {u.speaker for p in parts.values() for u in p} <= set(norm.stats)
+
+    result = _json(fold_dir / "student" / "result.json")
+    assert result["speakers"]["train"] == sorted(train_speakers)
+    assert result["speakers"]["test"] == sorted({u.speaker for u in parts["test"]})
+    refit = _json(fold_dir / "student" / "refit" / "result.json")
+    assert refit["epochs"] == result["best_epoch"]
+    assert refit["train_utterances"] == len(parts["train"]) + len(parts["valid"])
+    valid_speakers = {u.speaker for u in parts["valid"]}
+    assert set(refit["speakers"]["train"]) == train_speakers | valid_speakers
+    assert 0 <= refit["test"]["ua"] <= 1
+    summary = _json(fold_dir / "student" / "refit" / "last" / "summary.json")
+    assert summary["refit"] and summary["speakers"] == refit["speakers"]
+    results = (run_dir / "results.md").read_text()
+    assert "Speakers per fold" in results and "test UA (refit)" in results
+    # finished students keep no optimizer state
+    assert not list(run_dir.rglob("trainer.pt"))
+
+    # Resumed: teachers and targets exist, so no prosody is hashed or loaded.
+    def no_prosody(*args, **kwargs):
+        raise AssertionError("prosody recomputed on resume")
+
+    monkeypatch.setattr(ProsodyCache, "compute_all", no_prosody)
+    distill.run(cfg)
+    assert "pros teacher and targets: done, skipped" in (run_dir / "log.txt").read_text()
+
+
+def test_final_protocol_trains_on_every_speaker_and_exports(corpus, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    run_dir, model_dir = tmp_path / "run", tmp_path / "model"
+    cfg = _config(
+        corpus, run_dir, "--protocol=final", "--epochs=1", "--variant=ce+ling",
+        "--teacher_targets=crossfit", f"--export={model_dir}",
+    )  # fmt: skip
+    distill.run(cfg)
+    fold_dir = run_dir / "folds" / "final"
+    train = distill.read_jsonl(fold_dir / "train.jsonl")
+    assert len(train) == 64 and not (fold_dir / "valid.jsonl").read_text().strip()
+    result = _json(fold_dir / "student" / "result.json")
+    assert len(result["speakers"]["train"]) == 16 and not result["speakers"]["test"]
+    assert "test_best" not in result and not (fold_dir / "student" / "best").exists()
+    meta = _json(model_dir / "model.json")
+    assert meta["training"]["fold"] == "final" and meta["training"]["test"] is None
+    assert "every speaker" in (run_dir / "results.md").read_text()
+
+
+def test_manifest_adapter_honours_labels(tmp_path):
+    rows = ["path,label,text,speaker"]
+    for i, label in enumerate(["neutral", "calm", "calm", "neutral"]):
+        sf.write(tmp_path / f"{i}.wav", [0.0] * 1600, 16000)
+        rows.append(f"{i}.wav,{label},hello,s{i}")
+    manifest = tmp_path / "data.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    cfg = distill.load_config(
+        "iemocap",
+        overrides=["--dataset=manifest", f"--data_path={manifest}", "--labels=neutral,calm"],
+    )
+    utts = distill.load_utterances(cfg, None)
+    assert sorted(u.label for u in utts) == ["calm", "calm", "neutral", "neutral"]
+
+
+def test_presets_choose_targets_and_protocols():
+    demo, iemocap = distill.load_config("demo"), distill.load_config("iemocap")
+    assert (demo.teacher_targets, demo.refit) == ("insample", False)
+    assert (iemocap.teacher_targets, iemocap.refit) == ("crossfit", True)
+    with pytest.raises(distill.ConfigError):
+        distill.load_config("demo", overrides=["--teacher_targets=oof"])
