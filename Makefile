@@ -12,7 +12,7 @@ EMODISTILL_MODEL_DIR ?= $(DEMO_MODEL_DIR)
 export EMODISTILL_MODEL_DIR
 DEBIAN_PKGS := alsa-utils asterisk-core-sounds-en-wav espeak-ng chromium
 
-.PHONY: serve test test-fast lint demo-model demo bench sys-deps clean
+.PHONY: serve test test-fast lint demo-model demo bench sys-deps clean fuzz
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -71,6 +71,18 @@ test: $(VENV)/.dev sys-deps lint
 
 test-fast: $(VENV)/.dev
 	$(PY) -m pytest -q -m "not slow and not browser" -x $(PYTEST_ARGS)
+
+# Coverage-guided fuzzing of the decoder (atheris, the `fuzz` extra) for FUZZ_SECONDS, seeded
+# with the hostile corpus; a crashing input lands in tests/fuzz/corpus/ (fix it, keep it: the
+# tests replay that folder).
+FUZZ_SECONDS ?= 120
+fuzz: $(VENV)/.dev
+	$(PIP) install -q -e ".[fuzz]"
+	mkdir -p .cache/fuzz-corpus
+	PYTHONPATH=. $(PY) -m tests.fuzz.seed .cache/fuzz-corpus
+	PYTHONPATH=. $(PY) tests/fuzz/fuzz_audio.py .cache/fuzz-corpus tests/fuzz/corpus \
+	  -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=3072 \
+	  -artifact_prefix=tests/fuzz/corpus/crash-
 
 bench: $(VENV)/.dev
 	$(PY) benchmarks/bench_model.py

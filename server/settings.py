@@ -121,13 +121,23 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         """Limits that contradict each other stop the server at start-up (one line, exit 2),
-        not the first request or stream that meets them."""
+        not the first request or stream that meets them. A limit left at its default follows
+        a lower one that was set (max_seconds=10 makes stream_max_utterance_s 10)."""
         problems = []
+        # A default follows an explicitly lowered limit; only explicit values contradict.
+        chosen = self.model_fields_set
+        if self.max_seconds > self.max_segmented_seconds and "max_seconds" not in chosen:
+            self.max_seconds = self.max_segmented_seconds
         if self.max_seconds > self.max_segmented_seconds:
             problems.append(
                 f"EMODISTILL_MAX_SECONDS={self.max_seconds:g} is over "
                 f"EMODISTILL_MAX_SEGMENTED_SECONDS={self.max_segmented_seconds:g}"
             )
+        if (
+            self.stream_max_utterance_s > self.max_seconds
+            and "stream_max_utterance_s" not in chosen
+        ):
+            self.stream_max_utterance_s = self.max_seconds
         if self.stream_max_utterance_s > self.max_seconds:
             problems.append(
                 f"EMODISTILL_STREAM_MAX_UTTERANCE_S={self.stream_max_utterance_s:g} is over "

@@ -29,6 +29,10 @@ def test_contradictory_settings_are_refused(values, named):
 
 def test_consistent_settings_pass():
     Settings(max_seconds=15, stream_max_utterance_s=15, queue_size=8, max_batch_size=8)
+    # a default that the user did not set follows a lowered max_seconds
+    assert Settings(max_seconds=10).stream_max_utterance_s == 10
+    lowered = Settings(max_segmented_seconds=2)
+    assert lowered.max_seconds == 2 and lowered.stream_max_utterance_s == 2
 
 
 @pytest.mark.parametrize(
