@@ -469,6 +469,7 @@ def run_student(
     started = time.monotonic()
     opts = student_options(cfg, weights, seed, f"student {variant} s{seed}")
     trained = train_student(data["train"], data["valid"], opts, sdir, accelerator, score)
+    known = {"best": trained.pop("best_valid_logits")}  # no second pass over validation
     result = {
         "fold": fold,
         "variant": variant,
@@ -486,7 +487,10 @@ def run_student(
         student = load_student(sdir / which).to(accelerator.device)
         scored = {}
         for part in [p for p in ("valid", "test") if len(data[p])]:
-            logits, _ = predict(student, data[part], cfg.eval_batch_size, accelerator)
+            if part == "valid" and known.get(which) is not None:
+                logits = known[which]
+            else:
+                logits, _ = predict(student, data[part], cfg.eval_batch_size, accelerator)
             scored[part] = logits
             result[f"{part}_{which}"] = score(data[part].y, logits)
             if part == "test" and carriers is not None:
@@ -571,6 +575,7 @@ def run_refit(
     opts.epochs = epochs
     score = scorer(cfg.labels)
     trained = train_student(train, empty, opts, sdir, accelerator, score)
+    trained.pop("best_valid_logits")
     student = load_student(sdir / "last").to(accelerator.device)
     logits, _ = predict(student, data["test"], cfg.eval_batch_size, accelerator)
     del student

@@ -285,7 +285,8 @@ def train_student(
     """Train with ``opts.weights``; save ``out_dir/best`` (on validation UA) and ``out_dir/last``.
 
     Resumes from ``out_dir/last`` when it exists. ``metric_fn(y_true, logits) -> dict`` scores
-    validation. An empty ``valid`` set (a refit on all non-test speakers, or the ``final``
+    validation (the best epoch's validation logits come back as ``best_valid_logits``, or None
+    when that epoch ran before a resume). An empty ``valid`` set (a refit on all non-test speakers, or the ``final``
     protocol) trains the fixed number of epochs: best is then the last epoch. Returns
     {"history", "best_epoch", "best_valid"}. The accelerator keeps no reference to this
     student's model or optimizer afterwards (one accelerator serves many students).
@@ -306,6 +307,7 @@ def train_student(
     steps = opts.epochs * math.ceil(n_batches / opts.grad_accum)
     scheduler = warmup_cosine(optimizer, steps, opts.warmup_ratio)
     state = {"epoch": 0, "history": [], "best_ua": -1.0, "best_epoch": 0}
+    best_valid_logits = None  # the best epoch's validation logits, when this call computed them
     if resume:
         # map_location: a run saved on a GPU resumes on another device (or CPU) too.
         saved = torch.load(last_dir / TRAINER_STATE, map_location="cpu", weights_only=False)
@@ -380,6 +382,7 @@ def train_student(
         improved = metrics["ua"] > state["best_ua"] or not len(valid)
         if improved:
             state.update(best_ua=metrics["ua"], best_epoch=epoch)
+            best_valid_logits = logits if len(valid) else None
         log.info(
             "%s epoch %d/%d: loss %.3f (%s), valid UA %.3f WA %.3f%s [%.0fs]",
             opts.desc,
@@ -417,4 +420,5 @@ def train_student(
         "history": state["history"],
         "best_epoch": state["best_epoch"],
         "best_valid_ua": state["best_ua"],
+        "best_valid_logits": best_valid_logits,
     }

@@ -268,9 +268,18 @@ class Student(nn.Module):
         weighted = bool(self.config.use_weighted_layer_sum)
         if self._masked_norm is not None:
             self._masked_norm.lengths = lengths
+        extra = {}
+        if self.training and getattr(self.config, "mask_time_prob", 0) > 0:
+            frames = int(self.frame_lengths(lengths.max()[None])[0])
+            if frames <= self.config.mask_time_length:
+                # transformers refuses to draw a mask span longer than the batch (a batch of
+                # clips under ~0.2 s at hubert-base's 20 ms frames); such a batch is not masked.
+                extra["mask_time_indices"] = torch.zeros(
+                    len(audio), frames, dtype=torch.bool, device=audio.device
+                )
         try:
             out = self.classifier.base_model(
-                audio, attention_mask=attention_mask, output_hidden_states=weighted
+                audio, attention_mask=attention_mask, output_hidden_states=weighted, **extra
             )
         finally:
             if self._masked_norm is not None:

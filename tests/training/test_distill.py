@@ -154,7 +154,7 @@ def test_killed_run_resumes(corpus, tmp_path, monkeypatch, caplog):
     with caplog.at_level(logging.INFO, logger="emodistill.training"):
         distill.run(cfg)
     text = (run_dir / "log.txt").read_text()
-    assert "ling teacher: done, skipped" in text
+    assert "ling teacher and targets: done, skipped" in text
     assert "resuming after epoch 1 of 3" in text
     assert teacher_file.stat().st_mtime_ns == stamp
     assert not (fold_dir / "teachers" / "pros").exists()  # ce+ling never needs it

@@ -132,3 +132,17 @@ def test_masked_group_norm_statistics_stay_float32_under_bf16_autocast():
     )
     bias = (out.double() - ref)[..., : frames - 1].mean(-1).abs().max()
     assert bias < 5e-4  # bf16 statistics: 2.5e-3
+
+
+def test_time_masking_skips_batches_shorter_than_a_mask_span():
+    """HuBERT's time masking (mask_time_length 10 frames) raised on a batch of clips under
+    ~0.2 s while training (found by the full-size rehearsal); such a batch is now unmasked,
+    and a longer batch is still masked."""
+    torch.manual_seed(0)
+    student = Student(build_classifier("tiny", EMOTIONS)).train()
+    assert student.config.mask_time_prob > 0
+    short = torch.randn(2, 2000)  # 6 frames
+    logits, _ = student(short, torch.tensor([2000, 1500]))
+    logits.sum().backward()
+    long = torch.randn(2, 16000)
+    student(long, torch.tensor([16000, 12000]))

@@ -16,6 +16,28 @@ DROPPED_LABELS = ("fru", "xxx")
 _TONES_HZ = {"neutral": 150.0, "happy": 220.0, "angry": 180.0, "sad": 110.0}
 
 
+EVAL_HEADER = ("% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", "")
+
+
+def eval_lines(start: float, end: float, utt_id: str, raw: str) -> list[str]:
+    """One turn of an EmoEvaluation file, as the release writes it."""
+    return [
+        f"[{start:.4f} - {end:.4f}]\t{utt_id}\t{raw}\t[2.5000, 3.0000, 2.0000]",
+        f"C-E1:\t{raw.capitalize()};\t()",
+        "",
+    ]
+
+
+def write_dialog_files(
+    session_dir: Path, dialog: str, evaluation: list[str], transcription: list[str]
+) -> None:
+    """``dialog/EmoEvaluation/<dialog>.txt`` and ``dialog/transcriptions/<dialog>.txt``."""
+    for sub, lines in (("EmoEvaluation", evaluation), ("transcriptions", transcription)):
+        folder = session_dir / "dialog" / sub
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{dialog}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 def _clip(label: str, seconds: float, rng: np.random.Generator) -> np.ndarray:
     t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
     tone = 0.3 * np.sin(2 * np.pi * _TONES_HZ.get(label, 130.0) * t)
@@ -49,21 +71,13 @@ def make_fake_iemocap(
         for dialog, turns in dialogs.items():
             wav_dir = session_dir / "sentences" / "wav" / dialog
             wav_dir.mkdir(parents=True, exist_ok=True)
-            eval_lines = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
-            text_lines = []
+            evaluation, text_lines = list(EVAL_HEADER), []
             start = 1.0
             for utt_id, label, raw in turns:
                 end = start + seconds
                 sf.write(wav_dir / f"{utt_id}.wav", _clip(label, seconds, rng), SAMPLE_RATE)
-                eval_lines += [
-                    f"[{start:.4f} - {end:.4f}]\t{utt_id}\t{raw}\t[2.5000, 3.0000, 2.0000]",
-                    f"C-E1:\t{raw.capitalize()};\t()",
-                    "",
-                ]
+                evaluation += eval_lines(start, end, utt_id, raw)
                 text_lines.append(f"{utt_id} [{start:08.4f}-{end:08.4f}]: I feel {label} today.")
                 start = end + 0.5
-            for sub, lines in (("EmoEvaluation", eval_lines), ("transcriptions", text_lines)):
-                folder = session_dir / "dialog" / sub
-                folder.mkdir(parents=True, exist_ok=True)
-                (folder / f"{dialog}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+            write_dialog_files(session_dir, dialog, evaluation, text_lines)
     return root

@@ -25,6 +25,7 @@ import numpy as np
 import soundfile as sf
 
 from server.audio import SAMPLE_RATE
+from training.data.fake_iemocap import EVAL_HEADER, eval_lines, write_dialog_files
 
 PER_SESSION = (1085, 1023, 1151, 1031, 1241)
 CLASS_TOTALS = {"neutral": 1708, "happy": 1636, "angry": 1103, "sad": 1084}
@@ -60,9 +61,16 @@ def _clip(label: str, seconds: float, rng: np.random.Generator) -> np.ndarray:
 
 
 def make_full_iemocap(
-    root: str | Path, seconds: tuple[float, float] = (0.1, 0.3), seed: int = 0, progress=True
+    root: str | Path,
+    seconds: tuple[float, float] = (0.1, 0.3),
+    seed: int = 0,
+    progress: bool = True,
+    long_share: float = 0.0,
+    long_seconds: tuple[float, float] = (0.25, 0.35),
 ) -> dict:
-    """Write the tree; returns counts {"utterances" (4-class), "dropped", "files"}."""
+    """Write the tree; returns counts {"utterances" (4-class), "dropped", "files"}.
+    Clip lengths are uniform in ``seconds``, or in ``long_seconds`` for a ``long_share`` of
+    them (so some batches are long enough for HuBERT's 10-frame time-mask spans)."""
     from tqdm.auto import tqdm
 
     root = Path(root)
@@ -83,7 +91,7 @@ def make_full_iemocap(
         for dialog, items in by_dialog.items():
             wav_dir = session / "sentences" / "wav" / dialog
             wav_dir.mkdir(parents=True, exist_ok=True)
-            evals = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
+            evals = list(EVAL_HEADER)
             texts = []
             start = 2.0
             counters = {"F": 0, "M": 0}
@@ -91,24 +99,17 @@ def make_full_iemocap(
                 gender = "F" if rng.random() < 0.5 else "M"
                 utt_id = f"{dialog}_{gender}{counters[gender]:03d}"
                 counters[gender] += 1
-                secs = float(rng.uniform(*seconds))
+                secs = float(rng.uniform(*(long_seconds if rng.random() < long_share else seconds)))
                 end = start + secs
                 sf.write(wav_dir / f"{utt_id}.wav", _clip(label, secs, rng), SAMPLE_RATE)
-                evals += [
-                    f"[{start:.4f} - {end:.4f}]\t{utt_id}\t{raw}\t[2.5000, 3.0000, 2.5000]",
-                    f"C-E1:\t{raw.capitalize()};\t()",
-                    "",
-                ]
+                evals += eval_lines(start, end, utt_id, raw)
                 word = WORDS.get(label, "well") if rng.random() < 0.5 else "so"
                 texts.append(f"{utt_id} [{start:08.4f}-{end:08.4f}]: I am {word} about this.")
                 start = end + 0.4
                 kept += label != "dropped"
                 dropped += label == "dropped"
                 bar.update()
-            for sub, lines in (("EmoEvaluation", evals), ("transcriptions", texts)):
-                folder = session / "dialog" / sub
-                folder.mkdir(parents=True, exist_ok=True)
-                (folder / f"{dialog}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+            write_dialog_files(session, dialog, evals, texts)
     bar.close()
     return {"utterances": kept, "dropped": dropped, "files": kept + dropped}
 

@@ -158,11 +158,12 @@ def fit(
         if metrics["ua"] > best[0]:
             state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             best = (metrics["ua"], epoch, state)
+            best_metrics = metrics
     if not len(valid[0]):
         return FitResult(best_epoch=best[1], valid=None, history=history)
     model.load_state_dict(best[2])
-    valid_metrics = evaluate(model, collate, *valid, labels, opts.batch_size, opts.device)
-    return FitResult(best_epoch=best[1], valid=valid_metrics, history=history)
+    # Evaluation is deterministic: the best epoch's figures are those of the loaded weights.
+    return FitResult(best_epoch=best[1], valid=best_metrics, history=history)
 
 
 def fit_and_test(
