@@ -167,9 +167,11 @@ class StreamSession:
                 self._may_read.set()
 
     def _arm_timer(self) -> None:
-        """A `tick` input at the machine's next deadline (idle, session, drain)."""
+        """A `tick` input at the machine's next deadline (idle, session, drain). A deadline
+        that moved later (audio arrived) keeps the earlier timer: its tick finds nothing due
+        and arms the next one, so frames do not each replace a timer."""
         deadline = self.machine.next_deadline()
-        if deadline == self._armed_for:
+        if self._armed_for is not None and self._armed_for <= deadline:
             return
         if self._timer is not None:
             self._timer.cancel()
@@ -227,7 +229,7 @@ class StreamSession:
             self.metrics.final_delay.observe(time.monotonic() - action.certain_at)
 
     async def _infer(self, action: Infer) -> None:
-        """One inference on the shared batcher; its answer goes back to the loop. A final
+        """One inference on the shared batcher; its answer is the next step. A final
         waits for room in the queue; guesses and partials are refused while it is crowded."""
         final = action.priority == Priority.FINAL
         try:
