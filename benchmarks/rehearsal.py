@@ -62,6 +62,31 @@ def launch(cmd: list[str], log_path: Path) -> subprocess.Popen:
                             start_new_session=True)  # fmt: skip
 
 
+def children(pid: int) -> list[int]:
+    """The direct children of ``pid`` (torchrun's workers, which run in their own sessions)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def kill_all(proc: subprocess.Popen) -> list[int]:
+    """SIGKILL torchrun and every worker at once, as a crash or an OOM killer would."""
+    pids = [proc.pid, *children(proc.pid)]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+    return pids
+
+
 def first_epochs(run_dir: Path) -> int:
     log = run_dir / "log.txt"
     if not log.is_file():
@@ -134,13 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         # Kill while the student after the N-th first epoch trains: its epoch 1 is saved.
         if args.kill_at and not killed and first_epochs(root / "run") >= args.kill_at:
             time.sleep(5)
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            pids = kill_all(proc)
             killed = True
             wall["until_kill"] = round(time.monotonic() - t, 1)
-            print(
-                f"killed (SIGKILL, whole group) after {wall['until_kill']} s; resuming", flush=True
-            )
+            print(f"killed {pids} (SIGKILL) after {wall['until_kill']} s; resuming", flush=True)
             t2 = time.monotonic()
             proc = launch(cmd, log_path)
     if proc.returncode != 0:
