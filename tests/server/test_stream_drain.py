@@ -29,9 +29,7 @@ def test_sigterm_sends_closing_then_every_spoken_final_then_1001(tiny_model_dir)
             async with connect(ws_url) as ws:
                 events.append(json.loads(await ws.recv()))
                 await ws.send(encode(spoken, "pcm_s16le"))
-                while not any(
-                    e["type"] == "speech_start" and e["utterance"] == 1 for e in events
-                ):
+                while not any(e["type"] == "speech_start" and e["utterance"] == 1 for e in events):
                     events.append(json.loads(await ws.recv()))
                 process.send_signal(signal.SIGTERM)
                 try:
