@@ -77,3 +77,11 @@ def test_int8_that_loses_accuracy_is_not_shipped(tmp_path, make_student):
     meta = json.loads((out / "model.json").read_text())
     assert meta["int8"]["accepted"] is False and "not shipped" in meta["int8"]["reason"]
     assert "model.int8.onnx" not in meta["files"] and not (out / "model.int8.onnx").exists()
+
+
+def test_the_final_fold_is_chosen_without_a_name(tmp_path, make_student):
+    """A run with a model trained on every speaker (--protocol=final) exports that one."""
+    from export.run import choose_fold
+
+    fake_run(tmp_path / "run", make_student, folds=("Ses01", "final"))
+    assert choose_fold(tmp_path / "run", None).name == "final"

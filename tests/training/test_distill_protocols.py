@@ -75,6 +75,7 @@ def test_crossfit_targets_refit_and_speakers(corpus, tmp_path, monkeypatch):  # 
     assert "pros teacher and targets: done, skipped" in (run_dir / "log.txt").read_text()
 
 
+@pytest.mark.slow  # 20 s; the final fold's export choice is also covered by tests/export
 def test_final_protocol_trains_on_every_speaker_and_exports(corpus, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     run_dir, model_dir = tmp_path / "run", tmp_path / "model"

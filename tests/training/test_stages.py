@@ -13,7 +13,7 @@ import torch
 
 from training.stages import MainFirst, read_stages, stage
 
-BUSY_S = 6  # rank 0's work: longer than the process group's timeout below
+BUSY_S = 4  # rank 0's work: longer than the process group's timeout below
 TIMEOUT_S = 2
 
 
