@@ -43,7 +43,14 @@ from training.evaluate import (
     speakers_table,
     subset_table,
 )
-from training.loop import TRAINER_STATE, AudioSet, StudentOptions, predict, train_student
+from training.loop import (
+    TRAINER_STATE,
+    AudioSet,
+    StudentOptions,
+    predict,
+    release_host_memory,
+    train_student,
+)
 from training.losses import TEACHERS, LossWeights
 from training.student import is_pretrained, load_student
 from training.targets import load_targets
@@ -512,6 +519,7 @@ def run_student(
                     sdir / "reliability.png", f"{variant} s{seed}: test speakers",
                 )  # fmt: skip
         del student
+    release_host_memory()
     result["seconds"] = round(time.monotonic() - started, 1)
     if has_test:
         log.info(
@@ -579,6 +587,7 @@ def run_refit(
     student = load_student(sdir / "last").to(accelerator.device)
     logits, _ = predict(student, data["test"], cfg.eval_batch_size, accelerator)
     del student
+    release_host_memory()
     speakers = {
         "train": sorted({u.speaker for u in pool}),
         "valid": [],

@@ -55,7 +55,9 @@ def stage(name: str, run_dir: Path, rank: int = 0, **info) -> Iterator[dict]:
     The yielded dict may be updated with more fields before the stage ends."""
     since_start = not reset_peak_rss()
     started = time.monotonic()
+    rss = _status_kb("VmRSS")
     record = {"stage": name, "rank": rank, **info}
+    record["rss_start_mb"] = None if rss is None else round(rss / 1024, 1)
     yield record
     record.update(
         seconds=round(time.monotonic() - started, 2),
