@@ -300,7 +300,7 @@ class StreamMachine:
         return [*actions, self.closed]
 
     def _cancel_all(self) -> list[Action]:
-        keys = list(self._jobs)
+        keys = [key for key, job in self._jobs.items() if job.result is None]
         self._jobs.clear()
         self._finals.clear()
         self._speculation = self._partial = None
@@ -500,7 +500,9 @@ class StreamMachine:
         return key, Infer(key, job.audio, priority)
 
     def _drop(self, key: int) -> list[Action]:
-        return [Cancel(key)] if self._jobs.pop(key, None) is not None else []
+        """Forget a job; cancel its inference if it is still in flight."""
+        job = self._jobs.pop(key, None)
+        return [Cancel(key)] if job is not None and job.result is None else []
 
     def _maybe_partial(self, due: PartialDue, now: float) -> list[Action]:
         """At most one interim inference in flight, and at most one per interval of wall time

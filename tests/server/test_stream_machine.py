@@ -113,7 +113,7 @@ traces = st.lists(st.tuples(PROBABILITIES, st.integers(1, 25)), min_size=1, max_
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(trace=traces, data=st.data())
 def test_every_utterance_gets_one_final_in_order_and_memory_stays_bounded(trace, data):
     run = Harness(trace)
