@@ -55,7 +55,9 @@ class LocalScorer:
         self.runtime = Runtime.load(model_dir, device=device, int8=int8, threads=threads)
         self.max_seconds = max_seconds
 
-    def __call__(self, path: Path, *, segment: bool, top_k: int | None) -> Row:
+    def __call__(
+        self, path: Path, *, segment: bool, top_k: int | None, min_confidence: float = 0.0
+    ) -> Row:
         runtime = self.runtime
         try:
             audio = load_audio(
@@ -70,29 +72,33 @@ class LocalScorer:
         if not segment:
             logits, _ = runtime.run_clips([audio])
             probabilities = predictions.softmax(logits)[0]
-            return row | self._scores(probabilities, top_k)
+            return row | self._scores(probabilities, top_k, min_confidence)
         max_samples = int(self.max_seconds * SAMPLE_RATE)
         from server.vad import segment_params  # the VAD loads only when segmenting
 
         params = segment_params(Settings(), min_samples=runtime.min_samples)
         spans = predictions.utterance_spans(audio, max_samples, runtime.min_samples, params)
         if not spans:
-            return row | self._scores(None, top_k) | {"segments": []}
+            return row | self._scores(None, top_k, min_confidence) | {"segments": []}
         logits = np.concatenate([runtime.run_clips([audio[s:e]])[0] for s, e in spans])
         probabilities = predictions.softmax(logits)
         segments = [
             {"start_s": predictions.seconds(s), "end_s": predictions.seconds(e)}
-            | self._scores(p, top_k)
+            | self._scores(p, top_k, min_confidence)
             for (s, e), p in zip(spans, probabilities, strict=True)
         ]
         summary = predictions.summarise(spans, probabilities)
-        return row | self._scores(summary, top_k) | {"segments": segments}
+        return row | self._scores(summary, top_k, min_confidence) | {"segments": segments}
 
-    def _scores(self, probabilities: np.ndarray | None, top_k: int | None) -> Row:
+    def _scores(
+        self, probabilities: np.ndarray | None, top_k: int | None, min_confidence: float
+    ) -> Row:
         if probabilities is None:  # no speech found
             row = predictions.no_scores()
         else:
-            row = predictions.scores(self.runtime.labels, probabilities, top_k=top_k)
+            row = predictions.scores(
+                self.runtime.labels, probabilities, top_k=top_k, min_confidence=min_confidence
+            )
         del row["embedding"]  # not offered offline: rows stay small and CSV-friendly
         return row
 
@@ -106,10 +112,13 @@ class RemoteScorer:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout_s)
 
-    def __call__(self, path: Path, *, segment: bool, top_k: int | None) -> Row:
+    def __call__(
+        self, path: Path, *, segment: bool, top_k: int | None, min_confidence: float = 0.0
+    ) -> Row:
         import httpx
 
-        params = {"segment": str(segment).lower()} | ({"top_k": top_k} if top_k else {})
+        params = {"segment": str(segment).lower(), "min_confidence": min_confidence}
+        params |= {"top_k": top_k} if top_k else {}
         try:
             response = self.client.post("/predict", params=params, content=path.read_bytes())
         except httpx.HTTPError as exc:
@@ -163,7 +172,8 @@ def write_jsonl(rows: Iterable[Row], out: TextIO) -> int:
 
 
 def write_csv(rows: Iterable[Row], out: TextIO, labels: list[str] | None) -> int:
-    """One line per file, or per segment: path, start_s, end_s, label, confidence, p_<label>..., error."""
+    """One line per file, or per segment: path, start_s, end_s, label, confidence, uncertain,
+    p_<label>..., error."""
     writer = None
     failed = 0
     for row in rows:
@@ -173,7 +183,15 @@ def write_csv(rows: Iterable[Row], out: TextIO, labels: list[str] | None) -> int
             probs = part.get("probabilities") or {}
             if writer is None:
                 labels = labels or list(probs)
-                fields = ["path", "duration_s", "start_s", "end_s", "label", "confidence"]
+                fields = [
+                    "path",
+                    "duration_s",
+                    "start_s",
+                    "end_s",
+                    "label",
+                    "confidence",
+                    "uncertain",
+                ]
                 writer = csv.DictWriter(
                     out, fields + [f"p_{label}" for label in labels] + ["error"]
                 )
@@ -187,6 +205,7 @@ def write_csv(rows: Iterable[Row], out: TextIO, labels: list[str] | None) -> int
                     "end_s": part.get("end_s"),
                     "label": part.get("label"),
                     "confidence": part.get("confidence"),
+                    "uncertain": part.get("uncertain"),
                     "error": f"{error['code']}: {error['message']}" if error else "",
                 }
                 | {f"p_{label}": probs.get(label) for label in labels or []}
@@ -223,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--segment", action="store_true", help="split long files into utterances (VAD)")
     p.add_argument("--top-k", type=int, help="also list the k most probable labels")
+    p.add_argument(
+        "--min-confidence",
+        type=float,
+        default=defaults["min_confidence"].default,
+        help="answers below this confidence say uncertain: true (default %(default)s = never)",
+    )
     p.add_argument(
         "--max-seconds",
         type=float,
@@ -273,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         progress=not args.no_progress,
         segment=args.segment,
         top_k=args.top_k,
+        min_confidence=args.min_confidence,
     )
     out = args.out.open("w", newline="", encoding="utf-8") if args.out else sys.stdout
     try:

@@ -98,13 +98,26 @@ async def predict(
     segment: Annotated[
         bool, Query(description="split long audio into utterances (VAD); answer per segment")
     ] = False,
+    min_confidence: Annotated[
+        float | None,
+        Query(
+            ge=0.0,
+            le=1.0,
+            description="answers below this confidence say uncertain: true "
+            "(default: the server's EMODISTILL_MIN_CONFIDENCE)",
+        ),
+    ] = None,
 ) -> PredictResponse:
     settings: Settings = request.app.state.settings
     labels: list[str] = request.app.state.runtime.labels
     if top_k is not None and top_k > len(labels):
         raise ApiError(422, "invalid_request", f"top_k must be between 1 and {len(labels)}")
     uploads = await read_uploads(request, settings.max_files)
-    options = dict(top_k=top_k, return_embedding=return_embedding)
+    options = dict(
+        top_k=top_k,
+        return_embedding=return_embedding,
+        min_confidence=settings.min_confidence if min_confidence is None else min_confidence,
+    )
     # A request's files and segments share its slots: it never holds more of the queue than
     # one batch, however many files and segments it brings.
     batcher: Batcher = request.app.state.batcher
@@ -206,6 +219,7 @@ async def _predict_one(
             labels,
             predictions.summarise(spans, np.stack([i.probabilities for i in inferences])),
             top_k=options["top_k"],
+            min_confidence=options["min_confidence"],
         )
         if inferences
         else predictions.no_scores()
@@ -227,7 +241,11 @@ async def _predict_one(
 def _scores(labels: list[str], inference: Inference, options: dict) -> dict:
     embedding = inference.embedding if options["return_embedding"] else None
     return predictions.scores(
-        labels, inference.probabilities, top_k=options["top_k"], embedding=embedding
+        labels,
+        inference.probabilities,
+        top_k=options["top_k"],
+        embedding=embedding,
+        min_confidence=options["min_confidence"],
     )
 
 

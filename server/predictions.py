@@ -28,13 +28,16 @@ def scores(
     *,
     top_k: int | None = None,
     embedding: np.ndarray | None = None,
+    min_confidence: float = 0.0,
 ) -> dict:
-    """label, confidence, probabilities per label, optional top-k and embedding."""
+    """label, confidence, uncertain (confidence below ``min_confidence``), probabilities per
+    label, optional top-k and embedding. An uncertain answer keeps its label and probabilities."""
     best = int(np.argmax(probabilities))
     ranked = np.argsort(-probabilities, kind="stable")[:top_k] if top_k else None
     return {
         "label": labels[best],
         "confidence": float(probabilities[best]),
+        "uncertain": bool(probabilities[best] < min_confidence),
         "probabilities": {label: float(p) for label, p in zip(labels, probabilities, strict=True)},
         "top_k": None
         if ranked is None
@@ -47,6 +50,7 @@ def no_scores() -> dict:
     return {
         "label": None,
         "confidence": None,
+        "uncertain": None,
         "probabilities": None,
         "top_k": None,
         "embedding": None,

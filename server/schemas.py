@@ -21,6 +21,11 @@ class Timings(BaseModel):
 class Scores(BaseModel):
     label: str | None = Field(description="most probable label (null: no speech found)")
     confidence: float | None = Field(description="its probability")
+    uncertain: bool | None = Field(
+        None,
+        description="confidence below min_confidence: the label is a guess (label and "
+        "probabilities are kept); null when no speech was found",
+    )
     probabilities: dict[str, float] | None = Field(description="every label, in model order")
     top_k: list[LabelScore] | None = Field(None, description="the k best labels (top_k=k)")
     embedding: list[float] | None = Field(

@@ -50,6 +50,14 @@ class Settings(BaseSettings):
     # times the shortest, so a 1 s clip never pays for a 30 s batch mate.
     max_length_ratio: float = Field(2.0, ge=1.0)
 
+    # Answers
+    min_confidence: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="below this top-class probability an answer says uncertain: true (0 = never)",
+    )
+
     # Input limits
     max_body_mb: float = Field(
         50.0, gt=0, description="request body limit, enforced while streaming"

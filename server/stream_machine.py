@@ -630,13 +630,14 @@ class StreamMachine:
         inference: Inference,
         detected_at: int | None = None,
     ) -> dict[str, Any]:
+        assert self.config is not None  # results exist only after the session started
         return event(
             kind,
             time=self.position if detected_at is None else detected_at,
             utterance=utterance,
             start=seconds(start),
             end=seconds(end),
-            **result_fields(self.labels, inference.probabilities),
+            **result_fields(self.labels, inference.probabilities, self.config.min_confidence),
         )
 
     def _observe(self, inference: Inference) -> None:
@@ -658,6 +659,7 @@ def stream_defaults(settings: Settings) -> StreamConfig:
         min_silence_ms=settings.stream_min_silence_ms,
         partial_interval_ms=settings.stream_partial_interval_ms,
         max_utterance_s=settings.stream_max_utterance_s,
+        min_confidence=settings.min_confidence,
     )
 
 

@@ -26,6 +26,7 @@ CONFIG_KEYS = (
     "partial_interval_ms",
     "min_silence_ms",
     "max_utterance_s",
+    "min_confidence",
 )
 
 # Websocket close codes (RFC 6455 section 7.4.1).
@@ -60,6 +61,7 @@ class StreamConfig(BaseModel):
     partial_interval_ms: float = Field(500.0, ge=100, le=10_000)
     min_silence_ms: float = Field(300.0, ge=100, le=5_000)
     max_utterance_s: float = Field(15.0, gt=0.5)
+    min_confidence: float = Field(0.0, ge=0.0, le=1.0)
 
     @property
     def bytes_per_sample(self) -> int:
@@ -181,9 +183,14 @@ def event(kind: str, *, time: int, utterance: int | None, **fields: Any) -> dict
     return {"type": kind, "time": seconds(time), "utterance": utterance, **fields}
 
 
-def result_fields(labels: Sequence[str], probabilities: np.ndarray) -> dict[str, Any]:
+def result_fields(
+    labels: Sequence[str], probabilities: np.ndarray, min_confidence: float = 0.0
+) -> dict[str, Any]:
+    best = int(np.argmax(probabilities))
     return {
-        "label": labels[int(np.argmax(probabilities))],
+        "label": labels[best],
+        "confidence": round(float(probabilities[best]), 6),
+        "uncertain": bool(probabilities[best] < min_confidence),
         "probabilities": {
             label: round(float(p), 6) for label, p in zip(labels, probabilities, strict=True)
         },

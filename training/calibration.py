@@ -84,6 +84,26 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.exp((lo + hi) / 2.0))
 
 
+SELECTIVE_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def selective(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> list[dict]:
+    """For each candidate ``min_confidence``: the share of utterances answered with confidence
+    at or above it (coverage) and their accuracy; how to choose the server's threshold."""
+    confidence, correct, _ = binned(logits, labels, temperature)
+    rows = []
+    for threshold in SELECTIVE_THRESHOLDS:
+        kept = confidence >= threshold
+        rows.append(
+            {
+                "min_confidence": threshold,
+                "coverage": float(kept.mean()),
+                "accuracy": float(correct[kept].mean()) if kept.any() else None,
+            }
+        )
+    return rows
+
+
 def calibration_report(
     valid_logits: np.ndarray,
     valid_labels: np.ndarray,
@@ -98,6 +118,8 @@ def calibration_report(
         "test_ece_after": ece(test_logits, test_labels, t),
         "test_nll_before": nll(test_logits, test_labels),
         "test_nll_after": nll(test_logits, test_labels, t),
+        # What the exported (calibrated) model does on the validation speakers at each threshold.
+        "valid_selective": selective(valid_logits, valid_labels, t),
     }
 
 

@@ -49,6 +49,11 @@ def test_calibration_lowers_test_ece_and_nll_of_an_overconfident_model():
     assert report["temperature"] > 2.0
     assert report["test_ece_after"] < report["test_ece_before"] / 2
     assert report["test_nll_after"] < report["test_nll_before"]
+    rows = report["valid_selective"]
+    coverage = [r["coverage"] for r in rows]
+    accuracy = [r["accuracy"] for r in rows if r["accuracy"] is not None]
+    assert coverage == sorted(coverage, reverse=True) and coverage[0] <= 1.0
+    assert accuracy[-1] > accuracy[0]  # a calibrated model is more often right when surer
 
 
 def test_no_utterances_is_a_clear_error():
