@@ -54,7 +54,7 @@ demo-model: $(DEMO_MODEL_DIR)/model.json
 # The first run installs the training extras (a superset of the serve extras) in one pass.
 serve:
 	@if [ "$(EMODISTILL_MODEL_DIR)" = "$(DEMO_MODEL_DIR)" ] && [ ! -f "$(DEMO_MODEL_DIR)/model.json" ]; then \
-	  echo "No model in $(DEMO_MODEL_DIR): installing and building the demo model once (about 6 min on 2 idle CPU cores, longer when busy)."; \
+	  echo "No model in $(DEMO_MODEL_DIR): installing (about 2 min) and building the demo model once (about 6 min on 2 idle CPU cores, longer when busy)."; \
 	  $(MAKE) --no-print-directory demo-model; \
 	else $(MAKE) --no-print-directory $(VENV)/.serve; fi
 	$(PY) -m server
