@@ -27,18 +27,21 @@ def _score(y, logits):
     return compute_metrics(list(y), list(np.asarray(logits).argmax(-1)), list(range(4)))
 
 
-def _write_audio(folder: Path, n: int, seed: int) -> list[str]:
+def _write_audio(folder: Path, n: int, seed: int, write: bool = True) -> list[str]:
+    """The clips' paths; ``write=False`` only names files written before (DDP workers must not
+    rewrite what the other rank is reading: it saw a truncated, empty file)."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(n):
         path = folder / f"{i}.wav"
-        sf.write(path, 0.1 * rng.standard_normal(int(rng.integers(6000, 12000))), 16000)
+        if write:
+            sf.write(path, 0.1 * rng.standard_normal(int(rng.integers(6000, 12000))), 16000)
         paths.append(str(path))
     return paths
 
 
-def _sets(root: Path) -> tuple[AudioSet, AudioSet]:
+def _sets(root: Path, write: bool = True) -> tuple[AudioSet, AudioSet]:
     rng = np.random.default_rng(0)
     targets = {
         "ling": {
@@ -46,8 +49,9 @@ def _sets(root: Path) -> tuple[AudioSet, AudioSet]:
             "embedding": rng.standard_normal((N_TRAIN, EMB)).astype(np.float32),
         }
     }
-    train = AudioSet(_write_audio(root / "train", N_TRAIN, 1), np.arange(N_TRAIN) % 4, targets)
-    valid = AudioSet(_write_audio(root / "valid", N_VALID, 2), np.arange(N_VALID) % 4)
+    train_paths = _write_audio(root / "train", N_TRAIN, 1, write)
+    train = AudioSet(train_paths, np.arange(N_TRAIN) % 4, targets)
+    valid = AudioSet(_write_audio(root / "valid", N_VALID, 2, write), np.arange(N_VALID) % 4)
     return train, valid
 
 
@@ -78,7 +82,7 @@ def _ddp_worker(rank: int, world: int, port: int, root: str) -> None:
     torch.distributed.init_process_group("gloo", timeout=timedelta(seconds=90))
     accelerator = _accelerator()
     assert accelerator.num_processes == world
-    train, valid = _sets(Path(root))
+    train, valid = _sets(Path(root), write=False)  # the parent wrote them before spawning
     out = Path(root) / "student"
     result = train_student(train, valid, _opts(epochs=3), out, accelerator, _score)
     assert [h["epoch"] for h in result["history"]] == [1, 2, 3]
