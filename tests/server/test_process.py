@@ -115,3 +115,29 @@ def test_chunked_body_over_the_limit_is_refused_mid_stream(tiny_model_dir):
     assert answer.startswith("HTTP/1.1 413"), answer[:200]
     assert '"body_too_large"' in answer
     assert sent < offered * len(chunk)
+
+
+def test_an_aborted_upload_is_a_499_without_a_traceback(tiny_model_dir):
+    """A client that closes its connection mid-body is not a server fault: counted as 499,
+    logged without a traceback, and the server keeps serving."""
+    from urllib.parse import urlparse
+
+    from tests.server.live_server import metric
+
+    with serve(tiny_model_dir, log_level="info") as (process, url):
+        address = urlparse(url)
+        with socket.create_connection((address.hostname, address.port)) as sock:
+            sock.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: audio/wav\r\n"
+                b"Content-Length: 200000\r\n\r\n" + b"\x00" * 1000
+            )
+            time.sleep(0.3)  # the route is reading the body when the client goes away
+        deadline = time.monotonic() + 10
+        while metric(url, "emodistill_requests_total", route="/predict", status="499") < 1:
+            assert time.monotonic() < deadline, "the aborted upload was never counted as 499"
+            time.sleep(0.1)
+        assert metric(url, "emodistill_requests_total", status="500") == 0
+        assert httpx.get(f"{url}/ready").status_code == 200
+        process.terminate()
+        output = process.communicate(timeout=30)[0]
+    assert "Traceback" not in output, output
