@@ -17,16 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from server.predictions import softmax
+
 ECE_BINS = 15
 # log T is searched in this range (T from ~0.05 to ~20): wide enough for any sane classifier.
 LOG_T_RANGE = (-3.0, 3.0)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.asarray(logits, dtype=np.float64)
-    shifted = shifted - shifted.max(-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(-1, keepdims=True)
 
 
 def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:

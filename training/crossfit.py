@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from server.predictions import softmax as probabilities
 from training.data.utterance import Utterance
 
 MODES = ("crossfit", "insample")
@@ -41,10 +42,7 @@ def speaker_groups(utts: Sequence[Utterance], k: int) -> list[list[str]]:
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    z = z - z.max(-1, keepdims=True)
-    p = np.exp(z)
-    return p / p.sum(-1, keepdims=True)
+    return probabilities(np.asarray(logits, dtype=np.float64) / temperature)
 
 
 def target_stats(logits: np.ndarray, y: np.ndarray, temperature: float) -> dict:
