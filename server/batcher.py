@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import time
@@ -135,6 +136,7 @@ class Batcher:
         self.fault: str | None = None  # why the collector is down for good (None: it is not)
         self._last_failure = ""
         self._in_batch: list[_Request] = []  # taken from the queue, not yet answered
+        self._batches = itertools.count(1)  # batch ids: a failure's answer and log line match
         self._waiting: list[tuple[Priority, float, asyncio.Future]] = []  # for room, wait=True
 
     @property
@@ -345,7 +347,7 @@ class Batcher:
         return batch
 
     async def _execute(self, batch: list[_Request]) -> None:
-        started = time.monotonic()
+        started, batch_id = time.monotonic(), next(self._batches)
         audio, lengths = pad_batch([request.audio for request in batch])
         loop = asyncio.get_running_loop()
         try:
@@ -353,7 +355,7 @@ class Batcher:
                 self._executor, self.runtime.run, audio, lengths
             )
         except Exception as exc:
-            log.exception("inference failed for a batch of %d", len(batch))
+            log.exception("inference failed in batch %d (%d utterances)", batch_id, len(batch))
             self.consecutive_failures += 1
             self._last_failure = type(exc).__name__
             if self.observer:
@@ -361,7 +363,9 @@ class Batcher:
             for request in batch:
                 if not request.future.done():
                     request.future.set_exception(
-                        InferenceFailed(f"inference failed: {type(exc).__name__}")
+                        InferenceFailed(
+                            f"inference failed in batch {batch_id}: {type(exc).__name__}"
+                        )
                     )
             return
         inference_s = time.monotonic() - started

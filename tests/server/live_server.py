@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -42,39 +43,51 @@ class ServerFailed(RuntimeError):
 
 @contextmanager
 def serve(
-    model_dir: Path, *, start_timeout_s: float = START_TIMEOUT_S, **settings: object
+    model_dir: Path,
+    *,
+    start_timeout_s: float = START_TIMEOUT_S,
+    port: int | None = None,
+    output: IO[str] | None = None,
+    **settings: object,
 ) -> Iterator[tuple[subprocess.Popen, str]]:
     """Start ``python -m server`` with ``EMODISTILL_<KEY>=value`` for each setting; yields once
-    /ready answers 200; kills the process on exit if it is still running."""
-    port = free_port()
+    /ready answers 200; kills the process on exit if it is still running. Its output goes to
+    ``output`` (a file: a server that logs a lot must not block on a pipe nobody reads) or to
+    a pipe read when it fails to start."""
+    port = port or free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "server"],
         cwd=ROOT,
         env=server_env(model_dir, port, **settings),
-        stdout=subprocess.PIPE,
+        stdout=output or subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + start_timeout_s
-        while True:
-            if process.poll() is not None:
-                output = process.stdout.read()
-                raise ServerFailed(f"server exited with {process.returncode}: {output}")
-            try:
-                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise ServerFailed("server did not become ready")
-            time.sleep(0.1)
+        url = wait_ready(process, port, start_timeout_s)
         yield process, url
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def wait_ready(process: subprocess.Popen, port: int, timeout_s: float) -> str:
+    """Poll /ready until 200 (returns the base URL); ServerFailed if the process exits first."""
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            output = process.stdout.read() if process.stdout else "(see its log)"
+            raise ServerFailed(f"server exited with {process.returncode}: {output}")
+        try:
+            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                return url
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise ServerFailed("server did not become ready")
+        time.sleep(0.05)
 
 
 def metric(url: str, name: str, **labels: str) -> float:

@@ -6,27 +6,14 @@ import json
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 
 from tests.fixtures import encode_clip
-from tests.server.live_server import ROOT, START_TIMEOUT_S, free_port, metric, serve, server_env
-
-
-def start_failure(model_dir: Path, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "server"],
-        cwd=ROOT,
-        env=server_env(model_dir, free_port()) | env,
-        capture_output=True,
-        text=True,
-        timeout=START_TIMEOUT_S,
-    )
+from tests.server.faults import start_failure
+from tests.server.live_server import metric, serve
 
 
 def test_missing_model_dir_is_one_clear_message(tmp_path):
