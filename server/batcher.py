@@ -84,6 +84,7 @@ class Inference:
     queue_wait_s: float
     inference_s: float
     batch_size: int
+    dimensions: np.ndarray | None = None  # [len(names)]; None: the model has none
 
 
 class BatchObserver(Protocol):
@@ -351,9 +352,7 @@ class Batcher:
         audio, lengths = pad_batch([request.audio for request in batch])
         loop = asyncio.get_running_loop()
         try:
-            logits, embedding = await loop.run_in_executor(
-                self._executor, self.runtime.run, audio, lengths
-            )
+            outputs = await loop.run_in_executor(self._executor, self.runtime.run, audio, lengths)
         except Exception as exc:
             log.exception("inference failed in batch %d (%d utterances)", batch_id, len(batch))
             self.consecutive_failures += 1
@@ -371,7 +370,7 @@ class Batcher:
         inference_s = time.monotonic() - started
         self.consecutive_failures = 0
         self._last_batch_s = inference_s
-        probabilities = softmax(logits)
+        probabilities = softmax(outputs.logits)
         if self.observer:
             self.observer.observe_batch(len(batch), inference_s)
         for row, request in enumerate(batch):
@@ -381,11 +380,14 @@ class Batcher:
             if not request.future.done():  # a request may time out while its batch runs
                 request.future.set_result(
                     Inference(
-                        logits=logits[row].copy(),
+                        logits=outputs.logits[row].copy(),
                         probabilities=probabilities[row].copy(),
-                        embedding=embedding[row].copy(),
+                        embedding=outputs.embedding[row].copy(),
                         queue_wait_s=queue_wait_s,
                         inference_s=inference_s,
                         batch_size=len(batch),
+                        dimensions=None
+                        if outputs.dimensions is None
+                        else outputs.dimensions[row].copy(),
                     )
                 )

@@ -13,17 +13,19 @@ import argparse
 import csv
 import json
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-import numpy as np
 from tqdm import tqdm
 
 from server import predictions
 from server.audio import SAMPLE_RATE, AudioError, load_audio
 from server.settings import Settings
+
+if TYPE_CHECKING:
+    from server.runtime import Outputs
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3")
 Row = dict
@@ -70,35 +72,41 @@ class LocalScorer:
             return {"error": {"code": exc.code, "message": exc.message + hint}}
         row: Row = {"duration_s": predictions.seconds(len(audio))}
         if not segment:
-            logits, _ = runtime.run_clips([audio])
-            probabilities = predictions.softmax(logits)[0]
-            return row | self._scores(probabilities, top_k, min_confidence)
+            outputs = runtime.run_clips([audio])
+            return row | self._scores(outputs, top_k, min_confidence)
         max_samples = int(self.max_seconds * SAMPLE_RATE)
         from server.vad import segment_params  # the VAD loads only when segmenting
 
         params = segment_params(Settings(), min_samples=runtime.min_samples)
         spans = predictions.utterance_spans(audio, max_samples, runtime.min_samples, params)
-        if not spans:
-            return row | self._scores(None, top_k, min_confidence) | {"segments": []}
-        logits = np.concatenate([runtime.run_clips([audio[s:e]])[0] for s, e in spans])
-        probabilities = predictions.softmax(logits)
+        answers = [runtime.run_clips([audio[s:e]]) for s, e in spans]
         segments = [
             {"start_s": predictions.seconds(s), "end_s": predictions.seconds(e)}
-            | self._scores(p, top_k, min_confidence)
-            for (s, e), p in zip(spans, probabilities, strict=True)
+            | self._scores(outputs, top_k, min_confidence)
+            for (s, e), outputs in zip(spans, answers, strict=True)
         ]
-        summary = predictions.summarise(spans, probabilities)
-        return row | self._scores(summary, top_k, min_confidence) | {"segments": segments}
+        summary = predictions.summary(
+            runtime.labels,
+            runtime.dimension_names,
+            spans,
+            [predictions.softmax(outputs.logits[0]) for outputs in answers],
+            [None if o.dimensions is None else o.dimensions[0] for o in answers],
+            top_k=top_k,
+            min_confidence=min_confidence,
+        )
+        del summary["embedding"]  # not offered offline: rows stay small and CSV-friendly
+        return row | summary | {"segments": segments}
 
-    def _scores(
-        self, probabilities: np.ndarray | None, top_k: int | None, min_confidence: float
-    ) -> Row:
-        if probabilities is None:  # no speech found
-            row = predictions.no_scores()
-        else:
-            row = predictions.scores(
-                self.runtime.labels, probabilities, top_k=top_k, min_confidence=min_confidence
-            )
+    def _scores(self, outputs: Outputs, top_k: int | None, min_confidence: float) -> Row:
+        """One utterance's row (the model's answer for a batch of one)."""
+        runtime = self.runtime
+        dimensions = None if outputs.dimensions is None else outputs.dimensions[0]
+        row = predictions.scores(
+            runtime.labels,
+            predictions.softmax(outputs.logits[0]),
+            top_k=top_k,
+            min_confidence=min_confidence,
+        ) | predictions.dimension_fields(runtime.dimension_names, dimensions)
         del row["embedding"]  # not offered offline: rows stay small and CSV-friendly
         return row
 
@@ -171,9 +179,15 @@ def write_jsonl(rows: Iterable[Row], out: TextIO) -> int:
     return failed
 
 
-def write_csv(rows: Iterable[Row], out: TextIO, labels: list[str] | None) -> int:
+def write_csv(
+    rows: Iterable[Row],
+    out: TextIO,
+    labels: list[str] | None,
+    dimensions: Sequence[str] | None = None,
+) -> int:
     """One line per file, or per segment: path, start_s, end_s, label, confidence, uncertain,
-    p_<label>..., error."""
+    p_<label>..., the model's dimensions (if any) by name, error. Without ``labels`` and
+    ``dimensions`` (remote mode), the first row names them."""
     writer = None
     failed = 0
     for row in rows:
@@ -181,8 +195,10 @@ def write_csv(rows: Iterable[Row], out: TextIO, labels: list[str] | None) -> int
         parts = row.get("segments") or [row]
         for part in parts:
             probs = part.get("probabilities") or {}
+            affect = part.get("dimensions") or {}
             if writer is None:
                 labels = labels or list(probs)
+                dimensions = list(dimensions or affect)
                 fields = [
                     "path",
                     "duration_s",
@@ -193,7 +209,7 @@ def write_csv(rows: Iterable[Row], out: TextIO, labels: list[str] | None) -> int
                     "uncertain",
                 ]
                 writer = csv.DictWriter(
-                    out, fields + [f"p_{label}" for label in labels] + ["error"]
+                    out, fields + [f"p_{label}" for label in labels] + dimensions + ["error"]
                 )
                 writer.writeheader()
             error = row.get("error")
@@ -209,6 +225,7 @@ def write_csv(rows: Iterable[Row], out: TextIO, labels: list[str] | None) -> int
                     "error": f"{error['code']}: {error['message']}" if error else "",
                 }
                 | {f"p_{label}": probs.get(label) for label in labels or []}
+                | {name: affect.get(name) for name in dimensions or []}
             )
     return failed
 
@@ -274,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.url:
         scorer: Callable[..., Row] = RemoteScorer(args.url, api_key=args.api_key)
-        labels, workers = None, args.workers
+        labels, dimensions, workers = None, None, args.workers
     else:
         from server.model_dir import ModelDirError
         from server.runtime import ProviderError
@@ -290,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         except (ModelDirError, ProviderError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        labels, workers = scorer.runtime.labels, 1
+        labels, dimensions, workers = scorer.runtime.labels, scorer.runtime.dimension_names, 1
     rows = score_all(
         files,
         scorer,
@@ -303,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out.open("w", newline="", encoding="utf-8") if args.out else sys.stdout
     try:
         if args.out and args.out.suffix.lower() == ".csv":
-            failed = write_csv(rows, out, labels)
+            failed = write_csv(rows, out, labels, dimensions)
         else:
             failed = write_jsonl(rows, out)
     finally:

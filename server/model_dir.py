@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,9 @@ INT8_FILE = "model.int8.onnx"
 META_FILE = "model.json"
 INPUT_NAMES = ("audio", "lengths")
 OUTPUT_NAMES = ("logits", "embedding")
+# The optional third output: affect dimensions [batch, len(names)], declared by model.json's
+# "dimensions" key (absent or null: the model has none and the output is never run).
+DIMENSIONS_OUTPUT = "dimensions"
 # Used when model.json has no parity tolerance: the exact-batching bound of docs/export.md.
 DEFAULT_TOLERANCE = 1e-4
 _REQUIRED_KEYS = ("format_version", "labels", "sample_rate", "min_samples", "files")
@@ -23,11 +27,46 @@ class ModelDirError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Dimensions:
+    """model.json ``dimensions``: the names of the graph's ``dimensions`` columns, in order,
+    and the scale their values are in (e.g. arousal, valence, dominance on 1-5)."""
+
+    names: tuple[str, ...]
+    scale: tuple[float, float]
+
+    def describe(self) -> dict:
+        return {"names": list(self.names), "scale": list(self.scale)}
+
+
+def parse_dimensions(value: object, where: Path) -> Dimensions | None:
+    """model.json's optional ``dimensions`` key, checked; None when absent or null."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ModelDirError(f"{where}: dimensions must be null or an object with names and scale")
+    names, scale = value.get("names"), value.get("scale")
+    if not (isinstance(names, list) and names and all(isinstance(n, str) and n for n in names)):
+        raise ModelDirError(f"{where}: dimensions.names must be a non-empty list of strings")
+    if len(set(names)) != len(names):
+        raise ModelDirError(f"{where}: dimensions.names repeat ({names})")
+    numbers = isinstance(scale, list) and len(scale) == 2
+    numbers = numbers and all(
+        isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in scale
+    )
+    if not (numbers and scale[0] < scale[1]):
+        raise ModelDirError(
+            f"{where}: dimensions.scale must be two increasing numbers [low, high]; got {scale!r}"
+        )
+    return Dimensions(tuple(names), (float(scale[0]), float(scale[1])))
+
+
+@dataclass(frozen=True)
 class ModelDir:
     path: Path
     meta: dict
     onnx_path: Path
     int8: bool
+    dimensions: Dimensions | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -93,7 +132,8 @@ class ModelDir:
             "created",
         )
         return {key: self.meta.get(key) for key in keys} | {
-            "variant": "int8" if self.int8 else "fp32"
+            "dimensions": self.dimensions.describe() if self.dimensions else None,
+            "variant": "int8" if self.int8 else "fp32",
         }
 
 
@@ -143,6 +183,7 @@ def load_model_dir(path: str | Path, *, int8: bool = False) -> ModelDir:
     longest = meta.get("max_samples")
     if longest is not None and not (isinstance(longest, int) and longest >= meta["min_samples"]):
         raise ModelDirError(f"{meta_path}: max_samples must be null or an integer >= min_samples")
+    dimensions = parse_dimensions(meta.get("dimensions"), meta_path)
 
     name = INT8_FILE if int8 else MODEL_FILE
     entry = meta["files"].get(name) if isinstance(meta["files"], dict) else None
@@ -158,4 +199,4 @@ def load_model_dir(path: str | Path, *, int8: bool = False) -> ModelDir:
             f"{onnx_path} does not match model.json (sha256 {actual[:12]}..., expected "
             f"{str(entry.get('sha256'))[:12]}...): the file is corrupt or was replaced; re-export"
         )
-    return ModelDir(path=path, meta=meta, onnx_path=onnx_path, int8=int8)
+    return ModelDir(path=path, meta=meta, onnx_path=onnx_path, int8=int8, dimensions=dimensions)

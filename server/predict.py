@@ -183,6 +183,7 @@ async def _predict_one(
     request.app.state.metrics.audio_seconds.inc(len(audio) / SAMPLE_RATE)
     common = dict(filename=upload.filename, duration_s=predictions.seconds(len(audio)))
     labels = runtime.labels
+    names = runtime.dimension_names
     if not segment:
         async with slots:
             inference = await infer(request.app.state.batcher, audio)
@@ -193,7 +194,7 @@ async def _predict_one(
         )
         return Prediction(
             **common,
-            **_scores(labels, inference, options),
+            **_scores(labels, names, inference, options),
             batch_size=inference.batch_size,
             timings=timings,
         )
@@ -208,21 +209,20 @@ async def _predict_one(
         dict(
             start_s=predictions.seconds(s),
             end_s=predictions.seconds(e),
-            **_scores(labels, inference, options),
+            **_scores(labels, names, inference, options),
             batch_size=inference.batch_size,
             timings=_timings(inference),
         )
         for (s, e), inference in zip(spans, inferences, strict=True)
     ]
-    summary = (
-        predictions.scores(
-            labels,
-            predictions.summarise(spans, np.stack([i.probabilities for i in inferences])),
-            top_k=options["top_k"],
-            min_confidence=options["min_confidence"],
-        )
-        if inferences
-        else predictions.no_scores()
+    summary = predictions.summary(
+        labels,
+        names,
+        spans,
+        [i.probabilities for i in inferences],
+        [i.dimensions for i in inferences],
+        top_k=options["top_k"],
+        min_confidence=options["min_confidence"],
     )
     return Prediction(
         **common,
@@ -238,7 +238,9 @@ async def _predict_one(
     )
 
 
-def _scores(labels: list[str], inference: Inference, options: dict) -> dict:
+def _scores(
+    labels: list[str], names: tuple[str, ...] | None, inference: Inference, options: dict
+) -> dict:
     embedding = inference.embedding if options["return_embedding"] else None
     return predictions.scores(
         labels,
@@ -246,7 +248,7 @@ def _scores(labels: list[str], inference: Inference, options: dict) -> dict:
         top_k=options["top_k"],
         embedding=embedding,
         min_confidence=options["min_confidence"],
-    )
+    ) | predictions.dimension_fields(names, inference.dimensions)
 
 
 def _timings(inference: Inference, **extra: float) -> dict:

@@ -6,11 +6,20 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import onnxruntime as ort
 
-from server.model_dir import INPUT_NAMES, OUTPUT_NAMES, ModelDir, ModelDirError, load_model_dir
+from server.model_dir import (
+    DIMENSIONS_OUTPUT,
+    INPUT_NAMES,
+    META_FILE,
+    OUTPUT_NAMES,
+    ModelDir,
+    ModelDirError,
+    load_model_dir,
+)
 
 log = logging.getLogger("emodistill.runtime")
 
@@ -73,6 +82,14 @@ def pad_batch(clips: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return audio, lengths
 
 
+class Outputs(NamedTuple):
+    """One padded batch's answers, row per utterance."""
+
+    logits: np.ndarray  # [B, C]
+    embedding: np.ndarray  # [B, D]
+    dimensions: np.ndarray | None = None  # [B, len(names)]; None: the model has none
+
+
 class Runtime:
     """One ONNX Runtime session over a validated model directory."""
 
@@ -82,6 +99,9 @@ class Runtime:
         self.provider = provider
         self.labels: list[str] = model.labels
         self.meta: dict = model.meta
+        self.dimensions = model.dimensions
+        # Only the outputs model.json declares are run: a graph's undeclared extras cost nothing.
+        self._outputs = list(OUTPUT_NAMES) + ([DIMENSIONS_OUTPUT] if self.dimensions else [])
         self._io_binding = provider == CUDA
         self._check_io()
 
@@ -118,10 +138,40 @@ class Runtime:
                 f"{self.model.onnx_path} has inputs {sorted(inputs)} and outputs {sorted(outputs)}; "
                 f"expected inputs {list(INPUT_NAMES)} and outputs {list(OUTPUT_NAMES)}"
             )
+        if self.dimensions is not None:
+            self._check_dimensions_output()
+
+    def _check_dimensions_output(self) -> None:
+        """model.json promises dimensions: the graph must have them, float [batch, len(names)]."""
+        assert self.dimensions is not None
+        width = len(self.dimensions.names)
+        found = {o.name: o for o in self.session.get_outputs()}
+        where = f"{self.model.path / META_FILE} declares dimensions {list(self.dimensions.names)}"
+        if DIMENSIONS_OUTPUT not in found:
+            raise ModelDirError(
+                f"{where}, but {self.model.onnx_path.name} has no {DIMENSIONS_OUTPUT!r} output "
+                f"(outputs: {sorted(found)}); re-export the model or remove the key"
+            )
+        output = found[DIMENSIONS_OUTPUT]
+        shape = list(output.shape)
+        if not (len(shape) == 2 and isinstance(shape[1], int)):  # a symbolic width: ask the graph
+            probe = np.full(self.min_samples, 0.1, np.float32)
+            probe[::2] = -0.1
+            shape = ["batch", *self.run_clips([probe]).dimensions.shape[1:]]
+        if output.type != "tensor(float)" or len(shape) != 2 or shape[1] != width:
+            raise ModelDirError(
+                f"{where}, but its {DIMENSIONS_OUTPUT!r} output is {output.type} {shape}; "
+                f"expected tensor(float) [batch, {width}]"
+            )
 
     @property
     def min_samples(self) -> int:
         return self.model.min_samples
+
+    @property
+    def dimension_names(self) -> tuple[str, ...] | None:
+        """model.json's dimension names in output order; None: the model has none."""
+        return self.dimensions.names if self.dimensions else None
 
     def check_settings(self, settings) -> None:
         """Refuse limits the model cannot honour (a 60 s clip for a 30 s Whisper encoder would
@@ -135,27 +185,26 @@ class Runtime:
     def batch_invariant(self) -> bool:
         return self.model.batch_invariant
 
-    def run(self, audio: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Padded audio [B, T] + lengths [B] -> (logits [B, C], embedding [B, D])."""
+    def run(self, audio: np.ndarray, lengths: np.ndarray) -> Outputs:
+        """Padded audio [B, T] + lengths [B] -> logits [B, C], embedding [B, D] and, when
+        model.json declares them, dimensions [B, len(names)]."""
         feeds = {
             "audio": np.ascontiguousarray(audio, np.float32),
             "lengths": lengths.astype(np.int64),
         }
         if not self._io_binding:
-            logits, embedding = self.session.run(list(OUTPUT_NAMES), feeds)
-            return logits, embedding
+            return Outputs(*self.session.run(self._outputs, feeds))
         # On CUDA, bind inputs and outputs explicitly: one host->device copy per input and
         # no ORT-side output reallocation between calls.
         binding = self.session.io_binding()
         for name, value in feeds.items():
             binding.bind_cpu_input(name, value)
-        for name in OUTPUT_NAMES:
+        for name in self._outputs:
             binding.bind_output(name)
         self.session.run_with_iobinding(binding)
-        logits, embedding = binding.copy_outputs_to_cpu()
-        return logits, embedding
+        return Outputs(*binding.copy_outputs_to_cpu())
 
-    def run_clips(self, clips: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def run_clips(self, clips: Sequence[np.ndarray]) -> Outputs:
         return self.run(*pad_batch(clips))
 
     def use_io_binding(self, enabled: bool) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 
 class LabelScore(BaseModel):
@@ -31,6 +31,22 @@ class Scores(BaseModel):
     embedding: list[float] | None = Field(
         None, description="utterance embedding (return_embedding)"
     )
+    dimensions: dict[str, float] | None = Field(
+        None,
+        description="only from a model with dimensions (model.json `dimensions`; /v1/model "
+        "lists them): each dimension's value on the model's scale, in its order, e.g. arousal, "
+        "valence, dominance on 1-5 (1 low, 5 high, not clipped); null when no speech was "
+        "found; absent for a model without dimensions",
+        examples=[{"arousal": 3.41, "valence": 2.87, "dominance": 3.1}],
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_dimensions(self, handler: SerializerFunctionWrapHandler):
+        """A model without dimensions answers without the key (answers unchanged)."""
+        data = handler(self)
+        if "dimensions" not in self.model_fields_set:
+            data.pop("dimensions", None)
+        return data
 
 
 class Segment(Scores):

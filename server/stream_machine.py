@@ -39,6 +39,8 @@ from server.endpointer import (
     SpeechStarted,
     StreamEvent,
 )
+from server.model_dir import Dimensions
+from server.predictions import dimension_fields, verdict
 from server.settings import Settings
 from server.stream_protocol import (
     BYTES_PER_SAMPLE,
@@ -47,6 +49,7 @@ from server.stream_protocol import (
     CLOSE_POLICY,
     CLOSE_TOO_BIG,
     MIN_RATE,
+    SCORE_DIGITS,
     StreamConfig,
     StreamError,
     decode_pcm,
@@ -54,7 +57,6 @@ from server.stream_protocol import (
     event,
     parse_config,
     parse_message,
-    result_fields,
     seconds,
 )
 from server.vad import WINDOW, SegmentParams, SileroVad, ms_to_samples
@@ -172,11 +174,13 @@ class StreamMachine:
         session_id: str,
         now: float,
         vad: Callable[[], Callable[[np.ndarray], float]] = SileroVad,
+        dimensions: Dimensions | None = None,
     ):
         self.limits = limits
         self.defaults = defaults
         self.rule = rule  # the server's segmentation rule; a session picks min silence and cut
         self.labels = labels
+        self.dimensions = dimensions  # the model's, if any: results carry them
         self.session_id = session_id
         self._make_vad = vad
         self.config: StreamConfig | None = None
@@ -329,6 +333,7 @@ class StreamMachine:
             "session_id": self.session_id,
             **config.model_dump(),
             "labels": list(self.labels),
+            **({"dimensions": self.dimensions.describe()} if self.dimensions else {}),
             "limits": {
                 "max_frame_bytes": limits.max_frame_bytes,
                 "max_text_bytes": limits.max_text_bytes,
@@ -637,7 +642,17 @@ class StreamMachine:
             utterance=utterance,
             start=seconds(start),
             end=seconds(end),
-            **result_fields(self.labels, inference.probabilities, self.config.min_confidence),
+            **verdict(
+                self.labels,
+                inference.probabilities,
+                self.config.min_confidence,
+                digits=SCORE_DIGITS,
+            ),
+            **dimension_fields(
+                self.dimensions.names if self.dimensions else None,
+                inference.dimensions,
+                SCORE_DIGITS,
+            ),
         )
 
     def _observe(self, inference: Inference) -> None:

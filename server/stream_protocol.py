@@ -6,7 +6,7 @@ docs/streaming.md is the user-facing description of the same protocol.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -18,6 +18,7 @@ Encoding = Literal["pcm_s16le", "f32le"]
 ENCODINGS: tuple[str, ...] = ("pcm_s16le", "f32le")
 BYTES_PER_SAMPLE = {"pcm_s16le": 2, "f32le": 4}
 MIN_RATE, MAX_RATE = 8_000, 192_000
+SCORE_DIGITS = 6  # results' floats (confidence, probabilities, dimensions) are rounded to this
 # Query-string keys that make the session start at once (no start message needed).
 CONFIG_KEYS = (
     "sample_rate",
@@ -181,20 +182,6 @@ def seconds(samples: int) -> float:
 def event(kind: str, *, time: int, utterance: int | None, **fields: Any) -> dict[str, Any]:
     """Every server event: its type, the stream time (s) and the utterance index (or None)."""
     return {"type": kind, "time": seconds(time), "utterance": utterance, **fields}
-
-
-def result_fields(
-    labels: Sequence[str], probabilities: np.ndarray, min_confidence: float = 0.0
-) -> dict[str, Any]:
-    best = int(np.argmax(probabilities))
-    return {
-        "label": labels[best],
-        "confidence": round(float(probabilities[best]), 6),
-        "uncertain": bool(probabilities[best] < min_confidence),
-        "probabilities": {
-            label: round(float(p), 6) for label, p in zip(labels, probabilities, strict=True)
-        },
-    }
 
 
 def error_event(error: StreamError, time: int) -> dict[str, Any]:

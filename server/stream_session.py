@@ -87,6 +87,7 @@ class StreamSession:
             labels=list(labels),
             session_id=uuid.uuid4().hex,
             now=time.monotonic(),
+            dimensions=batcher.runtime.dimensions,
         )
         self._inputs: asyncio.Queue[tuple] = asyncio.Queue()  # ticks, shutdown, wake-ups
         self._lock = asyncio.Lock()

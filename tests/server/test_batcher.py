@@ -19,7 +19,7 @@ from server.batcher import (
     RequestTimeout,
 )
 from server.metrics import Metrics
-from server.runtime import Runtime
+from server.runtime import Outputs, Runtime
 
 SR = 16000
 
@@ -42,7 +42,7 @@ class FakeRuntime:
             raise RuntimeError("boom")
         sums = np.array([audio[i, :n].sum() for i, n in enumerate(lengths)], np.float32)
         logits = np.stack([sums, lengths.astype(np.float32), -sums], 1)
-        return logits, logits[:, :2].copy()
+        return Outputs(logits, logits[:, :2].copy())
 
 
 def clip(seconds: float, seed: int = 0) -> np.ndarray:
@@ -59,8 +59,9 @@ async def started(runtime, **options) -> Batcher:
     return batcher
 
 
-def test_concurrent_requests_share_a_batch_and_equal_unbatched(tiny_model_dir):
-    runtime = Runtime.load(tiny_model_dir, device="cpu", threads=1)
+@pytest.mark.parametrize("model", ["tiny_model_dir", "dims_model_dir"])
+def test_concurrent_requests_share_a_batch_and_equal_unbatched(model, request):
+    runtime = Runtime.load(request.getfixturevalue(model), device="cpu", threads=1)
     clips = [clip(s, i) for i, s in enumerate((1.0, 1.3, 0.7, 1.9, 0.026))]
 
     async def main():
@@ -72,10 +73,15 @@ def test_concurrent_requests_share_a_batch_and_equal_unbatched(tiny_model_dir):
     results = run(main())
     assert [r.batch_size for r in results] == [len(clips)] * len(clips)
     for result, samples in zip(results, clips, strict=True):
-        logits, embedding = runtime.run_clips([samples])
-        np.testing.assert_allclose(result.logits, logits[0], atol=1e-4)
-        np.testing.assert_allclose(result.embedding, embedding[0], atol=1e-4)
+        alone = runtime.run_clips([samples])
+        np.testing.assert_allclose(result.logits, alone.logits[0], atol=1e-4)
+        np.testing.assert_allclose(result.embedding, alone.embedding[0], atol=1e-4)
         assert result.probabilities.sum() == pytest.approx(1.0, abs=1e-5)
+        if runtime.dimensions is None:
+            assert result.dimensions is None and alone.dimensions is None
+        else:  # the dimensions of a batched utterance are its own too
+            assert result.dimensions.shape == (3,)
+            np.testing.assert_allclose(result.dimensions, alone.dimensions[0], atol=1e-4)
 
 
 def test_max_batch_size_is_respected():

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from server.audio import load_audio
 from tests.fixtures import encode_clip
-from tests.server.conftest import softmax
+from tests.server.conftest import direct_run, softmax
 
 LABELS = ["neutral", "happy", "angry", "sad"]
 
@@ -70,9 +70,12 @@ def test_metrics_count_requests_by_route_and_status(client):
     assert metric(text, "emodistill_audio_seconds_total") == pytest.approx(1.0, abs=0.01)
 
 
-def test_concurrent_requests_are_batched_and_equal_unbatched(make_client, reference):
+@pytest.mark.parametrize("model", ["tiny_model_dir", "dims_model_dir"])
+def test_concurrent_requests_are_batched_and_equal_unbatched(make_client, model, request):
+    model_dir = request.getfixturevalue(model)
+    reference = direct_run(model_dir, ["logits", "dimensions"] if "dims" in model else ["logits"])
     clips = [encode_clip("wav", seconds=1.0 + i / 20, kind="noise", seed=i) for i in range(6)]
-    with make_client(max_batch_size=8, max_wait_ms=300) as client:
+    with make_client(max_batch_size=8, max_wait_ms=300, model_dir=model_dir) as client:
         with ThreadPoolExecutor(len(clips)) as pool:
             responses = list(pool.map(lambda c: client.post("/predict", content=c), clips))
         text = client.get("/metrics").text
@@ -82,8 +85,15 @@ def test_concurrent_requests_are_batched_and_equal_unbatched(make_client, refere
     sizes = [r.json()["results"][0]["batch_size"] for r in responses]
     assert max(sizes) > 1
     for response, clip in zip(responses, clips, strict=True):
-        got = [response.json()["results"][0]["probabilities"][label] for label in LABELS]
-        np.testing.assert_allclose(got, softmax(reference(load_audio(clip))[0]), atol=1e-5)
+        result = response.json()["results"][0]
+        expected = reference(load_audio(clip))
+        got = [result["probabilities"][label] for label in LABELS]
+        np.testing.assert_allclose(got, softmax(expected[0]), atol=1e-5)
+        if len(expected) == 1:
+            assert "dimensions" not in result  # a model without them: answers unchanged
+        else:
+            got = [result["dimensions"][name] for name in ("arousal", "valence", "dominance")]
+            np.testing.assert_allclose(got, expected[1], atol=1e-4)
 
 
 @pytest.fixture
