@@ -106,6 +106,8 @@ def build_model_dir(
             "embedding_dim": student.embedding_dim,
             # Logits already divided by it (in the graph): probabilities are calibrated as is.
             "temperature": getattr(student.config, "calibration_temperature", None),
+            # Only with the regression head: the third output's names (in order) and scale.
+            **({"dimensions": student.dimensions} if student.dimensions else {}),
             "files": files,
             "parity": parity.to_json(),
             "int8": int8_meta,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from export.spec import DYNAMIC_AXES, INPUTS, OPSET, OUTPUTS, SAMPLE_RATE
+from export.spec import DYNAMIC_AXES, INPUTS, OPSET, SAMPLE_RATE, output_names
 from training.student import Student
 
 EXPORTERS = ("torchscript", "dynamo")
@@ -23,12 +23,14 @@ def example_inputs() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def export_onnx(student: Student, path: Path, *, exporter: str = "torchscript") -> Path:
-    """Write ``student`` (in eval mode) as one self-contained ONNX file."""
+    """Write ``student`` (in eval mode) as one self-contained ONNX file; a student with the
+    dimensions head gets the third output ``dimensions``."""
     if exporter not in EXPORTERS:
         raise ValueError(f"unknown exporter {exporter!r}; choose one of {EXPORTERS}")
     student = student.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
-    common = dict(input_names=list(INPUTS), output_names=list(OUTPUTS))
+    outputs = output_names(student.dimension_head is not None)
+    common = dict(input_names=list(INPUTS), output_names=list(outputs))
     with torch.no_grad(), warnings.catch_warnings():
         # Tracer warnings about Python-side shape arithmetic in transformers' attention code;
         # the parity gate is what proves the graph right for other shapes.
@@ -39,7 +41,7 @@ def export_onnx(student: Student, path: Path, *, exporter: str = "torchscript") 
                 example_inputs(),
                 str(path),
                 opset_version=OPSET,
-                dynamic_axes=DYNAMIC_AXES,
+                dynamic_axes={k: v for k, v in DYNAMIC_AXES.items() if k in (*INPUTS, *outputs)},
                 dynamo=False,
                 **common,
             )

@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from export.spec import MIN_SAMPLES, TOLERANCE, parity_cases
+from export.spec import MIN_SAMPLES, TOLERANCE, output_names, parity_cases
 from server.runtime import pad_batch as server_pad_batch
 from training.student import Student
 
@@ -26,9 +26,11 @@ class ParityReport:
     max_abs_diff_embedding: float
     batching_max_abs_diff: float
     cases: list[list[int]]
+    # Students with the dimensions head only (the key is left out of model.json otherwise).
+    max_abs_diff_dimensions: float | None = None
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
     def check(self) -> None:
         """Raise ParityError when any measured difference exceeds the tolerance."""
@@ -37,6 +39,8 @@ class ParityReport:
             "ONNX vs PyTorch embedding": self.max_abs_diff_embedding,
             "batched vs alone (ONNX)": self.batching_max_abs_diff,
         }
+        if self.max_abs_diff_dimensions is not None:
+            worst["ONNX vs PyTorch dimensions"] = self.max_abs_diff_dimensions
         failed = {k: v for k, v in worst.items() if not v <= self.tolerance}
         if failed:
             detail = ", ".join(f"{k}: {v:.3g}" for k, v in failed.items())
@@ -82,7 +86,8 @@ def probe_signal(length: int, seed: int) -> np.ndarray:
 
 
 def batching_max_abs_diff(session: ort.InferenceSession, rows: Sequence[np.ndarray]) -> float:
-    """Largest difference of any output between a row in the padded batch and the row alone."""
+    """Largest difference of any output (dimensions included) between a row in the padded batch
+    and the row alone."""
     batched = run_onnx(session, rows)
     worst = 0.0
     for i, row in enumerate(rows):
@@ -103,19 +108,20 @@ def measure_parity(
     cases = parity_cases(student.min_samples) if cases is None else cases
     session = open_session(onnx_path)
     student = student.eval()
-    diff_logits = diff_embedding = batching = 0.0
+    # ONNX vs PyTorch per output: logits, embedding (and dimensions when the student has them)
+    diffs = [0.0] * len(output_names(student.dimension_head is not None))
+    batching = 0.0
     for c, case in enumerate(cases):
         rows = [probe_signal(n, seed=1000 * c + i) for i, n in enumerate(case)]
-        ort_logits, ort_embedding = run_onnx(session, rows)
-        pt_logits, pt_embedding = run_torch(student, rows)
-        diff_logits = max(diff_logits, float(np.abs(ort_logits - pt_logits).max()))
-        diff_embedding = max(diff_embedding, float(np.abs(ort_embedding - pt_embedding).max()))
+        pairs = zip(run_onnx(session, rows), run_torch(student, rows), strict=True)
+        diffs = [max(d, float(np.abs(o - t).max())) for d, (o, t) in zip(diffs, pairs, strict=True)]
         if len(rows) > 1:
             batching = max(batching, batching_max_abs_diff(session, rows))
     return ParityReport(
         tolerance=tolerance,
-        max_abs_diff_logits=diff_logits,
-        max_abs_diff_embedding=diff_embedding,
+        max_abs_diff_logits=diffs[0],
+        max_abs_diff_embedding=diffs[1],
         batching_max_abs_diff=batching,
         cases=[list(case) for case in cases],
+        max_abs_diff_dimensions=diffs[2] if len(diffs) > 2 else None,
     )

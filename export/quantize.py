@@ -107,10 +107,16 @@ def quantize(fp32_path: Path, int8_path: Path, calibration: Sequence[np.ndarray]
     return int8_path
 
 
+def predict_outputs(session, rows: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Every output (logits, embedding, dimensions if any) per utterance, one at a time: how a
+    server runs a model that is not batch-invariant (and on CPU batching gains little)."""
+    alone = [run_onnx(session, [row]) for row in rows]
+    return [np.concatenate(parts) for parts in zip(*alone, strict=True)]
+
+
 def predict_logits(session, rows: Sequence[np.ndarray]) -> np.ndarray:
-    """Logits per utterance, one at a time: how a server runs a model that is not
-    batch-invariant (and on CPU batching gains little)."""
-    return np.concatenate([run_onnx(session, [row])[0] for row in rows])
+    """Logits per utterance, one at a time (``predict_outputs``)."""
+    return predict_outputs(session, rows)[0]
 
 
 def unweighted_accuracy(logits: np.ndarray, targets: Sequence[int]) -> float:
@@ -146,7 +152,8 @@ def quantize_model(
     fp32, int8 = open_session(fp32_path), open_session(int8_path)
     if check and check["audio"]:
         rows, labels = list(check["audio"]), check["labels"]
-    fp32_logits, int8_logits = predict_logits(fp32, rows), predict_logits(int8, rows)
+    fp32_out, int8_out = predict_outputs(fp32, rows), predict_outputs(int8, rows)
+    fp32_logits, int8_logits = fp32_out[0], int8_out[0]
     batching = max(
         batching_max_abs_diff(int8, [probe_signal(n, seed=900 + i) for i, n in enumerate(case)])
         for case in parity_cases(min_samples)
@@ -167,6 +174,8 @@ def quantize_model(
         "evaluated_on_calibration_clips": not (check and check["audio"]),
         "accepted": True,
     }
+    if len(fp32_out) > 2:  # the dimensions output: how far int8 moves it (scale units)
+        entry["dimensions_max_abs_diff"] = float(np.abs(fp32_out[2] - int8_out[2]).max())
     if check and check["audio"]:
         entry["evaluation_speakers"] = check["speakers"]
         entry["max_ua_drop"] = max_ua_drop

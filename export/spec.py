@@ -12,12 +12,22 @@ HF_DIR = "hf"
 
 INPUTS = ("audio", "lengths")
 OUTPUTS = ("logits", "embedding")
+# The optional third output: [batch, 3] arousal, valence, dominance in the scale's units, written
+# only for a student with the regression head (model.json then has a "dimensions" entry).
+DIMENSIONS_OUTPUT = "dimensions"
 DYNAMIC_AXES = {
     "audio": {0: "batch", 1: "samples"},
     "lengths": {0: "batch"},
     "logits": {0: "batch"},
     "embedding": {0: "batch"},
+    DIMENSIONS_OUTPUT: {0: "batch"},
 }
+
+
+def output_names(dimensions: bool) -> tuple[str, ...]:
+    """The graph's outputs, in order: with ``dimensions`` the third one is added."""
+    return (*OUTPUTS, DIMENSIONS_OUTPUT) if dimensions else OUTPUTS
+
 
 # The TorchScript exporter gives the fastest ORT graph here (docs/export.md); dynamo's SDPA
 # translation adds NaN guards over the full T x T attention matrix and needs opset >= 18.

@@ -7,7 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
-from export.spec import META_FILE, MODEL_FILE
+from export.spec import DIMENSIONS_OUTPUT, META_FILE, MODEL_FILE
 
 MODEL_NAME = "emodistill"
 MAX_BATCH_SIZE = 16
@@ -17,7 +17,11 @@ LABELS_FILE = "labels.txt"
 
 
 def config_pbtxt(
-    name: str, classes: int, embedding_dim: int, fixed_samples: int | None = None
+    name: str,
+    classes: int,
+    embedding_dim: int,
+    fixed_samples: int | None = None,
+    dimensions: int = 0,
 ) -> str:
     """The model's config. Triton's dynamic batcher only puts requests of equal shapes into
     one batch (ragged batching needs a model that takes concatenated rows, which this one does
@@ -25,7 +29,8 @@ def config_pbtxt(
     nothing and only add its queue delay: there is no dynamic_batching, and clients send
     batches themselves (rows zero-padded to the longest, ``lengths`` = valid samples). With
     ``fixed_samples`` (clients that send fixed windows, e.g. 2 s streaming chunks) ``audio``
-    is [fixed_samples] and the dynamic batcher groups concurrent requests."""
+    is [fixed_samples] and the dynamic batcher groups concurrent requests. ``dimensions``: the
+    length of the optional third output (0 = the model has none)."""
     # With max_batch_size > 0 Triton adds the batch axis itself: dims are per row. `lengths` is
     # one int64 per row, so it is [1] in Triton's view, reshaped to the graph's [batch].
     preferred = ", ".join(str(b) for b in PREFERRED_BATCH_SIZES)
@@ -38,6 +43,16 @@ def config_pbtxt(
 """
         if fixed_samples
         else "# no dynamic_batching: variable-length requests are batched by the client\n"
+    )
+    third = (
+        f""",
+  {{
+    name: "{DIMENSIONS_OUTPUT}"
+    data_type: TYPE_FP32
+    dims: [ {dimensions} ]
+  }}"""
+        if dimensions
+        else ""
     )
     return f"""name: "{name}"
 platform: "onnxruntime_onnx"
@@ -66,7 +81,7 @@ output [
     name: "embedding"
     data_type: TYPE_FP32
     dims: [ {embedding_dim} ]
-  }}
+  }}{third}
 ]
 {batching}instance_group [ {{ count: 1, kind: KIND_AUTO }} ]
 """
@@ -82,6 +97,9 @@ def write_triton_repo(
     (model / "1").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model_dir / MODEL_FILE, model / "1" / MODEL_FILE)
     (model / LABELS_FILE).write_text("".join(f"{label}\n" for label in meta["labels"]))
-    config = config_pbtxt(name, len(meta["labels"]), meta["embedding_dim"], fixed_samples)
+    dimensions = len((meta.get("dimensions") or {}).get("names", []))
+    config = config_pbtxt(
+        name, len(meta["labels"]), meta["embedding_dim"], fixed_samples, dimensions
+    )
     (model / "config.pbtxt").write_text(config)
     return model

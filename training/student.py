@@ -13,6 +13,12 @@ Two encoder families, both fed raw 16 kHz audio:
 Pretrained students pool a learned softmax-weighted sum of all hidden layers by default
 (``use_weighted_layer_sum``); one projection head per teacher is used only by the distillation
 losses.
+
+A student built with ``dimensions=True`` also has a regression head on the pooled embedding:
+arousal, valence and dominance, a linear layer on a normalised scale (0 = the middle of
+``DIMENSION_SCALE``, +-1 its ends) mapped back to the scale's units (1-5) in the forward, so the
+exported ``dimensions`` output needs no post-processing. The head's presence is recorded in the
+transformers config (``config.dimensions``) and its weights in ``dimensions.pt``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from transformers import (
 )
 
 from server.audio import MIN_SAMPLES
+from training.data.utterance import DIMENSION_SCALE, DIMENSIONS
 from training.mel_hubert import MelHubertForSequenceClassification
 from training.whisper_encoder import (
     HOP_LENGTH,
@@ -36,6 +43,7 @@ from training.whisper_encoder import (
 )
 
 NORM_EPS = 1e-7  # Wav2Vec2FeatureExtractor's zero-mean unit-variance epsilon
+DIMENSIONS_FILE = "dimensions.pt"  # the regression head's weights, beside the checkpoint
 
 # Named from-scratch configurations (no download): for tests, the demo and benchmarks.
 _TINY = dict(
@@ -168,13 +176,42 @@ def build_classifier(
     return AutoModelForAudioClassification.from_pretrained(path, config=config)
 
 
-class Student(nn.Module):
-    """Raw 16 kHz audio [batch, samples] + valid lengths [batch] -> (logits, embedding)."""
+def dimension_spec() -> dict:
+    """The model directory's ``dimensions`` entry: names in output order and the scale."""
+    return {"names": list(DIMENSIONS), "scale": list(DIMENSION_SCALE)}
 
-    def __init__(self, classifier: nn.Module, teacher_dims: dict[str, int] | None = None):
+
+def to_scale(normalised: torch.Tensor, scale) -> torch.Tensor:
+    """Normalised units (-1 .. 1 spans the scale) -> the scale's units."""
+    low, high = scale
+    return (low + high) / 2 + (high - low) / 2 * normalised
+
+
+def from_scale(values: torch.Tensor, scale) -> torch.Tensor:
+    """The scale's units -> normalised units (the inverse of ``to_scale``)."""
+    low, high = scale
+    return (values - (low + high) / 2) / ((high - low) / 2)
+
+
+class Student(nn.Module):
+    """Raw 16 kHz audio [batch, samples] + valid lengths [batch] -> (logits, embedding), plus
+    dimensions [batch, 3] in the scale's units when the student has the regression head."""
+
+    def __init__(
+        self,
+        classifier: nn.Module,
+        teacher_dims: dict[str, int] | None = None,
+        dimensions: bool = False,
+    ):
         super().__init__()
         self.classifier = classifier
         self.config = classifier.config
+        if dimensions:
+            self.config.dimensions = dimension_spec()
+        spec = getattr(self.config, "dimensions", None)
+        self.dimension_head = (
+            nn.Linear(self.config.classifier_proj_size, len(spec["names"])) if spec else None
+        )
         self.whisper = isinstance(classifier, WhisperAudioClassifier)
         if self.whisper:  # fixed sinusoids (the forward detaches them); out of the optimizer too
             classifier.encoder.embed_positions.requires_grad_(False)
@@ -195,6 +232,11 @@ class Student(nn.Module):
     @property
     def labels(self) -> list[str]:
         return [self.config.id2label[i] for i in range(self.config.num_labels)]
+
+    @property
+    def dimensions(self) -> dict | None:
+        """{"names", "scale"} when the student predicts dimensional affect, else None."""
+        return getattr(self.config, "dimensions", None) if self.dimension_head else None
 
     @property
     def embedding_dim(self) -> int:
@@ -257,9 +299,17 @@ class Student(nn.Module):
             base.feature_projection.requires_grad_(False)
             base.encoder.pos_conv_embed.requires_grad_(False)
 
-    def forward(
+    def forward(self, audio: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits, embedding = self.pooled(audio, lengths)
+        if self.dimension_head is None:
+            return logits, embedding
+        normalised = self.dimension_head(embedding)
+        return logits, embedding, to_scale(normalised, self.config.dimensions["scale"])
+
+    def pooled(
         self, audio: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, embedding) of the classifier."""
         if self.whisper:
             return self.classifier.pooled(audio, lengths)
         audio = masked_normalise(audio, lengths)
@@ -303,7 +353,8 @@ class Student(nn.Module):
 
 
 def save_student(student: Student, directory) -> None:
-    """Save as a transformers checkpoint (+ projection heads, needed only to resume training)."""
+    """Save as a transformers checkpoint (+ projection heads, needed only to resume training,
+    + the dimensions head when there is one)."""
     from pathlib import Path
 
     directory = Path(directory)
@@ -316,6 +367,8 @@ def save_student(student: Student, directory) -> None:
         },
         directory / "projections.pt",
     )
+    if student.dimension_head is not None:
+        torch.save(student.dimension_head.state_dict(), directory / DIMENSIONS_FILE)
 
 
 def load_student(directory) -> Student:
@@ -328,4 +381,7 @@ def load_student(directory) -> Student:
     student = Student(classifier, saved["dims"])
     if saved["dims"]:
         student.projections.load_state_dict(saved["state"])
+    if student.dimension_head is not None:
+        state = torch.load(directory / DIMENSIONS_FILE, weights_only=True, map_location="cpu")
+        student.dimension_head.load_state_dict(state)
     return student

@@ -22,6 +22,7 @@ def test_model_json_complete(student_and_dir):
     assert META_KEYS <= set(meta)
     assert meta["format_version"] == 1
     assert meta["labels"] == list(EMOTIONS)
+    assert "dimensions" not in meta  # a student without the regression head: no third output
     # The shortest input with an output frame: 400 samples for HuBERT's convs, 720 (3 frames of
     # 10 ms for the k=3 conv after the 25 ms log-mel window) for the log-mel front end; Whisper
     # students take the server's floor (one 25 ms window).

@@ -1,4 +1,5 @@
-"""The utterance record every dataset adapter yields, and the 4-class label set."""
+"""The utterance record every dataset adapter yields, the 4-class label set, and the
+dimensional affect scale (arousal, valence, dominance, 1-5, as IEMOCAP's EmoEvaluation rates)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from pathlib import Path
 
 # IEMOCAP 4-class set (happy = happy + excited), in model output order.
 EMOTIONS: tuple[str, ...] = ("neutral", "happy", "angry", "sad")
+# Dimensional affect: names in model output order and the scale's range (the model directory's
+# "dimensions" contract, docs/export.md). IEMOCAP's files give them as [V, A, D].
+DIMENSIONS: tuple[str, ...] = ("arousal", "valence", "dominance")
+DIMENSION_SCALE: tuple[float, float] = (1.0, 5.0)
 
 
 @dataclass(frozen=True)
@@ -20,6 +25,8 @@ class Utterance:
     session: str = ""
     duration: float = 0.0
     split: str = ""  # optional fixed split from a manifest ("train" / "valid" / "test")
+    # (arousal, valence, dominance) on DIMENSION_SCALE, or None when the dataset has none
+    dimensions: tuple[float, float, float] | None = None
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def to_json(self) -> str:
@@ -27,7 +34,10 @@ class Utterance:
 
     @classmethod
     def from_json(cls, line: str) -> Utterance:
-        return cls(**json.loads(line))
+        data = json.loads(line)
+        if data.get("dimensions") is not None:
+            data["dimensions"] = tuple(float(v) for v in data["dimensions"])
+        return cls(**data)
 
 
 def write_jsonl(utterances: list[Utterance], path: str | Path) -> None:
