@@ -14,6 +14,7 @@ all processes (DDP via ``accelerate``) and only rank 0 writes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -119,7 +120,14 @@ def ddp_kwargs() -> DistributedDataParallelKwargs:
 
 
 def ensure_synthetic_corpus(cfg: Config) -> None:
-    from training.data.synthetic import MANIFEST_NAME, SUMMARY_NAME, SyntheticConfig, generate
+    from training.data.synthetic import (
+        MANIFEST_NAME,
+        SUMMARY_NAME,
+        SyntheticConfig,
+        add_dimensions,
+        generate,
+        has_dimensions,
+    )
 
     root = Path(cfg.data_path)
     voices = {"voices": tuple(cfg.synth_voices)} if cfg.synth_voices else {}
@@ -139,6 +147,13 @@ def ensure_synthetic_corpus(cfg: Config) -> None:
                 f"{root} holds a synthetic corpus with {found}, the config asks for {wanted}; "
                 "choose another data_path or delete the folder"
             )
+        if not has_dimensions(root):  # a corpus from before dimensional affect: no new audio
+            made = summary["config"]
+            add_dimensions(
+                dataclasses.replace(synth, p_words=made["p_words"], p_prosody=made["p_prosody"]),
+                root,
+            )
+            log.info("added arousal, valence and dominance to %s", root / MANIFEST_NAME)
         return
     log.info("generating the synthetic corpus (%d utterances) in %s", cfg.synth_n, root)
     generate(synth, root)

@@ -52,3 +52,34 @@ def test_missing_wav_is_an_error(tmp_path):
         load_iemocap(root)
     with pytest.raises(IemocapError, match="no Session"):
         load_iemocap(tmp_path / "empty")
+
+
+def test_dimensions_from_the_vad_ratings(fake_iemocap):
+    """[V, A, D] in the file -> (arousal, valence, dominance); the generated ratings are the
+    mean of two raters' integer scores and follow the label (angry: high arousal, low valence)."""
+    utts = load_iemocap(fake_iemocap)
+    assert all(u.dimensions is not None for u in utts)
+    values = {u.id: u.dimensions for u in utts}
+    eval_file = next((fake_iemocap / "Session1" / "dialog" / "EmoEvaluation").glob("*.txt"))
+    line = next(x for x in eval_file.read_text().splitlines() if x.startswith("[") and "\tneu" in x)
+    v, a, d = (float(x) for x in line.split("\t")[3].strip("[]").split(","))
+    assert values[line.split("\t")[1]] == (a, v, d)
+    for u in utts:
+        assert all(1 <= x <= 5 and (2 * x).is_integer() for x in u.dimensions)
+    mean = {
+        e: [sum(u.dimensions[k] for u in utts if u.label == e) for k in range(3)] for e in EMOTIONS
+    }
+    assert mean["angry"][0] > mean["sad"][0] and mean["angry"][1] < mean["happy"][1]
+
+
+def test_bad_vad_ratings_are_problems(tmp_path):
+    root = make_fake_iemocap(tmp_path, per_class=1, sessions=1)
+    for eval_file in sorted((root / "Session1" / "dialog" / "EmoEvaluation").glob("*.txt")):
+        lines = eval_file.read_text().splitlines()
+        turns = [i for i, x in enumerate(lines) if x.startswith("[") and "\tang\t" in x]
+        if turns:
+            lines[turns[0]] = lines[turns[0]].rsplit("\t", 1)[0] + "\t[2.5, high]"
+            eval_file.write_text("\n".join(lines) + "\n")
+            break
+    with pytest.raises(IemocapError, match=r"not three values \[V, A, D\]"):
+        load_iemocap(root)

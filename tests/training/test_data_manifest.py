@@ -77,3 +77,34 @@ def test_undecodable_audio_reported(tmp_path):
     manifest.write_text("path,label\nbad.wav,sad\n")
     with pytest.raises(ManifestError, match="unreadable audio"):
         load_manifest(manifest)
+
+
+def test_dimension_columns_all_or_none_and_on_the_scale(tmp_path, clips):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        "path,label,arousal,valence,dominance\n"
+        "audio/c0.wav,happy,3.5,4.25,3\n"
+        "audio/c1.wav,sad,,,\n"
+        "audio/c2.wav,angry,4,1.5,5\n"
+    )
+    utts = load_manifest(manifest)
+    assert [u.dimensions for u in utts] == [(3.5, 4.25, 3.0), None, (4.0, 1.5, 5.0)]
+    assert utts[0].to_json() and type(utts[0].from_json(utts[0].to_json()).dimensions) is tuple
+
+
+def test_bad_dimensions_are_listed_with_the_other_problems(tmp_path, clips):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        "path,label,arousal,valence,dominance\n"
+        "audio/c0.wav,happy,3.5,,3\n"
+        "audio/c1.wav,sad,high,2,2\n"
+        "audio/c2.wav,angry,4,0.5,5.5\n"
+        "audio/missing.wav,joy,nan,1,1\n"
+    )
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    text = "\n".join(info.value.problems)
+    assert "row 1" in text and "missing ['valence']" in text
+    assert "arousal 'high' is not a number" in text
+    assert "valence 0.5 is outside 1-5" in text and "dominance 5.5 is outside 1-5" in text
+    assert "'joy'" in text and "missing.wav" in text

@@ -104,3 +104,67 @@ def test_400_utterance_corpus_loads(tmp_path):
     utts = load_dataset("manifest", tmp_path / "manifest.csv")
     assert len(utts) == summary["n"] == 400
     assert summary["per_class"] == {e: 100 for e in sorted(EMOTIONS)}
+
+
+def test_dimensions_follow_emotion_and_prosody():
+    """Arousal rises with the spoken pitch, rate and volume; valence follows the emotions;
+    the noise is documented (0.3) and the values stay on the 1-5 scale."""
+    from training.data.synthetic import DIMENSION_NOISE_SD
+
+    plans = plan_corpus(SyntheticConfig(n=800))
+    dims = np.array([p.dimensions for p in plans])
+    assert dims.min() >= 1 and dims.max() <= 5 and DIMENSION_NOISE_SD == 0.3
+    labels = np.array([p.label for p in plans])
+    mean = {e: dims[labels == e].mean(0) for e in EMOTIONS}
+    assert mean["angry"][0] > mean["neutral"][0] > mean["sad"][0]  # arousal
+    assert mean["happy"][1] > mean["neutral"][1] > mean["angry"][1]  # valence
+    assert mean["angry"][2] > mean["sad"][2]  # dominance
+    # Within one label, louder and faster speech is rated more aroused.
+    sad = [p for p in plans if p.label == "sad"]
+    loud = np.array([p.prosody.volume + p.prosody.rate for p in sad])
+    assert np.corrcoef(loud, [p.dimensions[0] for p in sad])[0, 1] > 0.3
+
+
+def test_dimensions_leave_the_rest_of_the_corpus_unchanged():
+    """The noise has its own random stream: the first plan of seed 3 is what the generator
+    planned before the dimensions existed (text, pause, prosody; the audio follows from them)."""
+    first = plan_corpus(SyntheticConfig(n=16, seed=3))[0]
+    assert first.text == "Honestly, I feel informed about the letter."
+    assert first.ssml == 'Honestly,<break time="215ms"/> I feel informed about the letter.'
+    assert (first.words_emotion, first.prosody_emotion, first.pause_ms) == (
+        "neutral",
+        "neutral",
+        215,
+    )
+    p = first.prosody
+    assert (p.pitch, p.range, p.rate, p.volume) == (49, 42, 161, 102)
+    assert first.dimensions is not None
+
+
+def test_manifest_has_dimensions_and_old_corpora_get_them(synthetic_corpus, tmp_path):
+    import csv
+    import shutil
+
+    from training.data.synthetic import MANIFEST_NAME, add_dimensions, has_dimensions
+
+    utts = load_dataset("synthetic", synthetic_corpus)
+    assert all(u.dimensions is not None for u in utts)
+    # An older corpus: the same manifest without the three columns.
+    old = tmp_path / "old"
+    old.mkdir()
+    with (synthetic_corpus / MANIFEST_NAME).open() as handle:
+        rows = list(csv.DictReader(handle))
+    keep = ["path", "label", "text", "speaker", "session", "id"]
+    with (old / MANIFEST_NAME).open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keep, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    assert not has_dimensions(old)
+    summary = json.loads((synthetic_corpus / SUMMARY_NAME).read_text())
+    config = SyntheticConfig(n=summary["n"], seed=summary["seed"],
+                             voices=tuple(summary["config"]["voices"]))  # fmt: skip
+    add_dimensions(config, old)
+    assert has_dimensions(old)
+    shutil.copytree(synthetic_corpus / "wavs", old / "wavs")
+    again = load_dataset("synthetic", old)
+    assert [u.dimensions for u in again] == [u.dimensions for u in utts]

@@ -8,6 +8,7 @@ import numpy as np
 import soundfile as sf
 
 from server.audio import SAMPLE_RATE
+from training.data.utterance import DIMENSION_MEANS
 
 # Raw labels written per speaker and class; "hap"/"exc" alternate for happy so both map.
 _RAW = {"neutral": ("neu",), "happy": ("hap", "exc"), "angry": ("ang",), "sad": ("sad",)}
@@ -19,10 +20,24 @@ _TONES_HZ = {"neutral": 150.0, "happy": 220.0, "angry": 180.0, "sad": 110.0}
 EVAL_HEADER = ("% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", "")
 
 
-def eval_lines(start: float, end: float, utt_id: str, raw: str) -> list[str]:
-    """One turn of an EmoEvaluation file, as the release writes it."""
+RATERS = 2  # evaluators per turn whose integer 1-5 scores the file averages
+
+
+def rated_vad(label: str, rng: np.random.Generator) -> tuple[float, float, float]:
+    """(V, A, D) as the release writes them: the mean of ``RATERS`` integer 1-5 scores, each
+    the label's typical value (DIMENSION_MEANS; neutral's for other labels) plus rater noise."""
+    arousal, valence, dominance = DIMENSION_MEANS.get(label, DIMENSION_MEANS["neutral"])
+    scores = np.array([valence, arousal, dominance]) + rng.normal(0, 0.7, (RATERS, 3))
+    return tuple(float(v) for v in np.clip(np.rint(scores), 1, 5).mean(0))
+
+
+def eval_lines(
+    start: float, end: float, utt_id: str, raw: str, vad: tuple[float, float, float]
+) -> list[str]:
+    """One turn of an EmoEvaluation file, as the release writes it (``vad`` = [V, A, D])."""
+    v, a, d = vad
     return [
-        f"[{start:.4f} - {end:.4f}]\t{utt_id}\t{raw}\t[2.5000, 3.0000, 2.0000]",
+        f"[{start:.4f} - {end:.4f}]\t{utt_id}\t{raw}\t[{v:.4f}, {a:.4f}, {d:.4f}]",
         f"C-E1:\t{raw.capitalize()};\t()",
         "",
     ]
@@ -55,6 +70,7 @@ def make_fake_iemocap(
     """
     root = Path(root)
     rng = np.random.default_rng(seed)
+    ratings = np.random.default_rng([seed, 7])  # its own stream: the audio is as before
     for s in range(1, sessions + 1):
         session_dir = root / f"Session{s}"
         dialogs = {f"Ses{s:02d}F_impro01": [], f"Ses{s:02d}M_script01_1": []}
@@ -76,7 +92,7 @@ def make_fake_iemocap(
             for utt_id, label, raw in turns:
                 end = start + seconds
                 sf.write(wav_dir / f"{utt_id}.wav", _clip(label, seconds, rng), SAMPLE_RATE)
-                evaluation += eval_lines(start, end, utt_id, raw)
+                evaluation += eval_lines(start, end, utt_id, raw, rated_vad(label, ratings))
                 text_lines.append(f"{utt_id} [{start:08.4f}-{end:08.4f}]: I feel {label} today.")
                 start = end + 0.5
             write_dialog_files(session_dir, dialog, evaluation, text_lines)

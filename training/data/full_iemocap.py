@@ -11,7 +11,9 @@ F and once by the M speaker). Files as ``training.data.iemocap`` reads them:
     SessionN/dialog/transcriptions/<dialog>.txt  ("utt_id [start-end]: text")
 
 The audio is short (``seconds``, default 0.1-0.3 s): a tone whose pitch and loudness follow
-the label, plus noise; transcripts say an emotion word for about half of the turns.
+the label, plus noise; transcripts say an emotion word for about half of the turns; the
+[V, A, D] ratings are the mean of two raters' integer scores around the label's typical values
+(``fake_iemocap.rated_vad``).
 
     python -m training.data.full_iemocap --out data/IEMOCAP_rehearsal
 """
@@ -25,7 +27,7 @@ import numpy as np
 import soundfile as sf
 
 from server.audio import SAMPLE_RATE
-from training.data.fake_iemocap import EVAL_HEADER, eval_lines, write_dialog_files
+from training.data.fake_iemocap import EVAL_HEADER, eval_lines, rated_vad, write_dialog_files
 
 PER_SESSION = (1085, 1023, 1151, 1031, 1241)
 CLASS_TOTALS = {"neutral": 1708, "happy": 1636, "angry": 1103, "sad": 1084}
@@ -75,6 +77,7 @@ def make_full_iemocap(
 
     root = Path(root)
     rng = np.random.default_rng(seed)
+    ratings = np.random.default_rng([seed, 7])  # its own stream: the audio is as before
     labels = _labels(rng)
     total = sum(PER_SESSION) + 5 * DROPPED_PER_SESSION
     bar = tqdm(total=total, desc="IEMOCAP tree", unit="utt", disable=not progress)
@@ -102,7 +105,7 @@ def make_full_iemocap(
                 secs = float(rng.uniform(*(long_seconds if rng.random() < long_share else seconds)))
                 end = start + secs
                 sf.write(wav_dir / f"{utt_id}.wav", _clip(label, secs, rng), SAMPLE_RATE)
-                evals += eval_lines(start, end, utt_id, raw)
+                evals += eval_lines(start, end, utt_id, raw, rated_vad(label, ratings))
                 word = WORDS.get(label, "well") if rng.random() < 0.5 else "so"
                 texts.append(f"{utt_id} [{start:08.4f}-{end:08.4f}]: I am {word} about this.")
                 start = end + 0.4

@@ -4,7 +4,11 @@
     SessionN/dialog/transcriptions/<dialog>.txt    "utt_id [start-end]: text"
     SessionN/sentences/wav/<dialog>/<utt_id>.wav
 
-The 4-class set: neutral, happy (hap + exc), angry, sad; other labels are dropped.
+The 4-class set: neutral, happy (hap + exc), angry, sad; other labels are dropped. The
+evaluators' mean ratings ``[V, A, D]`` (valence, activation = arousal, dominance; 1-5) become
+the utterance's ``dimensions`` in the model's order (arousal, valence, dominance), as the file
+gives them (a rating a little outside 1-5 is kept, not clipped); a line whose ratings are not
+three numbers is listed as a problem.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from training.data.utterance import Utterance
+from training.data.utterance import Utterance, check_dimensions
 
 LABEL_MAP = {"neu": "neutral", "hap": "happy", "exc": "happy", "ang": "angry", "sad": "sad"}
 SESSIONS = tuple(f"Session{i}" for i in range(1, 6))
@@ -34,6 +38,17 @@ def speaker_of(utt_id: str) -> str:
 
 def session_of(utt_id: str) -> str:
     return utt_id[:5]
+
+
+def parse_vad(text: str) -> tuple[tuple[float, float, float] | None, str]:
+    """``"2.5000, 3.0000, 2.0000"`` (the file's [V, A, D]) -> ((arousal, valence, dominance), "")
+    or (None, the problem)."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 3:
+        return None, f"ratings [{text}] are not three values [V, A, D]"
+    valence, arousal, dominance = parts
+    named = {"arousal": arousal, "valence": valence, "dominance": dominance}
+    return check_dimensions(named, bounded=False)
 
 
 def _transcripts(session_dir: Path) -> dict[str, str]:
@@ -73,7 +88,10 @@ def load_iemocap(root: str | Path) -> list[Utterance]:
                 if not wav.is_file():
                     problems.append(f"missing audio {wav}")
                     continue
-                vad = [float(v) for v in match["vad"].split(",") if v.strip()]
+                dimensions, problem = parse_vad(match["vad"])
+                if problem:
+                    problems.append(f"{eval_file}: {utt_id}: {problem}")
+                    continue
                 utterances.append(
                     Utterance(
                         id=utt_id,
@@ -83,7 +101,8 @@ def load_iemocap(root: str | Path) -> list[Utterance]:
                         speaker=speaker_of(utt_id),
                         session=session_of(utt_id),
                         duration=round(float(match["end"]) - float(match["start"]), 4),
-                        extra={"raw_label": match["label"], "vad": vad, "dialog": dialog},
+                        dimensions=dimensions,
+                        extra={"raw_label": match["label"], "dialog": dialog},
                     )
                 )
     if problems:

@@ -1,4 +1,6 @@
-"""Generic dataset adapter: a CSV or JSONL manifest with ``path,label[,text,speaker,session,split]``.
+"""Generic dataset adapter: a CSV or JSONL manifest with ``path,label[,text,speaker,session,split]``
+and optionally ``arousal,valence,dominance`` (dimensional affect on the 1-5 scale: all three or
+none per row; a row may leave all three blank).
 
 Paths are relative to the manifest's folder. Every problem (missing columns, missing files,
 unknown labels, bad splits) is collected and reported at once in one ``ManifestError``:
@@ -14,10 +16,10 @@ from pathlib import Path
 
 import soundfile as sf
 
-from training.data.utterance import EMOTIONS, Utterance
+from training.data.utterance import DIMENSIONS, EMOTIONS, Utterance, check_dimensions
 
 REQUIRED_COLUMNS = ("path", "label")
-OPTIONAL_COLUMNS = ("text", "speaker", "session", "split", "id")
+OPTIONAL_COLUMNS = ("text", "speaker", "session", "split", "id", *DIMENSIONS)
 VALID_SPLITS = ("", "train", "valid", "test")
 MAX_LISTED_PROBLEMS = 20
 
@@ -83,6 +85,10 @@ def load_manifest(path: str | Path, labels: Sequence[str] = EMOTIONS) -> list[Ut
         if split not in VALID_SPLITS:
             problems.append(f"{where}: unknown split {split!r}; expected one of {VALID_SPLITS[1:]}")
             ok = False
+        dimensions, problem = check_dimensions({d: row.get(d, "") for d in DIMENSIONS})
+        if problem:
+            problems.append(f"{where}: {problem}")
+            ok = False
         if not row.get("path") or not audio.is_file():
             problems.append(f"{where}: audio file not found at {audio}")
             continue
@@ -108,6 +114,7 @@ def load_manifest(path: str | Path, labels: Sequence[str] = EMOTIONS) -> list[Ut
                     session=row.get("session", ""),
                     duration=float(duration),
                     split=split,
+                    dimensions=dimensions,
                 )
             )
     if problems:

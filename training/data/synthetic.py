@@ -9,8 +9,17 @@ perfect. Eight voice variants act as speakers, each with its own prosodic offset
     python -m training.data.synthetic --out demo-corpus --n 400 --seed 0
 
 writes ``wavs/<speaker>/<id>.wav`` (16 kHz mono PCM-16), ``manifest.csv``
-(path,label,text,speaker,session,id), ``metadata.jsonl`` (which modality carries which emotion)
-and ``summary.json`` (counts per class and speaker, also printed).
+(path,label,text,speaker,session,id,arousal,valence,dominance), ``metadata.jsonl`` (which
+modality carries which emotion) and ``summary.json`` (counts per class and speaker, also printed).
+
+Dimensional affect (1-5, as IEMOCAP's raters score it) is assigned from what each utterance
+speaks (``plan_dimensions``): arousal mostly from its prosody (pitch, rate and volume relative
+to the neutral recipe), valence from the emotion it is labelled with and the emotions its words
+and prosody show, dominance from the emotion and the volume and rate. Each value gets Gaussian
+noise (``DIMENSION_NOISE_SD`` = 0.3 scale points, like the spread between human raters) and is
+clipped to 1-5. The noise comes from its own random stream, so the utterances themselves (text,
+prosody, audio) are the same as before the dimensions existed, and ``add_dimensions`` writes
+them into an older corpus's manifest without rendering any audio again.
 """
 
 from __future__ import annotations
@@ -30,12 +39,18 @@ import soundfile as sf
 
 from server.audio import SAMPLE_RATE, resample
 from training.data.espeak import Prosody, synthesize
-from training.data.utterance import EMOTIONS, Utterance
+from training.data.utterance import (
+    DIMENSION_MEANS,
+    DIMENSION_SCALE,
+    DIMENSIONS,
+    EMOTIONS,
+    Utterance,
+)
 
 MANIFEST_NAME = "manifest.csv"
 METADATA_NAME = "metadata.jsonl"
 SUMMARY_NAME = "summary.json"
-MANIFEST_COLUMNS = ("path", "label", "text", "speaker", "session", "id")
+MANIFEST_COLUMNS = ("path", "label", "text", "speaker", "session", "id", *DIMENSIONS)
 # Plans sent to the synthesis process at a time (fewer round trips, a smooth progress bar).
 RENDER_CHUNK = 8
 
@@ -79,6 +94,15 @@ DEFAULT_TEMPLATES = (
 DEFAULT_TOPICS = (
     "meeting", "results", "news", "weekend", "letter", "trip", "decision", "phone call",
 )  # fmt: skip
+
+# Dimensional affect: each emotion's anchor (DIMENSION_MEANS, near IEMOCAP's class means); how
+# far the spoken pitch, rate and volume move arousal and dominance (scale points per unit of
+# ``PROSODY_SPREAD`` away from the neutral recipe); rater-like noise.
+DIMENSION_ANCHORS = DIMENSION_MEANS
+PROSODY_SPREAD = {"pitch": 18.0, "rate": 35.0, "volume": 60.0}
+AROUSAL_PROSODY = {"pitch": 0.25, "rate": 0.35, "volume": 0.4}
+DOMINANCE_PROSODY = {"pitch": 0.0, "rate": 0.1, "volume": 0.3}
+DIMENSION_NOISE_SD = 0.3
 
 # Interleaved by gender, so that when n does not divide evenly both genders get the extras.
 DEFAULT_VOICES = tuple(f"en-us+{v}" for v in ("m1", "f1", "m2", "f2", "m3", "f3", "m4", "f4"))
@@ -134,6 +158,8 @@ class Plan:
     prosody_emotion: str
     prosody: Prosody
     pause_ms: int
+    # (arousal, valence, dominance) on DIMENSION_SCALE; None for labels without an anchor
+    dimensions: tuple[float, float, float] | None = None
 
     @property
     def words_carry(self) -> bool:
@@ -152,8 +178,38 @@ def speaker_name(voice: str) -> str:
     return voice.replace("+", "_").replace("-", "")
 
 
+def plan_dimensions(
+    plan: Plan, neutral: EmotionProsody, rng: np.random.Generator
+) -> tuple[float, float, float] | None:
+    """(arousal, valence, dominance) of what ``plan`` speaks: the anchors of its label (arousal
+    and dominance half, valence half) and of the emotions its words and prosody show (valence
+    a quarter each), arousal and dominance moved by its pitch, rate and volume relative to
+    ``neutral``; plus noise, clipped to the scale, 2 decimals."""
+    emotions = (plan.label, plan.words_emotion, plan.prosody_emotion)
+    if any(e not in DIMENSION_ANCHORS for e in emotions):
+        return None
+    label, words, prosodic = (np.array(DIMENSION_ANCHORS[e]) for e in emotions)
+    spoken = {"pitch": plan.prosody.pitch, "rate": plan.prosody.rate, "volume": plan.prosody.volume}
+    z = {k: (spoken[k] - getattr(neutral, k)) / PROSODY_SPREAD[k] for k in spoken}
+    neutral_anchor = np.array(DIMENSION_ANCHORS["neutral"])
+    arousal = 0.5 * (label[0] + neutral_anchor[0]) + sum(AROUSAL_PROSODY[k] * z[k] for k in z)
+    valence = 0.5 * label[1] + 0.25 * words[1] + 0.25 * prosodic[1]
+    dominance = 0.5 * (label[2] + neutral_anchor[2]) + sum(DOMINANCE_PROSODY[k] * z[k] for k in z)
+    values = np.array([arousal, valence, dominance]) + rng.normal(0, DIMENSION_NOISE_SD, 3)
+    low, high = DIMENSION_SCALE
+    return tuple(round(float(v), 2) for v in np.clip(values, low, high))
+
+
+def with_dimensions(plans: list[Plan], config: SyntheticConfig) -> list[Plan]:
+    """The plans with their dimensions, drawn from a random stream of their own (seeded by the
+    corpus seed), so adding them changed nothing else about the corpus."""
+    rng = np.random.default_rng([config.seed, 7])
+    neutral = config.prosody.get("neutral", DEFAULT_PROSODY["neutral"])
+    return [dataclasses.replace(p, dimensions=plan_dimensions(p, neutral, rng)) for p in plans]
+
+
 def plan_corpus(config: SyntheticConfig) -> list[Plan]:
-    """Decide every utterance (label, speaker, words, prosody) from the seed alone."""
+    """Decide every utterance (label, speaker, words, prosody, dimensions) from the seed alone."""
     rng = np.random.default_rng(config.seed)
     offsets = {
         voice: rng.uniform(-1, 1, 5) * _fields(config.speaker_offset) for voice in config.voices
@@ -191,7 +247,7 @@ def plan_corpus(config: SyntheticConfig) -> list[Plan]:
                 pause_ms=pause_ms,
             )
         )
-    return plans
+    return with_dimensions(plans, config)
 
 
 def render(plan: Plan, voice: str) -> np.ndarray:
@@ -233,16 +289,7 @@ def generate(config: SyntheticConfig, out: str | Path, progress: bool = True) ->
         )
     rows, metadata = [], []
     for plan, rel, secs in zip(plans, rel_paths, seconds, strict=True):
-        rows.append(
-            {
-                "path": rel.as_posix(),
-                "label": plan.label,
-                "text": plan.text,
-                "speaker": plan.speaker,
-                "session": plan.speaker,
-                "id": plan.id,
-            }  # fmt: skip
-        )
+        rows.append(manifest_row(plan, rel))
         metadata.append(
             {
                 "id": plan.id,
@@ -257,16 +304,50 @@ def generate(config: SyntheticConfig, out: str | Path, progress: bool = True) ->
                 "seconds": round(secs, 3),
             }  # fmt: skip
         )
-    with (out / MANIFEST_NAME).open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_manifest(out / MANIFEST_NAME, rows)
     (out / METADATA_NAME).write_text(
         "".join(json.dumps(m) + "\n" for m in metadata), encoding="utf-8"
     )
     summary = summarize(metadata, rows, config)
     (out / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
+
+
+def manifest_row(plan: Plan, rel: Path) -> dict:
+    dims = dict(zip(DIMENSIONS, plan.dimensions, strict=True)) if plan.dimensions else {}
+    return {
+        "path": rel.as_posix(), "label": plan.label, "text": plan.text,
+        "speaker": plan.speaker, "session": plan.speaker, "id": plan.id,
+        **{d: dims.get(d, "") for d in DIMENSIONS},
+    }  # fmt: skip
+
+
+def write_manifest(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def has_dimensions(root: Path) -> bool:
+    """Whether the corpus's manifest has the dimension columns."""
+    with (Path(root) / MANIFEST_NAME).open(newline="", encoding="utf-8") as handle:
+        return set(DIMENSIONS) <= set(next(csv.reader(handle), []))
+
+
+def add_dimensions(config: SyntheticConfig, root: Path) -> None:
+    """Rewrite an older corpus's manifest with the dimension columns (the plans are a function
+    of ``config``; the audio is not touched). Rows must match the plans one to one."""
+    root = Path(root)
+    with (root / MANIFEST_NAME).open(newline="", encoding="utf-8") as handle:
+        old = list(csv.DictReader(handle))
+    plans = plan_corpus(config)
+    if [(r["id"], r["text"]) for r in old] != [(p.id, p.text) for p in plans]:
+        raise ValueError(f"{root}: the manifest's utterances are not this config's plans")
+    rows = [manifest_row(p, Path(r["path"])) for p, r in zip(plans, old, strict=True)]
+    write_manifest(root / MANIFEST_NAME, rows)
 
 
 CARRIERS = ("both", "words_only", "prosody_only", "neither")

@@ -4,6 +4,7 @@ dimensional affect scale (arousal, valence, dominance, 1-5, as IEMOCAP's EmoEval
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -13,6 +14,44 @@ EMOTIONS: tuple[str, ...] = ("neutral", "happy", "angry", "sad")
 # "dimensions" contract, docs/export.md). IEMOCAP's files give them as [V, A, D].
 DIMENSIONS: tuple[str, ...] = ("arousal", "valence", "dominance")
 DIMENSION_SCALE: tuple[float, float] = (1.0, 5.0)
+# Each emotion's typical (arousal, valence, dominance), near IEMOCAP's class means: the anchors
+# of the synthetic corpus and of the generated IEMOCAP trees.
+DIMENSION_MEANS: dict[str, tuple[float, float, float]] = {
+    "neutral": (2.6, 3.0, 2.8),
+    "happy": (3.5, 4.2, 3.3),
+    "angry": (3.9, 1.8, 4.0),
+    "sad": (1.8, 1.9, 2.1),
+}
+
+
+def check_dimensions(
+    values: dict[str, str], bounded: bool = True
+) -> tuple[tuple[float, float, float] | None, str]:
+    """``{name: text}`` for the three DIMENSIONS -> ((arousal, valence, dominance), "") when all
+    are numbers (on DIMENSION_SCALE when ``bounded``; finite in any case), (None, "") when all
+    are blank, else (None, the problem)."""
+    given = {k: str(v).strip() for k, v in values.items() if str(v).strip()}
+    if not given:
+        return None, ""
+    missing = [d for d in DIMENSIONS if d not in given]
+    if missing:
+        return None, f"dimensions need all of {list(DIMENSIONS)} or none; missing {missing}"
+    low, high = DIMENSION_SCALE
+    out, bad = [], []
+    for name in DIMENSIONS:
+        try:
+            value = float(given[name])
+        except ValueError:
+            bad.append(f"{name} {given[name]!r} is not a number")
+            continue
+        if not math.isfinite(value):
+            bad.append(f"{name} {given[name]!r} is not a finite number")
+        elif bounded and not low <= value <= high:
+            bad.append(f"{name} {value:g} is outside {low:g}-{high:g}")
+        out.append(value)
+    if bad:
+        return None, "; ".join(bad)
+    return (out[0], out[1], out[2]), ""
 
 
 @dataclass(frozen=True)
