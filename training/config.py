@@ -116,6 +116,11 @@ class Config:
     eval_batch_size: int = _help("evaluation batch size (whole clips)", 16)
     bucket_size: int = _help("batches per length bucket (length-bucketed batching)", 8)
     max_steps: int = _help("batches per epoch and process at most (0 = all; rehearsals)", 0)
+    eval_max_utterances: int = _help(
+        "validation and test utterances per fold that students score, at most, spread evenly over "
+        "their lengths (0 = all; rehearsals: teachers and targets still use every utterance)",
+        0,
+    )
     refit: bool = _help(
         "after choosing the epoch on the validation speakers, retrain the student on all "
         "non-test speakers for that many epochs and test it (student/refit/)",

@@ -559,6 +559,20 @@ def run_student(
     return result
 
 
+def capped(utts: list[Utterance], limit: int) -> list[Utterance]:
+    """At most ``limit`` utterances (0 = all), evenly spaced in length order so that short and
+    long clips stay represented; the order is kept."""
+    if limit <= 0 or len(utts) <= limit:
+        return utts
+    by_length = sorted(range(len(utts)), key=lambda i: (utts[i].duration, utts[i].id))
+    keep = (
+        {by_length[round(k * (len(utts) - 1) / (limit - 1))] for k in range(limit)}
+        if limit > 1
+        else {by_length[0]}
+    )
+    return [u for i, u in enumerate(utts) if i in keep]
+
+
 def drop_trainer_state(sdir: Path) -> None:
     """A finished student needs no optimizer state (~760 MB for hubert-base): only a killed run
     resumes from it, and result.json now marks this one done."""
@@ -692,18 +706,25 @@ def run(cfg: Config) -> dict:
                     cfg, d, p, teachers, str(accelerator.device)
                 ),
             )
+        scored = {p: capped(parts[p], cfg.eval_max_utterances) for p in ("valid", "test")}
+        if any(len(scored[p]) < len(parts[p]) for p in scored):
+            log.info(
+                "fold %s: students score %d of %d valid and %d of %d test utterances "
+                "(eval_max_utterances=%d)", fold.name, len(scored["valid"]), len(parts["valid"]),
+                len(scored["test"]), len(parts["test"]), cfg.eval_max_utterances,
+            )  # fmt: skip
         data = {
             p: AudioSet(
-                [u.audio_path for u in parts[p]],
-                np.array([cfg.labels.index(u.label) for u in parts[p]], dtype=int),
+                [u.audio_path for u in us],
+                np.array([cfg.labels.index(u.label) for u in us], dtype=int),
                 cache=cfg.cache_audio,
-                durations=[u.duration for u in parts[p]],
+                durations=[u.duration for u in us],
             )
-            for p in PARTS
+            for p, us in (parts | scored).items()
         }
         ids = [u.id for u in parts["train"]]
         targets = load_targets(fold_dir / "targets", teachers, ids)
-        carriers = np.array([u.extra.get("carrier", "") for u in parts["test"]])
+        carriers = np.array([u.extra.get("carrier", "") for u in scored["test"]])
         for variant, seed in plan:
             with stage("student", run_dir, rank, fold=fold.name, variant=variant, seed=seed):
                 result = run_student(

@@ -116,3 +116,19 @@ def test_presets_choose_targets_and_protocols():
     assert (iemocap.teacher_targets, iemocap.refit) == ("crossfit", True)
     with pytest.raises(distill.ConfigError):
         distill.load_config("demo", overrides=["--teacher_targets=oof"])
+
+
+def test_capped_scoring_keeps_the_length_range_and_order():
+    from training.data.utterance import Utterance
+
+    utts = [
+        Utterance(id=f"u{i}", audio_path=f"{i}.wav", label="neu", duration=(i * 7) % 50 / 10)
+        for i in range(50)
+    ]
+    kept = distill.capped(utts, 10)
+    assert len(kept) == 10 and len({u.id for u in kept}) == 10
+    durations = [u.duration for u in kept]
+    assert min(durations) == 0.0 and max(durations) == 4.9  # both ends of the length range
+    assert [u.id for u in kept] == [u.id for u in utts if u in kept]  # original order
+    assert distill.capped(utts, 0) is utts and distill.capped(utts, 50) is utts
+    assert len(distill.capped(utts, 1)) == 1
