@@ -4,9 +4,13 @@
 const PX_PER_SECOND = 50; // the timeline's scale (its background grid marks seconds)
 const FRAME_MS = 100; // audio per websocket frame
 const KNOWN_LABELS = ["neutral", "happy", "angry", "sad"];
+const SVG_NS = "http://www.w3.org/2000/svg";
+const PLOT = { left: 30, top: 10, size: 200 }; // the plot's square in its 240 x 240 viewBox
+const TICKS = 5;
 
 const $ = (id) => document.getElementById(id);
 let labels = KNOWN_LABELS;
+let dimensions = null; // {names, scale} when the model answers dimensions (model.json), else null
 
 function apiKey() {
   return $("api-key").value.trim();
@@ -60,6 +64,81 @@ function renderBars(container, probabilities) {
   container.replaceChildren(bars);
 }
 
+// Dimensions (arousal, valence, dominance on the model's scale) --------------------------------
+
+function renderDimensions(container, values) {
+  container.textContent = values
+    ? Object.entries(values).map(([name, value]) => `${name} ${value.toFixed(2)}`).join(" · ")
+    : "";
+}
+
+function uncertainBadge() {
+  const badge = document.createElement("span");
+  badge.className = "uncertain";
+  badge.textContent = "uncertain";
+  badge.title = "confidence below the server's min_confidence: the label is a guess";
+  return badge;
+}
+
+function svg(tag, attributes, text) {
+  const element = document.createElementNS(SVG_NS, tag);
+  for (const [name, value] of Object.entries(attributes)) element.setAttribute(name, value);
+  if (text !== undefined) element.textContent = text;
+  return element;
+}
+
+// Valence along x, arousal up y; values outside the scale (not clipped) sit on its edge.
+function plotPosition(value, flip) {
+  const [low, high] = dimensions.scale;
+  const share = Math.min(1, Math.max(0, (value - low) / (high - low)));
+  return flip ? PLOT.top + PLOT.size * (1 - share) : PLOT.left + PLOT.size * share;
+}
+
+function plottable() {
+  return Boolean(dimensions && ["valence", "arousal"].every((name) => dimensions.names.includes(name)));
+}
+
+function drawAffectAxes() {
+  $("affect").hidden = !plottable();
+  if (!plottable()) return;
+  const [low, high] = dimensions.scale;
+  const bottom = PLOT.top + PLOT.size;
+  const parts = [svg("rect", { class: "frame", x: PLOT.left, y: PLOT.top, width: PLOT.size, height: PLOT.size })];
+  for (let i = 0; i < TICKS; i++) {
+    const value = low + ((high - low) * i) / (TICKS - 1);
+    const text = Number.isInteger(value) ? String(value) : value.toFixed(1);
+    const x = plotPosition(value, false);
+    const y = plotPosition(value, true);
+    parts.push(
+      svg("line", { class: "grid", x1: x, y1: PLOT.top, x2: x, y2: bottom }),
+      svg("line", { class: "grid", x1: PLOT.left, y1: y, x2: PLOT.left + PLOT.size, y2: y }),
+      svg("text", { class: "tick x", x, y: bottom + 11, "text-anchor": "middle" }, text),
+      svg("text", { class: "tick y", x: PLOT.left - 4, y: y + 3, "text-anchor": "end" }, text),
+    );
+  }
+  const middle = PLOT.top + PLOT.size / 2;
+  parts.push(
+    svg("text", { class: "axis-name", x: PLOT.left + PLOT.size / 2, y: 238, "text-anchor": "middle" }, "valence"),
+    svg("text", { class: "axis-name", x: 10, y: middle, "text-anchor": "middle", transform: `rotate(-90 10 ${middle})` }, "arousal"),
+  );
+  $("affect-plot").replaceChildren(...parts);
+}
+
+function plotFinal(event) {
+  if (!plottable() || !event.dimensions) return;
+  const { valence, arousal } = event.dimensions;
+  const point = svg("circle", {
+    class: "point",
+    cx: plotPosition(valence, false),
+    cy: plotPosition(arousal, true),
+    r: 5,
+    fill: colour(event.label),
+    "data-utterance": event.utterance,
+  });
+  point.append(svg("title", {}, `utterance ${event.utterance}: ${event.label}, valence ${valence.toFixed(2)}, arousal ${arousal.toFixed(2)}`));
+  $("affect-plot").append(point);
+}
+
 async function errorMessage(response) {
   try {
     const body = await response.json();
@@ -76,8 +155,11 @@ async function loadModel() {
     if (!response.ok) throw new Error(await errorMessage(response));
     const model = await response.json();
     labels = model.labels;
+    dimensions = model.model?.dimensions ?? null;
+    drawAffectAxes();
     const backbone = model.model?.backbone ?? "model";
-    info.textContent = `Labels: ${labels.join(", ")}; ${backbone} on ${model.provider}.`;
+    const affect = dimensions ? ` Dimensions: ${dimensions.names.join(", ")} (${dimensions.scale.join("–")}).` : "";
+    info.textContent = `Labels: ${labels.join(", ")}; ${backbone} on ${model.provider}.${affect}`;
   } catch (error) {
     info.textContent = `Model information unavailable (${error.message}).`;
   }
@@ -113,9 +195,13 @@ async function predictFile(event) {
       const span = part.start_s === undefined ? "" : ` (${part.start_s.toFixed(2)}–${part.end_s.toFixed(2)} s)`;
       head.innerHTML = `<strong></strong>${span}`;
       head.querySelector("strong").textContent = part.label ?? "no speech";
+      if (part.uncertain) head.append(" ", uncertainBadge());
       const bars = document.createElement("div");
       if (part.probabilities) renderBars(bars, part.probabilities);
-      block.append(head, bars);
+      const affect = document.createElement("p");
+      affect.className = "dimensions";
+      renderDimensions(affect, part.dimensions);
+      block.append(head, bars, affect);
       result.append(block);
     }
     const ms = prediction.timings?.inference_ms;
@@ -137,6 +223,7 @@ class LiveSession {
   async start() {
     $("timeline").replaceChildren();
     $("utterances").replaceChildren();
+    drawAffectAxes();
     this.media = await navigator.mediaDevices.getUserMedia({
       audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
     });
@@ -203,6 +290,10 @@ class LiveSession {
   handle(event) {
     switch (event.type) {
       case "ready":
+        if (event.dimensions && !dimensions) {
+          dimensions = event.dimensions; // /v1/model was not readable (an API key typed later)
+          drawAffectAxes();
+        }
         setStatus(this.status, `Recording: ${event.sample_rate} Hz, session ${event.session_id.slice(0, 8)}.`);
         break;
       case "speech_start":
@@ -223,7 +314,10 @@ class LiveSession {
     const item = document.createElement("li");
     item.className = "pending";
     item.dataset.utterance = utterance;
-    item.innerHTML = '<div class="head"><span class="label">speech</span><span class="when"></span></div><div class="scores"></div>';
+    item.innerHTML = '<div class="head"><span class="label">speech</span><span class="when"></span></div><div class="scores"></div><p class="dimensions"></p>';
+    const badge = uncertainBadge();
+    badge.hidden = true;
+    item.querySelector(".head").append(badge);
     $("utterances").prepend(item);
     const span = document.createElement("div");
     span.className = "span pending";
@@ -254,6 +348,9 @@ class LiveSession {
     item.querySelector(".label").textContent = event.label;
     item.querySelector(".label").style.color = colour(event.label);
     renderBars(item.querySelector(".scores"), event.probabilities);
+    renderDimensions(item.querySelector(".dimensions"), event.dimensions);
+    item.querySelector(".uncertain").hidden = !event.uncertain;
+    if (isFinal) plotFinal(event);
     span.className = `span ${isFinal ? "final" : "pending"}`;
     span.style.background = colour(event.label);
     span.textContent = event.label;

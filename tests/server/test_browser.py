@@ -78,6 +78,9 @@ def test_live_microphone_shows_final_utterances(browser, page_url):
     assert set(labels) <= {"neutral", "happy", "angry", "sad"}
     assert page.locator("#timeline .span.final").count() >= 2
     assert page.locator("#utterances li.final .bars .fill").count() >= 8
+    # a model without dimensions: no plot, and min_confidence 0 marks nothing uncertain
+    assert page.locator("#affect").is_hidden()
+    assert page.locator("#utterances li.final .uncertain:visible").count() == 0
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "live.png"), full_page=True)
     page.click("#stop")
@@ -118,3 +121,45 @@ def test_page_streams_with_an_api_key_it_never_puts_in_the_url(browser, tiny_mod
         page.click("#stop")
         page.wait_for_selector("#live-status:has-text('Stopped')", timeout=20_000)
     assert urls and all("api_key" not in url and "page-k" not in url for url in urls)
+
+
+def test_dimensions_plot_a_point_per_final_and_uncertain_results_say_so(
+    browser, dims_model_dir, speech_wav
+):
+    """A model with dimensions: the valence-arousal plot (axes 1-5, labelled) gets one point
+    per final; min_confidence above every answer marks each result uncertain."""
+    settings = Settings(model_dir=dims_model_dir, threads=1, min_confidence=0.99)
+    with live_server(settings) as server:
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(server.url + "/")
+        page.wait_for_selector("#model-info:has-text('Dimensions: arousal, valence, dominance')")
+        assert page.locator("#affect").is_visible()
+        ticks = page.locator("#affect-plot text.tick.x").all_text_contents()
+        assert ticks == ["1", "2", "3", "4", "5"]
+        assert page.locator("#affect-plot text.axis-name").all_text_contents() == [
+            "valence",
+            "arousal",
+        ]
+        page.set_input_files("#upload-file", str(speech_wav))
+        page.click("#upload-form button[type=submit]")
+        page.wait_for_selector("#upload-result .bars")
+        assert page.locator("#upload-result .uncertain").count() == 1
+        assert "valence" in page.locator("#upload-result .dimensions").inner_text()
+        page.click("#record")
+        page.wait_for_selector("#utterances li.final >> nth=1", timeout=25_000)
+        page.click("#stop")
+        page.wait_for_selector("#live-status:has-text('Stopped')", timeout=10_000)
+        finals = page.locator("#utterances li.final")
+        points = page.locator("#affect-plot circle.point")
+        assert points.count() == finals.count() >= 2
+        for cx, cy in points.evaluate_all(
+            "ps => ps.map(p => [p.cx.baseVal.value, p.cy.baseVal.value])"
+        ):
+            assert 30 <= cx <= 230 and 10 <= cy <= 210  # inside the plot's square
+        assert page.locator("#utterances li.final .uncertain:visible").count() == finals.count()
+        assert "arousal" in finals.first.locator(".dimensions").inner_text()
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "dimensions.png"), full_page=True)
+    assert not errors
