@@ -18,7 +18,7 @@ from server.settings import Settings
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def export_named(name: str, tmp_path_factory) -> Path:
+def export_named(name: str, tmp_path_factory, *, dimensions: bool = False) -> Path:
     import torch
 
     from export import build_model_dir
@@ -26,8 +26,9 @@ def export_named(name: str, tmp_path_factory) -> Path:
     from training.student import Student, build_classifier
 
     torch.manual_seed(0)
-    student = Student(build_classifier(name, EMOTIONS)).eval()
-    return build_model_dir(student, tmp_path_factory.mktemp("models") / name, hf=False)
+    student = Student(build_classifier(name, EMOTIONS), dimensions=dimensions).eval()
+    folder = tmp_path_factory.mktemp("models") / (f"{name}-dims" if dimensions else name)
+    return build_model_dir(student, folder, hf=False)
 
 
 @pytest.fixture(scope="session")
@@ -45,58 +46,11 @@ def mel_model_dir(tmp_path_factory) -> Path:
 DIMENSIONS = {"names": ["arousal", "valence", "dominance"], "scale": [1.0, 5.0]}
 
 
-def add_dimensions_output(source: Path, target: Path) -> Path:
-    """A copy of the model dir ``source`` whose graph also answers ``dimensions`` [batch, 3]:
-    3 + 2 * tanh(affine map of the embedding), deterministic and inside 1-5, declared in
-    model.json (a stand-in for a student exported with the regression head)."""
-    import json
-    import shutil
-
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    from server.model_dir import sha256_file
-
-    shutil.copytree(source, target)
-    meta = json.loads((target / "model.json").read_text())
-    model = onnx.load(target / "model.onnx")
-    rng = np.random.default_rng(0)
-    width = len(DIMENSIONS["names"])
-    constants = {
-        "dims_weight": rng.normal(
-            0, 3 / np.sqrt(meta["embedding_dim"]), (meta["embedding_dim"], width)
-        ),
-        "dims_bias": rng.normal(0, 0.3, width),
-        "dims_half_range": np.array(2.0),
-        "dims_middle": np.array(3.0),
-    }
-    model.graph.initializer.extend(
-        numpy_helper.from_array(value.astype(np.float32), name) for name, value in constants.items()
-    )
-    model.graph.node.extend(
-        [
-            helper.make_node("MatMul", ["embedding", "dims_weight"], ["dims_mapped"]),
-            helper.make_node("Add", ["dims_mapped", "dims_bias"], ["dims_affine"]),
-            helper.make_node("Tanh", ["dims_affine"], ["dims_tanh"]),
-            helper.make_node("Mul", ["dims_tanh", "dims_half_range"], ["dims_spread"]),
-            helper.make_node("Add", ["dims_spread", "dims_middle"], ["dimensions"]),
-        ]
-    )
-    model.graph.output.append(
-        helper.make_tensor_value_info("dimensions", TensorProto.FLOAT, ["batch", width])
-    )
-    onnx.checker.check_model(model)
-    onnx.save(model, target / "model.onnx")
-    meta["dimensions"] = DIMENSIONS
-    meta["files"]["model.onnx"]["sha256"] = sha256_file(target / "model.onnx")
-    (target / "model.json").write_text(json.dumps(meta, indent=2))
-    return target
-
-
 @pytest.fixture(scope="session")
-def dims_model_dir(tiny_model_dir: Path, tmp_path_factory) -> Path:
-    """The tiny model with a ``dimensions`` output: its logits and embedding are the tiny's."""
-    return add_dimensions_output(tiny_model_dir, tmp_path_factory.mktemp("models") / "tiny-dims")
+def dims_model_dir(tmp_path_factory) -> Path:
+    """The "tiny" student with the dimensions head (arousal, valence, dominance, 1-5): the
+    model directory's third output. Its classifier is the tiny's (same seed)."""
+    return export_named("tiny", tmp_path_factory, dimensions=True)
 
 
 @pytest.fixture

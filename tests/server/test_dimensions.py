@@ -161,7 +161,6 @@ def test_runtime_answers_dimensions_equal_to_direct_onnx(
     clips = [rng.uniform(-0.5, 0.5, n).astype(np.float32) for n in (16000, 9000, 400)]
     outputs = runtime.run_clips(clips)
     assert outputs.dimensions.shape == (3, 3) and outputs.dimensions.dtype == np.float32
-    assert ((outputs.dimensions > 1) & (outputs.dimensions < 5)).all()
     for row, samples in enumerate(clips):  # padded rows answer as alone (exact batching)
         logits, embedding, dimensions = dims_reference(samples)
         np.testing.assert_allclose(outputs.logits[row], logits, atol=1e-4)
