@@ -30,7 +30,6 @@ from server.model_dir import (
     sha256_file,
 )
 from server.runtime import Runtime
-from server.schemas import PredictResponse
 from tests.fixtures import encode_clip, write_clip
 from tests.server import test_stream_machine
 from tests.server.conftest import DIMENSIONS, softmax
@@ -180,7 +179,6 @@ def test_predict_carries_dimensions(dims_client, dims_reference, reference):
     np.testing.assert_allclose(logits, plain_logits, atol=1e-6)
     got = [result["probabilities"][label] for label in LABELS]
     np.testing.assert_allclose(got, softmax(logits), atol=1e-5)
-    PredictResponse.model_validate({"results": [result]})  # within the documented schema
 
 
 def test_multipart_files_carry_their_own_dimensions(dims_client, dims_reference):
@@ -235,6 +233,23 @@ def test_model_info_and_openapi_describe_dimensions(dims_client):
         field = schema[name]["properties"]["dimensions"]
         assert "arousal, valence, dominance on 1-5" in field["description"]
         assert "dimensions" not in schema[name].get("required", [])
+
+
+def test_answers_with_dimensions_match_the_openapi_schema(dims_client):
+    jsonschema_rs = pytest.importorskip("jsonschema_rs")  # schemathesis' validator (dev extra)
+    spec = dims_client.get("/openapi.json").json()
+    schema = {"$ref": "#/components/schemas/PredictResponse", "components": spec["components"]}
+    validator = jsonschema_rs.validator_for(schema)
+    bodies = [
+        dims_client.post("/predict", content=encode_clip(seconds=1.0, kind="noise")).json(),
+        dims_client.post(
+            "/predict", content=wav(three_utterances().samples), params={"segment": "true"}
+        ).json(),
+    ]
+    for body in bodies:
+        validator.validate(body)
+    bodies[1]["results"][0]["segments"][0]["dimensions"]["arousal"] = "high"
+    assert not validator.is_valid(bodies[1])  # the schema does constrain the field
 
 
 # The CLI -----------------------------------------------------------------------------------------
