@@ -71,7 +71,7 @@ def train(out: Path, dry_run: bool) -> dict:
                 torch.cuda.synchronize()
             started = time.perf_counter()
         with torch.autocast(device.type, dtype=dtype, enabled=cuda):
-            logits, _, projected = model(audio, lengths)
+            logits, _, projected, _ = model(audio, lengths)
             loss, _ = distill_loss(logits, projected, y, targets, weights)
         loss.backward()
         optimizer.step()

@@ -137,6 +137,17 @@ class Config:
         "per-utterance teacher weights: fixed (the paper) | confidence (by p_teacher(true label))",
         "fixed",
     )
+    dim_weight: float = _help(
+        "weight of the CCC loss on rated arousal/valence/dominance (0 = off: the student has "
+        "no dimensions head and the exported model no dimensions output)",
+        0.0,
+    )
+    c_ling: float = _help(
+        "weight of DIM(linguistic teacher): MSE to its predicted dimensions (needs dim_weight)", 0.0
+    )
+    c_pros: float = _help(
+        "weight of DIM(prosodic teacher): MSE to its predicted dimensions (needs dim_weight)", 0.0
+    )
     # --- what to run ------------------------------------------------------------------------
     variant: str = _help("student variant of the main run (see training.losses.VARIANTS)", "full")
     ablation: bool = _help("train every variant in `variants` x seeds and write one table", False)

@@ -30,11 +30,17 @@ from accelerate.utils import DistributedDataParallelKwargs
 from training.calibration import calibration_report, plot_reliability
 from training.config import Config, ConfigError, describe, load_config, preset_names
 from training.data.splits import Fold, make_folds
-from training.data.utterance import Utterance, read_jsonl, write_jsonl
+from training.data.utterance import (
+    Utterance,
+    dimension_array,
+    read_jsonl,
+    write_jsonl,
+)
 from training.evaluate import (
     aggregate,
     brief,
     calibration_table,
+    ccc_scores,
     confusion_png,
     plot_curves,
     plot_layer_weights,
@@ -48,7 +54,7 @@ from training.loop import (
     TRAINER_STATE,
     AudioSet,
     StudentOptions,
-    predict,
+    predict_outputs,
     release_host_memory,
     train_student,
 )
@@ -235,6 +241,9 @@ def loss_weights(cfg: Config) -> LossWeights:
         cfg.temperature,
         cfg.emb_loss,
         cfg.teacher_weighting,
+        c_ling=cfg.c_ling,
+        c_pros=cfg.c_pros,
+        dim=cfg.dim_weight,
     )
 
 
@@ -242,8 +251,29 @@ def teachers_needed(plan: Sequence[tuple[str, int]], weights: LossWeights) -> li
     used = set()
     for variant, _ in plan:
         w = weights.for_variant(variant)
-        used |= {t for t in TEACHERS if w.kd(t) > 0 or w.emb(t) > 0}
+        used |= {t for t in TEACHERS if w.uses(t)}
     return [t for t in TEACHERS if t in used]
+
+
+def teacher_dimensions_needed(
+    plan: Sequence[tuple[str, int]], weights: LossWeights, train: Sequence[Utterance]
+) -> bool:
+    """Whether the cached targets must carry the teachers' dimensions: some variant distils
+    them and some training utterance is rated (the teachers' read-out is fitted on those)."""
+    wanted = any(weights.for_variant(v).dimension_teachers for v, _ in plan)
+    return wanted and any(u.dimensions is not None for u in train)
+
+
+def weights_for(cfg: Config, variant: str, train: AudioSet) -> LossWeights:
+    """The variant's weights; the dimensions (head and terms) only when training is rated."""
+    weights = loss_weights(cfg).for_variant(variant)
+    if weights.dimensions and not train.rated.any():
+        log.warning(
+            "dim_weight=%g but no training utterance has arousal/valence/dominance ratings: "
+            "the student is trained without the dimensions head", weights.dim,
+        )  # fmt: skip
+        return weights.without_dimensions()
+    return weights
 
 
 def teacher_options(cfg: Config, teacher: str, device: str) -> FitOptions:
@@ -264,10 +294,12 @@ def teacher_options(cfg: Config, teacher: str, device: str) -> FitOptions:
 NORMALIZER_FILE = "normalizer.json"
 
 
-def teacher_done(fold_dir: Path, teacher: str) -> bool:
-    from training.targets import target_path
+def teacher_done(fold_dir: Path, teacher: str, dimensions: bool = False) -> bool:
+    """Targets cached (with the teacher's dimensions when they are needed)."""
+    from training.targets import has_dimensions, target_path
 
-    return target_path(fold_dir / "targets", teacher).is_file()
+    path = target_path(fold_dir / "targets", teacher)
+    return path.is_file() and (not dimensions or has_dimensions(path))
 
 
 def fit_teacher(
@@ -333,8 +365,45 @@ def teacher_outputs(
     return prosodic_outputs(tdir, [feats[u.id] for u in utts], bs, device)
 
 
+def teacher_probe(
+    cfg: Config,
+    teacher: str,
+    tdir: Path,
+    train: list[Utterance],
+    feats: dict[str, np.ndarray] | None,
+    device: str,
+    embedding: np.ndarray | None = None,
+):
+    """The teacher's dimension read-out (training.targets.DimensionProbe), fitted on its own
+    training utterances (``embedding``: the teacher's on ``train``, when already computed)
+    and saved beside it; loaded when saved."""
+    from training.targets import PROBE_FILE, DimensionProbe
+
+    path = tdir / PROBE_FILE
+    if path.is_file():
+        return DimensionProbe.load(path)
+    if embedding is None:
+        _, embedding = teacher_outputs(cfg, teacher, tdir, train, feats, device)
+    probe = DimensionProbe.fit(embedding, dimension_array(train))
+    probe.save(path)
+    return probe
+
+
+def teacher_rows(
+    utts: list[Utterance], logits: np.ndarray, emb: np.ndarray, probe=None
+) -> dict[str, tuple]:
+    """{id: (logits, embedding, dimensions or None)}: one teacher's targets of ``utts``."""
+    dims = probe.predict(emb) if probe is not None else [None] * len(utts)
+    return {u.id: (logits[i], emb[i], dims[i]) for i, u in enumerate(utts)}
+
+
 def teacher_stages(
-    cfg: Config, fold_dir: Path, parts: dict[str, list[Utterance]], teachers: list[str], device: str
+    cfg: Config,
+    fold_dir: Path,
+    parts: dict[str, list[Utterance]],
+    teachers: list[str],
+    device: str,
+    dimensions: bool = False,
 ) -> None:
     """Train each needed teacher and cache its targets for the training and validation
     utterances (validation targets serve a refit on all non-test speakers), unless done.
@@ -344,11 +413,13 @@ def teacher_stages(
     validation speakers) gives each group's targets. ``insample``: the fold's teacher gives
     them all. Either way the fold's teacher (all training speakers) is what the report scores,
     and it gives the validation speakers' targets (it never trained on them).
+    ``dimensions``: the targets also carry each teacher's predicted dimensions (the read-out
+    of the teacher that gave the utterance's logits; ``teacher_probe``).
     """
     from training.crossfit import speaker_groups, target_stats
     from training.targets import target_path, write_targets
 
-    pending = [t for t in teachers if not teacher_done(fold_dir, t)]
+    pending = [t for t in teachers if not teacher_done(fold_dir, t, dimensions)]
     for teacher in teachers:
         if teacher not in pending:
             log.info("%s teacher and targets: done, skipped", teacher)
@@ -367,7 +438,8 @@ def teacher_stages(
     for teacher in pending:
         tdir = fold_dir / "teachers" / teacher
         fit_teacher(cfg, teacher, parts, feats, tdir, device, f"{teacher} teacher")
-        rows: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        rows: dict[str, tuple[np.ndarray, ...]] = {}
+
         sources = []
         if cfg.teacher_targets == "crossfit":
             for g, held in enumerate(speaker_groups(parts["train"], cfg.crossfit_folds)):
@@ -381,7 +453,12 @@ def teacher_stages(
                 sub = fit_teacher(cfg, teacher, inner, feats, sub_dir, device, desc)
                 out_of_fold = [u for u in parts["train"] if u.speaker in held]
                 logits, emb = teacher_outputs(cfg, teacher, sub_dir, out_of_fold, feats, device)
-                rows.update({u.id: (logits[i], emb[i]) for i, u in enumerate(out_of_fold)})
+                probe = (
+                    teacher_probe(cfg, teacher, sub_dir, inner["train"], feats, device)
+                    if dimensions
+                    else None
+                )
+                rows.update(teacher_rows(out_of_fold, logits, emb, probe))
                 sources.append(
                     {"dir": str(sub_dir.relative_to(fold_dir)), "predicts": held,
                      "train_accuracy": sub["train_accuracy"]}
@@ -391,10 +468,18 @@ def teacher_stages(
             rest = parts["train"] + parts["valid"]
         if rest:
             logits, emb = teacher_outputs(cfg, teacher, tdir, rest, feats, device)
-            rows.update({u.id: (logits[i], emb[i]) for i, u in enumerate(rest)})
+            # in-sample: ``rest`` starts with the fold teacher's own training utterances
+            own = emb[: len(parts["train"])] if cfg.teacher_targets == "insample" else None
+            probe = (
+                teacher_probe(cfg, teacher, tdir, parts["train"], feats, device, own)
+                if dimensions
+                else None
+            )
+            rows.update(teacher_rows(rest, logits, emb, probe))
         ids = [u.id for u in parts["train"] + parts["valid"]]
         logits = np.stack([rows[i][0] for i in ids])
         emb = np.stack([rows[i][1] for i in ids])
+        dims = np.stack([rows[i][2] for i in ids]) if dimensions else None
         n_train = len(parts["train"])
         y = np.array([labels[i] for i in ids])
         stats = {
@@ -406,7 +491,13 @@ def teacher_stages(
         out = target_path(fold_dir / "targets", teacher)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.with_suffix(".json").write_text(json.dumps(stats, indent=1), encoding="utf-8")
-        write_targets(out, ids, logits, emb)
+        if dims is not None:  # how well the read-out matches the ratings (CCC per dimension)
+            rated = dimension_array(parts["train"] + parts["valid"])
+            stats["dimensions_ccc"] = {
+                "train": ccc_scores(dims[:n_train], rated[:n_train]),
+                "valid": ccc_scores(dims[n_train:], rated[n_train:]),
+            }
+        write_targets(out, ids, logits, emb, dims)
         t = stats["train"]
         log.info(
             "%s targets (%s) on %d training utterances: accuracy %.3f, mean entropy %.3f nats "
@@ -483,15 +574,15 @@ def run_student(
     if (sdir / DONE).is_file():
         log.info("student %s seed %d: done, skipped (%s)", variant, seed, sdir)
         return json.loads((sdir / DONE).read_text(encoding="utf-8"))
-    base = loss_weights(cfg)
-    weights = base.for_variant(variant)
-    used = [t for t in TEACHERS if weights.kd(t) > 0 or weights.emb(t) > 0]
+    weights = weights_for(cfg, variant, data["train"])
+    used = [t for t in TEACHERS if weights.uses(t)]
     data["train"].targets = {t: targets[t] for t in used}
     score = scorer(cfg.labels)
     started = time.monotonic()
     opts = student_options(cfg, weights, seed, f"student {variant} s{seed}")
     trained = train_student(data["train"], data["valid"], opts, sdir, accelerator, score)
-    known = {"best": trained.pop("best_valid_logits")}  # no second pass over validation
+    # no second pass over validation
+    known = {"best": (trained.pop("best_valid_logits"), trained.pop("best_valid_dimensions"))}
     result = {
         "fold": fold,
         "variant": variant,
@@ -509,12 +600,16 @@ def run_student(
         student = load_student(sdir / which).to(accelerator.device)
         scored = {}
         for part in [p for p in ("valid", "test") if len(data[p])]:
-            if part == "valid" and known.get(which) is not None:
-                logits = known[which]
+            if part == "valid" and known.get(which, (None,))[0] is not None:
+                logits, dims = known[which]
             else:
-                logits, _ = predict(student, data[part], cfg.eval_batch_size, accelerator)
+                logits, _, dims = predict_outputs(
+                    student, data[part], cfg.eval_batch_size, accelerator
+                )
             scored[part] = logits
             result[f"{part}_{which}"] = score(data[part].y, logits)
+            if dims is not None:
+                result[f"{part}_{which}"]["ccc"] = ccc_scores(dims, data[part].dimensions)
             if part == "test" and carriers is not None:
                 subsets = {n: carriers == n for n in SUBSETS if (carriers == n).any()}
                 result[f"subsets_{which}"] = {
@@ -598,23 +693,19 @@ def run_refit(
         return json.loads((sdir / DONE).read_text(encoding="utf-8"))
     epochs = int(result["best_epoch"])
     pool = parts["train"] + parts["valid"]
-    weights = loss_weights(cfg).for_variant(variant)
-    used = [t for t in teachers if weights.kd(t) > 0 or weights.emb(t) > 0]
-    train = AudioSet(
-        [u.audio_path for u in pool],
-        np.array([cfg.labels.index(u.label) for u in pool], dtype=int),
-        load_targets(fold_dir / "targets", used, [u.id for u in pool]),
-        cache=cfg.cache_audio,
-        durations=[u.duration for u in pool],
-    )
+    train = audio_set(cfg, pool)
+    weights = weights_for(cfg, variant, train)
+    used = [t for t in teachers if weights.uses(t)]
+    train.targets = load_targets(fold_dir / "targets", used, [u.id for u in pool])
     empty = AudioSet([], np.zeros(0, dtype=int), cache=False, durations=[])
     opts = student_options(cfg, weights, seed, f"refit {variant} s{seed}")
     opts.epochs = epochs
     score = scorer(cfg.labels)
     trained = train_student(train, empty, opts, sdir, accelerator, score)
     trained.pop("best_valid_logits")
+    trained.pop("best_valid_dimensions")
     student = load_student(sdir / "last").to(accelerator.device)
-    logits, _ = predict(student, data["test"], cfg.eval_batch_size, accelerator)
+    logits, _, dims = predict_outputs(student, data["test"], cfg.eval_batch_size, accelerator)
     del student
     release_host_memory()
     speakers = {
@@ -630,6 +721,8 @@ def run_refit(
         "test": score(data["test"].y, logits),
         "history": trained["history"],
     }
+    if dims is not None:
+        refit["test"]["ccc"] = ccc_scores(dims, data["test"].dimensions)
     log.info(
         "refit %s seed %d: %d epochs on %d utterances (%s), test UA %.3f",
         variant, seed, epochs, len(pool), ",".join(speakers["train"]), refit["test"]["ua"],
@@ -703,8 +796,13 @@ def run(cfg: Config) -> dict:
             main_first.run(
                 f"teachers-{fold.name}",
                 lambda d=fold_dir, p=parts: teacher_stages(
-                    cfg, d, p, teachers, str(accelerator.device)
-                ),
+                    cfg,
+                    d,
+                    p,
+                    teachers,
+                    str(accelerator.device),
+                    teacher_dimensions_needed(plan, base, p["train"]),
+                ),  # fmt: skip
             )
         scored = {p: capped(parts[p], cfg.eval_max_utterances) for p in ("valid", "test")}
         if any(len(scored[p]) < len(parts[p]) for p in scored):
@@ -713,15 +811,7 @@ def run(cfg: Config) -> dict:
                 "(eval_max_utterances=%d)", fold.name, len(scored["valid"]), len(parts["valid"]),
                 len(scored["test"]), len(parts["test"]), cfg.eval_max_utterances,
             )  # fmt: skip
-        data = {
-            p: AudioSet(
-                [u.audio_path for u in us],
-                np.array([cfg.labels.index(u.label) for u in us], dtype=int),
-                cache=cfg.cache_audio,
-                durations=[u.duration for u in us],
-            )
-            for p, us in (parts | scored).items()
-        }
+        data = {p: audio_set(cfg, us) for p, us in (parts | scored).items()}
         ids = [u.id for u in parts["train"]]
         targets = load_targets(fold_dir / "targets", teachers, ids)
         carriers = np.array([u.extra.get("carrier", "") for u in scored["test"]])
@@ -764,6 +854,17 @@ def run(cfg: Config) -> dict:
         log.info("exported the student of fold %s to %s", folds[0].name, out)
     main_first.close()
     return metrics
+
+
+def audio_set(cfg: Config, utts: Sequence[Utterance]) -> AudioSet:
+    """The utterances' audio, class indices and rated dimensions (NaN rows: unrated)."""
+    return AudioSet(
+        [u.audio_path for u in utts],
+        np.array([cfg.labels.index(u.label) for u in utts], dtype=int),
+        cache=cfg.cache_audio,
+        durations=[u.duration for u in utts],
+        dimensions=dimension_array(list(utts)),
+    )
 
 
 def speakers_of(utts: Sequence[Utterance]) -> str:

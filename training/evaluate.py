@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from training.metrics import compute_metrics, plot_confusion
+from training.data.utterance import DIMENSIONS
+from training.metrics import ccc_per_dimension, compute_metrics, plot_confusion
 
 SUMMARY_KEYS = ("ua", "wa", "macro_f1")
 # (column title, result key, metric) of the results table, in order.
@@ -32,6 +33,14 @@ def scorer(labels: Sequence[str]):
     return score
 
 
+def ccc_scores(pred: np.ndarray, rated: np.ndarray) -> dict | None:
+    """{dimension: CCC} over the rated utterances (``rated`` [N, 3], NaN rows unrated);
+    None when fewer than 2 are rated."""
+    if (~np.isnan(rated).any(-1)).sum() < 2:
+        return None
+    return dict(zip(DIMENSIONS, ccc_per_dimension(pred, rated), strict=True))
+
+
 def brief(metrics: dict) -> dict:
     return {k: metrics[k] for k in SUMMARY_KEYS}
 
@@ -48,8 +57,36 @@ def fmt(values: Sequence[float]) -> str:
     return f"{100 * mean:.1f} ± {100 * std:.1f}"
 
 
+# (column title, result key) of the dimension columns: CCC per dimension on the test speakers
+# (best-validation checkpoint), and the mean over the dimensions on validation.
+CCC_COLUMNS = (
+    *((f"test CCC {d[0].upper()} (best valid)", "test_best", d) for d in DIMENSIONS),
+    ("valid CCC mean (best)", "valid_best", "mean"),
+)
+
+
+def ccc_values(runs: Sequence[dict], part: str, dimension: str) -> list[float]:
+    """The runs' CCC of ``dimension`` ("mean": over the 3) on ``part``; runs without it skipped."""
+    out = []
+    for r in runs:
+        scores = (r.get(part) or {}).get("ccc")
+        if scores:
+            out.append(
+                float(np.mean(list(scores.values()))) if dimension == "mean" else scores[dimension]
+            )
+    return out
+
+
+def fmt_ccc(values: Sequence[float]) -> str:
+    if not values:
+        return "-"
+    mean, std = mean_std(values)
+    return f"{mean:.3f} ± {std:.3f}"
+
+
 def aggregate(students: Sequence[dict], teachers: Sequence[dict]) -> dict:
-    """Mean/std over (fold, seed) runs per variant, and over folds per teacher."""
+    """Mean/std over (fold, seed) runs per variant (CCC per dimension too, for students with
+    dimensions), and over folds per teacher."""
     out: dict = {"students": {}, "teachers": {}}
     for variant in dict.fromkeys(s["variant"] for s in students):
         runs = [s for s in students if s["variant"] == variant]
@@ -60,6 +97,11 @@ def aggregate(students: Sequence[dict], teachers: Sequence[dict]) -> dict:
                     zip(("mean", "std"), mean_std([r[part][m] for r in runs]), strict=True)
                 )
                 for _, part, m in COLUMNS
+            },
+            **{
+                f"{part}_ccc_{d}": dict(zip(("mean", "std"), mean_std(values), strict=True))
+                for _, part, d in CCC_COLUMNS
+                if (values := ccc_values(runs, part, d))
             },
         }
     for name in ("ling", "pros"):
@@ -82,10 +124,13 @@ TEACHER_NAMES = {
 
 
 def results_table(students: Sequence[dict], teachers: Sequence[dict], title: str = "") -> str:
-    """Markdown: one row per teacher and per student variant, UA/WA in % (mean ± std)."""
-    head = "| model | runs | " + " | ".join(c[0] for c in COLUMNS) + " |"
+    """Markdown: one row per teacher and per student variant, UA/WA in % (mean ± std), and
+    beside them CCC per dimension when some student predicts dimensions."""
+    dims = bool(ccc_values(students, "test_best", "mean"))
+    extra = CCC_COLUMNS if dims else ()
+    head = "| model | runs | " + " | ".join(c[0] for c in (*COLUMNS, *extra)) + " |"
     lines = [f"### {title}", ""] if title else []
-    lines += [head, "|" + " --- |" * (len(COLUMNS) + 2)]
+    lines += [head, "|" + " --- |" * (len(COLUMNS) + len(extra) + 2)]
     for name, label in TEACHER_NAMES.items():
         runs = [t[name] for t in teachers if name in t]
         if runs:
@@ -94,10 +139,12 @@ def results_table(students: Sequence[dict], teachers: Sequence[dict], title: str
                 fmt([r["valid"][m] for r in runs]) if part == "valid_best" else "-"
                 for _, part, m in COLUMNS
             ]  # fmt: skip
+            cells += ["-"] * len(extra)
             lines.append(f"| {label} | {len(runs)} | " + " | ".join(cells) + " |")
     for variant in dict.fromkeys(s["variant"] for s in students):
         runs = [s for s in students if s["variant"] == variant]
         cells = [fmt([r[part][m] for r in runs]) for _, part, m in COLUMNS]
+        cells += [fmt_ccc(ccc_values(runs, part, d)) for _, part, d in extra]
         lines.append(f"| student: {variant} | {len(runs)} | " + " | ".join(cells) + " |")
     base = [s for s in students if s["variant"] == "ce_only"]
     full = [s for s in students if s["variant"] == "full"]
@@ -106,7 +153,13 @@ def results_table(students: Sequence[dict], teachers: Sequence[dict], title: str
             f"{100 * (mean_std([r[p][m] for r in full])[0] - mean_std([r[p][m] for r in base])[0]):+.1f}"
             for _, p, m in COLUMNS
         ]
+        cells += ["-"] * len(extra)
         lines.append("| full - ce_only (points) | | " + " | ".join(cells) + " |")
+    if dims:
+        lines.append(
+            "\nCCC: Lin's concordance correlation of the predicted and rated arousal (A), "
+            "valence (V) and dominance (D), 1 = perfect, mean ± std over runs."
+        )
     return "\n".join(lines) + "\n"
 
 

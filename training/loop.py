@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from server.audio import SAMPLE_RATE, load_audio, resample
 from training.losses import LossWeights, distill_loss
+from training.metrics import ccc_per_dimension
 from training.student import Student, build_classifier, load_student, save_student
 
 log = logging.getLogger("emodistill.training")
@@ -55,7 +56,8 @@ def item_seed(seed: int, epoch: int, index: int) -> int:
 
 
 class AudioSet:
-    """Utterances' audio (decoded once when ``cache`` is set), labels and teacher targets."""
+    """Utterances' audio (decoded once when ``cache`` is set), labels, rated dimensions
+    ([N, 3] in scale units, NaN rows for unrated utterances) and teacher targets."""
 
     def __init__(
         self,
@@ -64,9 +66,15 @@ class AudioSet:
         targets: dict[str, dict[str, np.ndarray]] | None = None,
         cache: bool = True,
         durations: Sequence[float] | None = None,
+        dimensions: np.ndarray | None = None,
     ):
         self.paths = list(paths)
         self.y = np.asarray(y, dtype=np.int64)
+        self.dimensions = (
+            np.full((len(self.paths), 3), np.nan, dtype=np.float32)
+            if dimensions is None
+            else np.asarray(dimensions, dtype=np.float32).reshape(len(self.paths), 3)
+        )
         self.targets = targets or {}
         self.audio = [load_audio(p) for p in self.paths] if cache else None
         if self.audio is not None:
@@ -78,6 +86,11 @@ class AudioSet:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    @property
+    def rated(self) -> np.ndarray:
+        """Which utterances have rated dimensions."""
+        return ~np.isnan(self.dimensions).any(-1)
 
     def samples(self, i: int) -> np.ndarray:
         return self.audio[i] if self.audio is not None else load_audio(self.paths[i])
@@ -162,16 +175,17 @@ class StudentOptions:
 
 
 class DistillModel(nn.Module):
-    """The student plus its projection heads in one forward (one DDP module, one backward)."""
+    """The student plus its projection heads in one forward (one DDP module, one backward):
+    (logits, embedding, projected, dimensions or None)."""
 
     def __init__(self, student: Student):
         super().__init__()
         self.student = student
 
     def forward(self, audio: torch.Tensor, lengths: torch.Tensor):
-        logits, embedding = self.student(audio, lengths)
+        logits, embedding, *dimensions = self.student(audio, lengths)
         projected = {t: self.student.project(embedding, t) for t in self.student.projections}
-        return logits, embedding, projected
+        return logits, embedding, projected, (dimensions[0] if dimensions else None)
 
 
 def param_groups(student: Student, opts: StudentOptions) -> list[dict]:
@@ -223,20 +237,28 @@ class EpochBatches(torch.utils.data.Dataset):
             t: {k: torch.from_numpy(v[idx]) for k, v in parts.items()}
             for t, parts in self.data.targets.items()
         }
-        return audio, lengths, torch.from_numpy(self.data.y[idx]), targets
+        rated = torch.from_numpy(self.data.dimensions[idx])
+        return audio, lengths, torch.from_numpy(self.data.y[idx]), rated, targets
 
 
 def _to_device(batch, device):
-    audio, lengths, y, targets = batch
+    audio, lengths, y, rated, targets = batch
     targets = {t: {k: v.to(device) for k, v in parts.items()} for t, parts in targets.items()}
-    return audio.to(device), lengths.to(device), y.to(device), targets
+    return audio.to(device), lengths.to(device), y.to(device), rated.to(device), targets
 
 
-@torch.no_grad()
 def predict(
     student: Student, data: AudioSet, batch_size: int, accelerator: Accelerator
 ) -> tuple[np.ndarray, np.ndarray]:
     """(logits [N, C], embeddings [N, D]) on whole clips; work sharded over processes."""
+    return predict_outputs(student, data, batch_size, accelerator)[:2]
+
+
+@torch.no_grad()
+def predict_outputs(
+    student: Student, data: AudioSet, batch_size: int, accelerator: Accelerator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(logits [N, C], embeddings [N, D], dimensions [N, 3] or None without the head)."""
     from accelerate.utils import gather_object
 
     student.eval()
@@ -249,21 +271,21 @@ def predict(
         idx = mine[start : start + batch_size]
         audio, lengths = pad([data.samples(i)[:limit] for i in idx])
         with accelerator.autocast():
-            logits, emb = student(audio.to(accelerator.device), lengths.to(accelerator.device))
-        rows += list(
-            zip(idx.tolist(), logits.float().cpu().numpy(), emb.float().cpu().numpy(), strict=True)
-        )
+            outputs = student(audio.to(accelerator.device), lengths.to(accelerator.device))
+        arrays = [o.float().cpu().numpy() for o in outputs]
+        rows += list(zip(idx.tolist(), *arrays, strict=True))
     if accelerator.num_processes > 1:
         rows = gather_object(rows)
     rows.sort(key=lambda r: r[0])
-    return np.stack([r[1] for r in rows]), np.stack([r[2] for r in rows])
+    dims = np.stack([r[3] for r in rows]) if student.dimension_head is not None else None
+    return np.stack([r[1] for r in rows]), np.stack([r[2] for r in rows]), dims
 
 
 def new_student(opts: StudentOptions, teacher_dims: dict[str, int]) -> Student:
     classifier = build_classifier(
         opts.model, opts.labels, use_weighted_layer_sum=opts.weighted_layers
     )
-    return Student(classifier, teacher_dims)
+    return Student(classifier, teacher_dims, dimensions=opts.weights.dimensions)
 
 
 def freeze(student: Student, opts: StudentOptions) -> Student:
@@ -300,7 +322,7 @@ def train_student(
 
     Resumes from ``out_dir/last`` when it exists. ``metric_fn(y_true, logits) -> dict`` scores
     validation (the best epoch's validation logits come back as ``best_valid_logits``, or None
-    when that epoch ran before a resume). An empty ``valid`` set (a refit on all non-test speakers, or the ``final``
+    when that epoch ran before a resume; its dimensions as ``best_valid_dimensions``). An empty ``valid`` set (a refit on all non-test speakers, or the ``final``
     protocol) trains the fixed number of epochs: best is then the last epoch. Returns
     {"history", "best_epoch", "best_valid"}. The accelerator keeps no reference to this
     student's model or optimizer afterwards (one accelerator serves many students).
@@ -321,7 +343,8 @@ def train_student(
     steps = opts.epochs * math.ceil(n_batches / opts.grad_accum)
     scheduler = warmup_cosine(optimizer, steps, opts.warmup_ratio)
     state = {"epoch": 0, "history": [], "best_ua": -1.0, "best_epoch": 0}
-    best_valid_logits = None  # the best epoch's validation logits, when this call computed them
+    # The best epoch's validation logits (and dimensions), when this call computed them.
+    best_valid_logits = best_valid_dimensions = None
     if resume:
         # map_location: a run saved on a GPU resumes on another device (or CPU) too.
         saved = torch.load(last_dir / TRAINER_STATE, map_location="cpu", weights_only=False)
@@ -362,10 +385,12 @@ def train_student(
             leave=False,
         )
         for step, batch in enumerate(bar, 1):
-            audio, lengths, y, targets = _to_device(batch, accelerator.device)
+            audio, lengths, y, rated, targets = _to_device(batch, accelerator.device)
             with accelerator.accumulate(model), accelerator.autocast():
-                logits, _, projected = model(audio, lengths)
-                loss, terms = distill_loss(logits, projected, y, targets, opts.weights)
+                logits, _, projected, dimensions = model(audio, lengths)
+                loss, terms = distill_loss(
+                    logits, projected, y, targets, opts.weights, dimensions, rated
+                )
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     if opts.grad_clip > 0:
@@ -381,8 +406,10 @@ def train_student(
         means = {k: v / len(batches) for k, v in sums.items()}
         student = accelerator.unwrap_model(model).student
         if len(valid):
-            logits, _ = predict(student, valid, opts.eval_batch_size, accelerator)
+            logits, _, dims = predict_outputs(student, valid, opts.eval_batch_size, accelerator)
             metrics = metric_fn(valid.y, logits)
+            if dims is not None and valid.rated.sum() > 1:
+                means["valid_ccc"] = float(np.mean(ccc_per_dimension(dims, valid.dimensions)))
         else:  # no validation speakers: the fixed epoch count decides, best = last
             metrics = {"ua": float("nan"), "wa": float("nan")}
         record = {
@@ -397,6 +424,7 @@ def train_student(
         if improved:
             state.update(best_ua=metrics["ua"], best_epoch=epoch)
             best_valid_logits = logits if len(valid) else None
+            best_valid_dimensions = dims if len(valid) else None
         log.info(
             "%s epoch %d/%d: loss %.3f (%s), valid UA %.3f WA %.3f%s [%.0fs]",
             opts.desc,
@@ -436,4 +464,5 @@ def train_student(
         "best_epoch": state["best_epoch"],
         "best_valid_ua": state["best_ua"],
         "best_valid_logits": best_valid_logits,
+        "best_valid_dimensions": best_valid_dimensions,
     }

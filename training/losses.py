@@ -1,4 +1,5 @@
-"""The distillation loss: ``CE + a_ling*KD_ling + a_pros*KD_pros + b_ling*EMB_ling + b_pros*EMB_pros``.
+"""The distillation loss: ``CE + a_ling*KD_ling + a_pros*KD_pros + b_ling*EMB_ling + b_pros*EMB_pros``,
+plus, for a student with the dimensions head, ``dim*CCC + c_ling*DIM_ling + c_pros*DIM_pros``.
 
 ``KD = KL(softmax(t/T) || softmax(s/T)) * T^2`` (Hinton et al.; the T^2 keeps its gradient scale
 independent of T). ``EMB`` pulls the student's projected embedding towards the teacher's
@@ -12,27 +13,47 @@ over the K active teachers, so the weights average 1 and a single teacher keeps 
 utterance whose emotion only the words carry is then distilled mostly from the linguistic
 teacher, and one carried only by the melody from the prosodic teacher; ``fixed`` (the paper's
 loss) gives every teacher weight 1 everywhere.
+
+Dimensional affect (arousal, valence, dominance): ``CCC = 1 - mean over the 3 dimensions of
+Lin's concordance correlation coefficient`` between the student's predictions and the rated
+values, over the batch's utterances that have ratings (the others are masked out; fewer than
+2 rated utterances in a batch leave the term out of that step). ``dim`` = 0 switches it off
+and leaves the head out of the student. ``DIM_t`` distils the dimensions teacher ``t``
+predicts (``training.targets``: a ridge regression on the teacher's embedding): the mean
+squared difference in normalised units (-1..1 spans the 1-5 scale), per utterance, weighted
+by the same per-utterance teacher shares as the logit KD; it needs ``dim`` > 0 (the head).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from training.data.utterance import DIMENSION_SCALE
+
 TEACHERS: tuple[str, ...] = ("ling", "pros")
 TEACHER_WEIGHTINGS: tuple[str, ...] = ("fixed", "confidence")
 
-# Ablation variants: which of the configured weights stay on (the rest become 0).
+_ALL = dict(a_ling=True, a_pros=True, b_ling=True, b_pros=True, c_ling=True, c_pros=True, dim=True)
+# Ablation variants: which of the configured weights stay on (the rest become 0). The ``c_``
+# weights (dimension distillation) follow the teachers a variant distils; ``dim`` (the CCC
+# term, and so the head) stays on except in ``no_dims``.
 VARIANTS: dict[str, dict[str, bool]] = {
-    "ce_only": dict(a_ling=False, a_pros=False, b_ling=False, b_pros=False),
-    "ce+ling": dict(a_ling=True, a_pros=False, b_ling=True, b_pros=False),
-    "ce+pros": dict(a_ling=False, a_pros=True, b_ling=False, b_pros=True),
-    "logit_only": dict(a_ling=True, a_pros=True, b_ling=False, b_pros=False),
-    "embedding_only": dict(a_ling=False, a_pros=False, b_ling=True, b_pros=True),
-    "full": dict(a_ling=True, a_pros=True, b_ling=True, b_pros=True),
-}
+    "ce_only": dict(_ALL, a_ling=False, a_pros=False, b_ling=False, b_pros=False, c_ling=False,
+                    c_pros=False),
+    "ce+ling": dict(_ALL, a_pros=False, b_pros=False, c_pros=False),
+    "ce+pros": dict(_ALL, a_ling=False, b_ling=False, c_ling=False),
+    "logit_only": dict(_ALL, b_ling=False, b_pros=False),
+    "embedding_only": dict(_ALL, a_ling=False, a_pros=False, c_ling=False, c_pros=False),
+    "full": dict(_ALL),
+    # The dimensions learnt from the ratings only (no teacher dimensions) ...
+    "full_no_dim_kd": dict(_ALL, c_ling=False, c_pros=False),
+    # ... and not at all: what learning them costs or brings the categories.
+    "no_dims": dict(_ALL, c_ling=False, c_pros=False, dim=False),
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -44,6 +65,9 @@ class LossWeights:
     temperature: float = 2.0
     emb_loss: str = "cosine"
     teacher_weighting: str = "fixed"
+    c_ling: float = 0.0
+    c_pros: float = 0.0
+    dim: float = 0.0
 
     def for_variant(self, variant: str) -> LossWeights:
         if variant not in VARIANTS:
@@ -62,6 +86,21 @@ class LossWeights:
     def emb(self, teacher: str) -> float:
         return getattr(self, f"b_{teacher}")
 
+    def dim_kd(self, teacher: str) -> float:
+        """Weight of the teacher's dimensions (0 without the head: nothing to distil into)."""
+        return getattr(self, f"c_{teacher}") if self.dim > 0 else 0.0
+
+    def uses(self, teacher: str) -> bool:
+        return self.kd(teacher) > 0 or self.emb(teacher) > 0 or self.dim_kd(teacher) > 0
+
+    @property
+    def dimensions(self) -> bool:
+        """Whether the student has the dimensions head (the CCC term is on)."""
+        return self.dim > 0
+
+    def without_dimensions(self) -> LossWeights:
+        return dataclasses.replace(self, dim=0.0)
+
     @property
     def embedding_teachers(self) -> list[str]:
         """Teachers whose embedding term is on (they need a projection head)."""
@@ -69,7 +108,12 @@ class LossWeights:
 
     @property
     def uses_teachers(self) -> bool:
-        return any(self.kd(t) > 0 or self.emb(t) > 0 for t in TEACHERS)
+        return any(self.uses(t) for t in TEACHERS)
+
+    @property
+    def dimension_teachers(self) -> list[str]:
+        """Teachers whose dimensions are distilled (their targets must carry them)."""
+        return [t for t in TEACHERS if self.dim_kd(t) > 0]
 
 
 def kd_loss(
@@ -95,6 +139,36 @@ def embedding_loss(
     return rows if per_row else rows.mean()
 
 
+def normalised(values: torch.Tensor) -> torch.Tensor:
+    """Scale units (1-5) -> -1..1, the units of the dimension losses."""
+    low, high = DIMENSION_SCALE
+    return (values.float() - (low + high) / 2) / ((high - low) / 2)
+
+
+def ccc(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Lin's concordance correlation coefficient per column of [N, D] tensors (population
+    moments): 2 cov / (var_p + var_t + (mean_p - mean_t)^2); 1 = identical."""
+    pred, truth = pred.double(), truth.double()
+    mp, mt = pred.mean(0), truth.mean(0)
+    cov = ((pred - mp) * (truth - mt)).mean(0)
+    denominator = pred.var(0, unbiased=False) + truth.var(0, unbiased=False) + (mp - mt) ** 2
+    return (2 * cov / denominator.clamp_min(1e-12)).float()
+
+
+def ccc_loss(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor | None:
+    """1 - mean CCC over the dimensions, on the rows whose ``truth`` has no NaN (unrated
+    utterances are masked out); None when fewer than 2 rows are rated."""
+    rated = ~torch.isnan(truth).any(-1)
+    if int(rated.sum()) < 2:
+        return None
+    return 1.0 - ccc(normalised(pred[rated]), normalised(truth[rated])).mean()
+
+
+def dimension_kd_loss(pred: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Per-utterance mean squared difference to the teacher's dimensions (normalised units)."""
+    return (normalised(pred) - normalised(teacher)).pow(2).mean(-1)
+
+
 def teacher_weights(
     labels: torch.Tensor, targets: dict[str, dict[str, torch.Tensor]], teachers: list[str]
 ) -> dict[str, torch.Tensor]:
@@ -115,11 +189,21 @@ def distill_loss(
     labels: torch.Tensor,
     targets: dict[str, dict[str, torch.Tensor]],
     weights: LossWeights,
+    dimensions: torch.Tensor | None = None,
+    rated: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Total loss and its terms (for the log). ``targets[teacher]`` has "logits" and "embedding"."""
+    """Total loss and its terms (for the log). ``targets[teacher]`` has "logits" and
+    "embedding" (and "dimensions" for dimension distillation). ``dimensions``: the student's
+    [N, 3] predictions (scale units) when it has the head; ``rated``: the utterances' rated
+    dimensions [N, 3], NaN rows for unrated utterances."""
     total = F.cross_entropy(logits.float(), labels)
     terms = {"ce": total.item()}
-    active = [t for t in TEACHERS if weights.kd(t) > 0 or weights.emb(t) > 0]
+    if weights.dimensions and dimensions is not None and rated is not None:
+        term = ccc_loss(dimensions, rated)
+        if term is not None:
+            total = total + weights.dim * term
+            terms["ccc"] = term.item()
+    active = [t for t in TEACHERS if weights.uses(t)]
     if weights.teacher_weighting not in TEACHER_WEIGHTINGS:
         raise ValueError(
             f"unknown teacher weighting {weights.teacher_weighting!r} "
@@ -144,4 +228,8 @@ def distill_loss(
             )
             total = total + weights.emb(teacher) * (share * emb).mean()
             terms[f"emb_{teacher}"] = emb.mean().item()
+        if weights.dim_kd(teacher) > 0 and dimensions is not None:
+            dim = dimension_kd_loss(dimensions, targets[teacher]["dimensions"])
+            total = total + weights.dim_kd(teacher) * (share * dim).mean()
+            terms[f"dim_{teacher}"] = dim.mean().item()
     return total, terms

@@ -88,3 +88,17 @@ def plot_confusion(
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def ccc_per_dimension(pred: np.ndarray, truth: np.ndarray) -> list[float]:
+    """Lin's concordance correlation coefficient per column of [N, D] predictions and ratings,
+    over the rows whose ratings have no NaN (unrated utterances are left out); NaN per column
+    with fewer than 2 rated rows."""
+    pred, truth = np.asarray(pred, dtype=np.float64), np.asarray(truth, dtype=np.float64)
+    rated = ~np.isnan(truth).any(-1)
+    if rated.sum() < 2:
+        return [float("nan")] * truth.shape[-1]
+    p, t = pred[rated], truth[rated]
+    cov = ((p - p.mean(0)) * (t - t.mean(0))).mean(0)
+    denominator = p.var(0) + t.var(0) + (p.mean(0) - t.mean(0)) ** 2
+    return [float(v) for v in 2 * cov / np.maximum(denominator, 1e-12)]

@@ -3,6 +3,7 @@
 import json
 import logging
 
+import numpy as np
 import pytest
 
 from training import distill
@@ -84,15 +85,31 @@ def test_end_to_end_writes_every_stage_and_exports(corpus, tmp_path, monkeypatch
     assert "test ECE after" in (run_dir / "results.md").read_text()
     assert (fold_dir / "student" / "reliability.png").stat().st_size > 0
     assert model["temperature"] == pytest.approx(calibration["temperature"])
-    import numpy as np
-
     from export.parity import open_session, probe_signal, run_onnx, run_torch
     from training.student import load_student
 
     clip = probe_signal(16_000, 0)
-    (onnx_logits,), _ = run_onnx(open_session(model_dir / "model.onnx"), [clip])
-    (raw_logits,), _ = run_torch(load_student(fold_dir / "student" / "best").eval(), [clip])
+    onnx_logits = run_onnx(open_session(model_dir / "model.onnx"), [clip])[0][0]
+    raw_logits = run_torch(load_student(fold_dir / "student" / "best").eval(), [clip])[0][0]
     assert np.abs(onnx_logits - raw_logits / calibration["temperature"]).max() < 1e-3
+    # Dimensions (the demo preset learns them): CCC on validation and test, the teachers'
+    # predicted dimensions cached and distilled, the third output exported (not calibrated).
+    result = metrics["students"][0]
+    assert set(result["test_best"]["ccc"]) == {"arousal", "valence", "dominance"}
+    assert all(-1 <= v <= 1 for v in result["valid_best"]["ccc"].values())
+    assert {"ccc", "dim_ling", "dim_pros"} <= set(history[0]) and "valid_ccc" in history[0]
+    for teacher in ("ling", "pros"):
+        cached = np.load(fold_dir / "targets" / f"{teacher}.npz")
+        assert cached["dimensions"].shape == (len(cached["ids"]), 3)
+        assert (fold_dir / "teachers" / teacher / "dimensions.npz").is_file()
+    assert "test CCC A (best valid)" in (run_dir / "results.md").read_text()
+    assert model["dimensions"] == {
+        "names": ["arousal", "valence", "dominance"],
+        "scale": [1.0, 5.0],
+    }
+    onnx_out = run_onnx(open_session(model_dir / "model.onnx"), [clip])
+    torch_out = run_torch(load_student(fold_dir / "student" / "best").eval(), [clip])
+    assert np.abs(onnx_out[2] - torch_out[2]).max() < 1e-4
 
 
 def test_whisper_student_reports_layer_weights_and_subsets(corpus, tmp_path, monkeypatch):
@@ -107,9 +124,14 @@ def test_whisper_student_reports_layer_weights_and_subsets(corpus, tmp_path, mon
             "--student_model=tiny-whisper",
             "--weighted_layers=on",
             "--freeze_layers=1",
+            "--dim_weight=0",
         )  # fmt: skip
     )
     result = json.loads((_fold_dir(run_dir) / "student" / "result.json").read_text())
+    # dim_weight=0: no dimensions head, no CCC, no teacher dimensions in the targets.
+    assert "ccc" not in result["test_best"] and "ccc" not in result["history"][0]
+    assert not (_fold_dir(run_dir) / "student" / "best" / "dimensions.pt").exists()
+    assert "dimensions" not in np.load(_fold_dir(run_dir) / "targets" / "ling.npz").files
     weights = result["layer_weights"]
     assert len(weights) == 3 and abs(sum(weights) - 1) < 1e-5
     assert weights != [1 / 3] * 3  # learned, not the uniform start
@@ -178,6 +200,8 @@ def test_ablation_table(corpus, tmp_path, monkeypatch):
         "logit_only",
         "embedding_only",
         "full",
+        "full_no_dim_kd",
+        "no_dims",
     ]
     assert all(s["runs"] == 2 for s in students.values())
     table = (run_dir / "results.md").read_text()

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -73,7 +75,9 @@ def test_variants_switch_terms(variant):
     w = LossWeights().for_variant(variant)
     _, terms = distill_loss(logits, projected, labels, targets, w)
     on = {
-        f"{'kd' if k[0] == 'a' else 'emb'}_{k[2:]}" for k, keep in VARIANTS[variant].items() if keep
+        f"{'kd' if k[0] == 'a' else 'emb'}_{k[2:]}"
+        for k, keep in VARIANTS[variant].items()
+        if keep and k[0] in "ab"
     }
     assert set(terms) == {"ce"} | on
     assert w.uses_teachers == bool(on)
@@ -120,3 +124,70 @@ def test_unknown_teacher_weighting_is_refused():
     logits, projected, labels, targets = _batch(5)
     with pytest.raises(ValueError, match="fixed | confidence"):
         distill_loss(logits, projected, labels, targets, LossWeights(teacher_weighting="vote"))
+
+
+def _rated(seed=6, n=8):
+    g = torch.Generator().manual_seed(seed)
+    truth = 1 + 4 * torch.rand(n, 3, generator=g)
+    pred = 1 + 4 * torch.rand(n, 3, generator=g)
+    teachers = {t: 1 + 4 * torch.rand(n, 3, generator=g) for t in ("ling", "pros")}
+    return pred, truth, teachers
+
+
+def test_ccc_matches_its_definition_and_bounds():
+    from training.losses import ccc, ccc_loss
+
+    pred, truth, _ = _rated()
+    assert ccc_loss(truth, truth).item() == pytest.approx(0.0, abs=1e-6)
+    assert ccc_loss(6 - truth, truth).item() > 1.0  # anti-correlated: CCC < 0
+    p, t = pred[:, 0].double(), truth[:, 0].double()
+    cov = ((p - p.mean()) * (t - t.mean())).mean()
+    expected = (
+        2 * cov / (p.var(unbiased=False) + t.var(unbiased=False) + (p.mean() - t.mean()) ** 2)
+    )
+    assert ccc(pred, truth)[0].item() == pytest.approx(expected.item(), rel=1e-5)
+    # A constant offset costs CCC (a correlation would not notice it).
+    assert ccc(truth + 1.0, truth).min().item() < 0.9
+
+
+def test_ccc_masks_unrated_utterances():
+    from training.losses import ccc_loss
+
+    pred, truth, _ = _rated()
+    holes = truth.clone()
+    holes[2:5] = float("nan")
+    keep = torch.ones(len(truth), dtype=torch.bool)
+    keep[2:5] = False
+    assert ccc_loss(pred, holes).item() == pytest.approx(ccc_loss(pred[keep], truth[keep]).item())
+    holes[1:] = float("nan")
+    assert ccc_loss(pred, holes) is None  # one rated utterance: no correlation to speak of
+
+
+def test_dimension_terms_are_weighted_and_need_the_head():
+    logits, projected, labels, targets = _batch(7, n=8)
+    pred, truth, teachers = _rated()
+    for t in targets:
+        targets[t]["dimensions"] = teachers[t]
+    w = LossWeights(a_ling=0, a_pros=0, b_ling=0, b_pros=0, c_ling=0.5, c_pros=2.0, dim=3.0)
+    total, terms = distill_loss(logits, projected, labels, targets, w, pred, truth)
+    expected = terms["ce"] + 3.0 * terms["ccc"] + 0.5 * terms["dim_ling"] + 2.0 * terms["dim_pros"]
+    assert total.item() == pytest.approx(expected, rel=1e-5)
+    # MSE in normalised units: -1..1 spans the 1-5 scale, so a difference of 2 points is 1.
+    assert terms["dim_ling"] == pytest.approx(
+        (((pred - teachers["ling"]) / 2) ** 2).mean().item(), rel=1e-5
+    )
+    # Without the CCC term there is no head: the teachers' dimensions are not distilled either.
+    _, terms = distill_loss(
+        logits, projected, labels, targets, dataclasses.replace(w, dim=0.0), pred, truth
+    )
+    assert set(terms) == {"ce"}
+
+
+def test_dimension_variants():
+    w = LossWeights(c_ling=1.0, c_pros=1.0, dim=1.0)
+    assert w.for_variant("full").dimension_teachers == ["ling", "pros"]
+    assert w.for_variant("full_no_dim_kd").dimension_teachers == []
+    assert w.for_variant("full_no_dim_kd").dimensions
+    assert not w.for_variant("no_dims").dimensions
+    assert w.for_variant("ce+ling").dimension_teachers == ["ling"]
+    assert w.for_variant("ce_only").dimensions and not w.for_variant("ce_only").uses_teachers

@@ -79,6 +79,14 @@ class Utterance:
         return cls(**data)
 
 
+def dimension_array(utterances: list[Utterance]):
+    """[N, 3] float32 (arousal, valence, dominance), NaN rows for unrated utterances."""
+    import numpy as np
+
+    nan = (float("nan"),) * len(DIMENSIONS)
+    return np.array([u.dimensions or nan for u in utterances], dtype=np.float32).reshape(-1, 3)
+
+
 def write_jsonl(utterances: list[Utterance], path: str | Path) -> None:
     Path(path).write_text("".join(u.to_json() + "\n" for u in utterances), encoding="utf-8")
 
