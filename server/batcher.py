@@ -7,6 +7,11 @@ one worker thread, so the event loop never blocks. While that batch runs, new re
 up and form the next batch. The model's batching is exact, so a batched answer equals the
 unbatched one. Cancelled requests (client gone, timed out) leave the queue before inference.
 
+Overload: an HTTP request is refused at once (QueueFull, 503 + Retry-After) when the audio
+already queued, at the measured inference speed, would keep it past ``BACKLOG_SHARE`` of the
+request timeout: a queue bounded in utterances is not bounded in time (64 queued 30 s clips are
+minutes of work), and a refusal now beats a timeout later.
+
 Priorities (streams): a batch is formed around the most urgent queued request, finals (and
 HTTP requests) before speculative inference before partials; speculative and partial requests
 are refused at once while a full batch already waits, and never wait for room. A final may
@@ -42,6 +47,9 @@ log = logging.getLogger("emodistill.batcher")
 
 MAX_RESTARTS = 3  # collector crashes survived per batcher; one more and it stays down
 FAILURES_UNREADY = 3  # consecutive failed batches that turn /ready false
+# Work predicted to be answered later than this share of the request timeout is refused at
+# once (the estimate is rough: queued audio at the measured speed).
+BACKLOG_SHARE = 0.8
 
 
 class Priority(IntEnum):
@@ -138,6 +146,7 @@ class Batcher:
         self._last_failure = ""
         self._in_batch: list[_Request] = []  # taken from the queue, not yet answered
         self._batches = itertools.count(1)  # batch ids: a failure's answer and log line match
+        self._samples_per_s: float | None = None  # inference speed, EWMA over batches
         self._waiting: list[tuple[Priority, float, asyncio.Future]] = []  # for room, wait=True
 
     @property
@@ -216,6 +225,11 @@ class Batcher:
             if self.observer:
                 self.observer.count_dropped("crowded" if crowded else "queue_full")
             raise QueueFull(self._retry_after())
+        backlog_s = self._backlog_s(audio.shape[0])
+        if not wait and backlog_s > BACKLOG_SHARE * self.timeout_s:
+            if self.observer:
+                self.observer.count_dropped("backlog")
+            raise QueueFull(max(1, math.ceil(backlog_s - BACKLOG_SHARE * self.timeout_s)))
         while len(self._queue) >= self.queue_size:
             await self._wait_for_room(priority, started)
         if self._closing:
@@ -278,6 +292,16 @@ class Batcher:
             with contextlib.suppress(Exception):  # a crash is logged by _collector_done
                 await self._task
         self._executor.shutdown(wait=True)
+
+    def _backlog_s(self, samples: int) -> float:
+        """Seconds until an utterance of ``samples`` queued now would be answered: the queued
+        and running audio plus its own at the measured speed. 0 before any batch has run, and
+        with nothing ahead (it runs next, and its batch measures the speed afresh: one slow
+        batch must not refuse everything from then on)."""
+        ahead = sum(len(r.audio) for r in self._queue) + sum(len(r.audio) for r in self._in_batch)
+        if not self._samples_per_s or not ahead:
+            return 0.0
+        return (ahead + samples) / self._samples_per_s
 
     def _retry_after(self) -> int:
         batches_ahead = math.ceil(len(self._queue) / self.max_batch_size)
@@ -370,6 +394,9 @@ class Batcher:
         inference_s = time.monotonic() - started
         self.consecutive_failures = 0
         self._last_batch_s = inference_s
+        speed = float(lengths.sum()) / max(inference_s, 1e-6)
+        previous = self._samples_per_s
+        self._samples_per_s = speed if previous is None else 0.7 * previous + 0.3 * speed
         probabilities = softmax(outputs.logits)
         if self.observer:
             self.observer.observe_batch(len(batch), inference_s)
