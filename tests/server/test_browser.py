@@ -148,12 +148,12 @@ def test_dimensions_plot_a_point_per_final_and_uncertain_results_say_so(
         assert page.locator("#upload-result .uncertain").count() == 1
         assert "valence" in page.locator("#upload-result .dimensions").inner_text()
         page.click("#record")
-        page.wait_for_selector("#utterances li.final >> nth=1", timeout=25_000)
-        page.click("#stop")
+        page.wait_for_selector("#utterances li.final", timeout=25_000)
+        page.click("#stop")  # the utterance in progress, if any, gets its final too
         page.wait_for_selector("#live-status:has-text('Stopped')", timeout=10_000)
         finals = page.locator("#utterances li.final")
         points = page.locator("#affect-plot circle.point")
-        assert points.count() == finals.count() >= 2
+        assert points.count() == finals.count() >= 1
         for cx, cy in points.evaluate_all(
             "ps => ps.map(p => [p.cx.baseVal.value, p.cy.baseVal.value])"
         ):
