@@ -29,6 +29,7 @@ from accelerate.utils import DistributedDataParallelKwargs
 
 from training.calibration import calibration_report, plot_reliability
 from training.config import Config, ConfigError, describe, load_config, preset_names
+from training.data.manifest import ManifestError
 from training.data.splits import Fold, make_folds
 from training.data.utterance import (
     Utterance,
@@ -958,7 +959,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    run(cfg)
+    try:
+        run(cfg)
+    except (ConfigError, ManifestError) as exc:  # the data, found before any training
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
