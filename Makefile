@@ -12,7 +12,7 @@ EMODISTILL_MODEL_DIR ?= $(DEMO_MODEL_DIR)
 export EMODISTILL_MODEL_DIR
 DEBIAN_PKGS := alsa-utils asterisk-core-sounds-en-wav espeak-ng chromium
 
-.PHONY: serve test test-fast lint demo-model demo bench sys-deps clean fuzz
+.PHONY: serve test test-fast lint demo-model demo bench reliability sys-deps clean fuzz
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -88,6 +88,12 @@ bench: $(VENV)/.dev
 	$(PY) benchmarks/bench_model.py
 	$(PY) benchmarks/bench_server.py
 	$(PY) benchmarks/bench_stream.py
+
+# Load, overload, faults and recovery, training faults: one table (docs/reliability.md), a few
+# minutes. Longer: `make reliability RELIABILITY_ARGS="--soak-minutes 5"`.
+RELIABILITY_ARGS ?=
+reliability: $(VENV)/.dev sys-deps
+	$(PY) benchmarks/reliability.py $(RELIABILITY_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
