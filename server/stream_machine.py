@@ -451,16 +451,23 @@ class StreamMachine:
         """Feed received audio while the pending finals allow, send finals that are ready, and
         close once an ending has nothing left to do."""
         actions: list[Action] = []
-        while self._intake and not self.paused:
-            piece = self._intake.popleft()
-            if piece.shape[0] > WINDOW:
-                piece, rest = piece[:WINDOW], piece[WINDOW:]
-                self._intake.appendleft(rest)
-            self._intake_samples -= piece.shape[0]
-            actions += self._handle(self.endpointer.feed(piece), now)
+        while True:
+            while self._intake and not self.paused:
+                piece = self._intake.popleft()
+                if piece.shape[0] > WINDOW:
+                    piece, rest = piece[:WINDOW], piece[WINDOW:]
+                    self._intake.appendleft(rest)
+                self._intake_samples -= piece.shape[0]
+                actions += self._handle(self.endpointer.feed(piece), now)
+            sent = self._send_ready_finals()
+            actions += sent
+            # A final answered by its speculation is ready as it is queued: it can pause the
+            # feeding and unpause it when sent, with no inference left to call us back.
+            if not (sent and self._intake and not self.paused):
+                break
         if self._ending is not None and not self._intake and self.endpointer is not None:
             actions += self._handle(self.endpointer.flush(), now)
-        actions += self._send_ready_finals()
+            actions += self._send_ready_finals()
         if self._was_paused and not self.paused:
             self._idle_from = max(self._idle_from, now)  # waiting for the model is not idling
         self._was_paused = self.paused

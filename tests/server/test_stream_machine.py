@@ -279,3 +279,25 @@ def test_a_refused_speculation_falls_back_to_an_ordinary_final():
     run.answer_all()
     assert [f["timing"]["speculative"] for f in run.of("final")] == [False]
     assert run.closed == Close(1000, "stop")
+
+
+def test_finals_answered_by_their_guesses_do_not_stall_the_feeding():
+    """A final whose guess already answered is ready as it is queued: it can pause the feeding
+    (max_pending) and unpause it once sent, with no inference left to resume it. Found by the
+    property test above; before the fix the stream waited forever with audio unfed."""
+    trace = [0.9] * 10 + [0.0] * 8 + [0.9] * 10 + [0.0] * 8 + [0.9] * 10 + [0.0] * 20
+    run = Harness(trace, interim=False, limits=Limits(max_pending=1, max_utterance_s=30))
+    fed = 0
+    while len(run.outstanding) < 2:  # utterance 0's guess (its final once certain), unanswered,
+        run.audio(WINDOW)  # then utterance 1's guess
+        fed += 1
+    first, guess = sorted(run.outstanding)
+    run.answer(guess)  # the guess answers before its endpoint is certain
+    run.audio((len(trace) - fed) * WINDOW)  # the rest in one frame
+    assert not run.machine.wants_input and run.machine.paused  # two finals queued
+    run.answer(first)
+    assert run.machine.wants_input or run.outstanding, "nothing in flight and audio unfed"
+    run.text({"type": "stop"})
+    run.answer_all()
+    assert [f["utterance"] for f in run.of("final")] == [0, 1, 2]
+    assert run.closed == Close(1000, "stop")
