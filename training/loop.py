@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -310,6 +311,28 @@ def release_host_memory() -> None:
         pass
 
 
+def rng_states() -> dict:
+    """The global random states a training epoch draws from (time masking, LayerDrop, dropout,
+    the data loader's seed): saved with each epoch so that a resumed run draws what the
+    uninterrupted one would have, instead of restarting from the seed."""
+    states = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"].cpu())
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
+
+
 def train_student(
     train: AudioSet,
     valid: AudioSet,
@@ -351,6 +374,8 @@ def train_student(
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         state = saved["state"]
+        if "rng" in saved:  # states saved before RNG states were kept resume without them
+            set_rng_states(saved["rng"])
         log.info("%s: resuming after epoch %d of %d", opts.desc, state["epoch"], opts.epochs)
     max_samples = int(opts.max_seconds * SAMPLE_RATE)
     if student.max_samples is not None:  # 0 (whole clips) or longer: the encoder's own limit
@@ -450,6 +475,7 @@ def train_student(
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "state": state,
+                    "rng": rng_states(),
                 },
                 last_dir / TRAINER_STATE,
             )

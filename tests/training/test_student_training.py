@@ -148,3 +148,30 @@ def test_resume_loads_a_state_saved_on_a_gpu(tmp_path):
             torch.load(state_file, weights_only=False)
     result = train_student(train, valid, _opts(epochs=2), out, accelerator, _score)
     assert [h["epoch"] for h in result["history"]] == [1, 2]
+
+
+def test_a_resumed_student_matches_the_uninterrupted_one(tmp_path):
+    """Killed after epoch 1 and resumed by a new process (the global RNG starts elsewhere):
+    time masking and LayerDrop draw the same numbers as in the uninterrupted run, so every
+    later epoch and the final metrics match (the RNG states travel in trainer.pt)."""
+    accelerator = _accelerator()
+    train, valid = _sets(tmp_path)
+    clean = train_student(train, valid, _opts(epochs=3), tmp_path / "clean", accelerator, _score)
+    calls = {"n": 0}
+
+    def dying(y, logits):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the validation of epoch 2, before its checkpoint
+            raise KeyboardInterrupt
+        return _score(y, logits)
+
+    out = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        train_student(train, valid, _opts(epochs=3), out, accelerator, dying)
+    torch.manual_seed(12345)  # a new process: the global RNG is wherever it happens to be
+    np.random.seed(12345)
+    resumed = train_student(train, valid, _opts(epochs=3), out, accelerator, _score)
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
+    for a, b in zip(clean["history"], resumed["history"], strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-6), (a, b)
+        assert a["valid_ua"] == b["valid_ua"]
