@@ -202,6 +202,9 @@ class Batcher:
         for request in queued:
             if not request.future.done():
                 request.future.set_exception(BatcherUnavailable(self.fault))
+        for _, _, waiter in self._waiting:  # waiting for room: told now, not at their timeout
+            if not waiter.done():
+                waiter.set_exception(BatcherUnavailable(self.fault))
 
     async def infer(
         self, audio: np.ndarray, *, priority: Priority = Priority.FINAL, wait: bool = False

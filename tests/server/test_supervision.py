@@ -75,6 +75,30 @@ def test_a_collector_that_keeps_crashing_fails_fast_and_turns_unready():
     run(main())
 
 
+def test_requests_waiting_for_room_fail_fast_when_the_collector_stays_down():
+    """A request waiting for queue room (streams' finals wait) is told at once that the
+    batcher is down, not at its timeout, and never queues on the dead batcher."""
+    runtime = FakeRuntime()
+
+    async def main():
+        batcher = await started(runtime, max_batch_size=1, max_wait_ms=0, timeout_s=20,
+                                queue_size=1)  # fmt: skip
+        crash_collector(batcher, times=None)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        queued = asyncio.ensure_future(batcher.infer(clip(0.5)))
+        waiting = asyncio.ensure_future(batcher.infer(clip(0.5), wait=True))  # queue full
+        with pytest.raises((BatcherUnavailable, InferenceFailed)):
+            await queued
+        with pytest.raises(BatcherUnavailable):
+            await waiting
+        assert loop.time() - began < 5  # not the 20 s request timeout
+        assert not batcher._queue
+        await batcher.close()
+
+    run(main())
+
+
 def test_ready_and_health_say_why_the_batcher_is_down(make_client):
     with make_client() as client:
         crash_collector(client.app.state.batcher, times=None)
