@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import signal
@@ -15,6 +16,8 @@ from server.auth import install_log_redaction
 from server.model_dir import ModelDirError
 from server.runtime import ProviderError, Runtime
 from server.settings import Settings, settings_problem
+
+REFUSE_MARGIN_S = 1.0  # before uvicorn's grace deadline, queued work is refused (503)
 
 
 def main() -> int:
@@ -79,7 +82,28 @@ class DrainingServer(uvicorn.Server):
         for server in self.servers:
             server.close()  # no new connections while streams drain
         await drain_open_streams(self.app, self.drain_s)
-        await super().shutdown(sockets)
+        # When its grace ends uvicorn cancels the requests still running, each a 500: what is
+        # still queued shortly before is refused instead (503 shutting_down + Retry-After).
+        refuse = asyncio.get_running_loop().call_later(self._refuse_after_s(), self._refuse)
+        try:
+            await super().shutdown(sockets)
+        finally:
+            refuse.cancel()
+
+    def _refuse_after_s(self) -> float:
+        """The HTTP grace less a margin for the batch running then (twice the last one's time,
+        at least REFUSE_MARGIN_S)."""
+        batcher = getattr(self.app.state, "batcher", None)
+        running = 2 * batcher.last_batch_s if batcher is not None else 0.0
+        grace = self.config.timeout_graceful_shutdown or 0
+        return max(0.0, grace - max(REFUSE_MARGIN_S, running))
+
+    def _refuse(self) -> None:
+        batcher = getattr(self.app.state, "batcher", None)
+        if batcher is not None and (refused := batcher.refuse_queued()):
+            logging.getLogger("emodistill").warning(
+                "shutdown grace running out: refused %d queued utterances (503)", refused
+            )
 
 
 if __name__ == "__main__":

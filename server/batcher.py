@@ -284,6 +284,31 @@ class Batcher:
             if not waiter.done():
                 waiter.set_result(None)
 
+    @property
+    def last_batch_s(self) -> float:
+        """How long the last successful batch ran."""
+        return self._last_batch_s
+
+    def refuse_queued(self) -> int:
+        """Shutdown out of time: stop taking work and fail every queued utterance now with
+        BatcherClosed (503 shutting_down + Retry-After) instead of letting the server's grace
+        deadline cancel it (a 500); a batch already running still finishes. How many."""
+        self._closing = True
+        queued, self._queue = self._queue, []
+        self._report_depth()
+        for request in queued:
+            if self.observer:
+                self.observer.count_dropped("shutdown")
+            if not request.future.done():
+                request.future.set_exception(
+                    BatcherClosed("the server is shutting down: no time left for queued work")
+                )
+        for _, _, waiter in self._waiting:  # they raise BatcherClosed
+            if not waiter.done():
+                waiter.set_result(None)
+        self._wakeup.set()
+        return len(queued)
+
     async def close(self) -> None:
         """Stop taking work, finish everything already queued, stop the worker."""
         self._closing = True

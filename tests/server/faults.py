@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,10 +30,19 @@ import httpx
 import numpy as np
 
 from server.audio import SAMPLE_RATE
+from server.batcher import FAILURES_UNREADY
 from server.model_dir import sha256_file
-from tests.server.live_server import ROOT, START_TIMEOUT_S, free_port, serve, server_env
+from tests.server.live_server import (
+    ROOT,
+    START_TIMEOUT_S,
+    free_port,
+    metric,
+    serve,
+    server_env,
+)
 
 FAILING_INPUT = "lengths"
+BATCH_ID = re.compile(r"batch (\d+)")
 
 
 def faulty_model_dir(model_dir: Path, out: Path, fail_from_s: float) -> Path:
@@ -67,6 +78,71 @@ def faulty_model_dir(model_dir: Path, out: Path, fail_from_s: float) -> Path:
     meta["files"]["model.onnx"] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     (out / "model.json").write_text(json.dumps(meta, indent=1))
     return out
+
+
+def failing_batch(model_dir: Path, out: Path) -> dict:
+    """A model that raises for clips of 2 s or more: 1 s clips and one 3 s clip at once (the
+    3 s clip batches alone), then the 3 s clip again until readiness turns, then a 1 s clip.
+    Returns the statuses, whether the failure's batch id is in the log, and /ready on the way."""
+    model = faulty_model_dir(model_dir, out, fail_from_s=2)
+    good, bad = wav(1.0), wav(3.0)
+    with serve_logged(model, max_wait_ms=200, max_batch_size=8, max_length_ratio=1.5) as (
+        process,
+        url,
+    ):
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(
+                pool.map(
+                    lambda body: httpx.post(f"{url}/predict", content=body, timeout=60),
+                    [good, bad, good, good],
+                )
+            )
+        failed = answers[1].json().get("error", {}) if answers[1].status_code != 200 else {}
+        batch_ids = BATCH_ID.findall(failed.get("message", ""))
+        ready_after_one = httpx.get(f"{url}/ready").status_code
+        repeated = [
+            httpx.post(f"{url}/predict", content=bad, timeout=60).status_code
+            for _ in range(FAILURES_UNREADY)
+        ]
+        ready = httpx.get(f"{url}/ready")
+        recovered = httpx.post(f"{url}/predict", content=good, timeout=60).status_code
+        ready_again = httpx.get(f"{url}/ready").status_code
+        logged = [line for line in process.log().splitlines() if "inference failed" in line]
+    return {
+        "statuses": [a.status_code for a in answers],
+        "failed_code": failed.get("code"),
+        "batch_id_in_answer": batch_ids[0] if batch_ids else None,
+        "batch_id_in_log": bool(batch_ids) and any(f"batch {batch_ids[0]} " in x for x in logged),
+        "ready_after_one_failure": ready_after_one,
+        "repeated_failures": repeated,
+        "ready_after_repeated": ready.status_code,
+        "ready_reason": ready.json().get("error", {}).get("message"),
+        "served_after": recovered,
+        "ready_after_a_success": ready_again,
+    }
+
+
+def client_gone_while_queued(model_dir: Path) -> dict:
+    """A client that sends a request and closes its socket while the request waits for batch
+    mates: is it dropped before inference? (metrics before and after a second, normal request)"""
+    data = wav(1.0)
+    with serve(model_dir, max_wait_ms=1000) as (_, url):
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            head = f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n\r\n"
+            sock.sendall(head.encode() + data)
+            _until(lambda: metric(url, "emodistill_queue_depth") >= 1)
+        _until(lambda: metric(url, "emodistill_dropped_total", reason="cancelled") >= 1)
+        dropped = metric(url, "emodistill_dropped_total", reason="cancelled")
+        status = httpx.post(f"{url}/predict", content=data, timeout=30).status_code
+        inferred = metric(url, "emodistill_batch_size_sum")
+    return {"dropped_cancelled": dropped, "next_status": status, "utterances_inferred": inferred}
+
+
+def _until(condition, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def bad_model_dirs(model_dir: Path, root: Path) -> dict[str, Path]:
@@ -167,6 +243,21 @@ async def _stream_until_term(ws_url: str, spoken: np.ndarray, started: asyncio.E
     return {"events": events, "code": code}
 
 
+async def _until_decoded(client: httpx.AsyncClient, audio_s: float, timeout_s: float = 60) -> None:
+    """Until the server has decoded ``audio_s`` seconds of request audio (all queued)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        text = (await client.get("/metrics")).text
+        done = sum(
+            float(line.split()[1])
+            for line in text.splitlines()
+            if line.startswith("emodistill_audio_seconds_total ")
+        )
+        if done >= audio_s - 0.5:
+            return
+        await asyncio.sleep(0.05)
+
+
 def sigterm_under_load(
     model_dir: Path,
     *,
@@ -207,7 +298,7 @@ def sigterm_under_load(
                     asyncio.create_task(client.post("/predict", content=body))
                     for _ in range(http_clients)
                 ]
-                await asyncio.sleep(0.3)  # the requests are read and queued
+                await _until_decoded(client, http_clients * clip_s)  # all read and queued
                 process.send_signal(signal.SIGTERM)
                 signalled = time.monotonic()
                 answers = await asyncio.gather(*posts, return_exceptions=True)

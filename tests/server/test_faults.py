@@ -5,53 +5,25 @@ Missing and corrupt model directories and a client gone while queued: test_proce
 
 from __future__ import annotations
 
-import re
-from concurrent.futures import ThreadPoolExecutor
-
-import httpx
-
 from server.batcher import FAILURES_UNREADY
 from tests.server.faults import (
     bad_model_dirs,
-    faulty_model_dir,
+    failing_batch,
     kill_and_restart,
-    serve_logged,
     sigterm_under_load,
     start_failure,
-    wav,
 )
-
-BATCH_ID = re.compile(r"batch (\d+)")
 
 
 def test_a_failing_batch_fails_alone_with_an_id_in_answer_and_log(tiny_model_dir, tmp_path):
-    model = faulty_model_dir(tiny_model_dir, tmp_path / "faulty", fail_from_s=2)
-    good, bad = wav(1.0), wav(3.0)
-    with serve_logged(model, max_wait_ms=200, max_batch_size=8, max_length_ratio=1.5) as (
-        process,
-        url,
-    ):
-        # Concurrent: the 1 s clips batch together, the 3 s clip (ratio > 1.5) runs alone.
-        with ThreadPoolExecutor(4) as pool:
-            answers = list(
-                pool.map(
-                    lambda body: httpx.post(f"{url}/predict", content=body, timeout=30),
-                    [good, bad, good, good],
-                )
-            )
-        assert [a.status_code for a in answers] == [200, 500, 200, 200]
-        failed = answers[1].json()["error"]
-        assert failed["code"] == "inference_failed"
-        (batch_id,) = BATCH_ID.findall(failed["message"])
-        assert httpx.get(f"{url}/ready").status_code == 200  # one failure is not a pattern
-        logged = [line for line in process.log().splitlines() if "inference failed" in line]
-        assert any(f"batch {batch_id} " in line for line in logged), logged
-        for _ in range(FAILURES_UNREADY):
-            assert httpx.post(f"{url}/predict", content=bad, timeout=30).status_code == 500
-        ready = httpx.get(f"{url}/ready")
-        assert ready.status_code == 503 and "failed in inference" in ready.text
-        assert httpx.post(f"{url}/predict", content=good, timeout=30).status_code == 200
-        assert httpx.get(f"{url}/ready").status_code == 200  # a success makes it ready again
+    result = failing_batch(tiny_model_dir, tmp_path / "faulty")
+    assert result["statuses"] == [200, 500, 200, 200]  # the 3 s clip's batch alone failed
+    assert result["failed_code"] == "inference_failed" and result["batch_id_in_answer"]
+    assert result["batch_id_in_log"]
+    assert result["ready_after_one_failure"] == 200  # one failure is not a pattern
+    assert result["repeated_failures"] == [500] * FAILURES_UNREADY
+    assert result["ready_after_repeated"] == 503 and "failed in inference" in result["ready_reason"]
+    assert result["served_after"] == 200 and result["ready_after_a_success"] == 200
 
 
 def test_a_model_directory_of_another_version_is_one_clear_line(tiny_model_dir, tmp_path):
@@ -74,3 +46,21 @@ def test_kill_9_under_load_then_restart_on_the_same_port(tiny_model_dir):
     assert sum(report.killed_answers.values()) == 4
     assert "200" not in report.killed_answers  # they were queued when the process died
     assert report.served_after == 200 and report.ready_s < 30
+
+
+def test_requests_still_queued_when_the_grace_runs_out_get_503_not_500(tiny_model_dir):
+    """More queued work than the grace period allows: what cannot finish in time is refused
+    with 503 shutting_down + Retry-After before uvicorn's own deadline cancels it (a 500)."""
+    report = sigterm_under_load(
+        tiny_model_dir,
+        http_clients=48,
+        streams=0,
+        clip_s=30,
+        grace_s=4,
+        threads=1,
+        max_batch_size=1,
+        request_timeout_s=300,
+    )
+    assert 500 not in report.http_status, report.http_status
+    assert 503 in report.http_status  # the grace really was too short for the queue
+    assert report.exit_code == 0 and report.exit_s < 4 + 3
