@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from tests.fixtures import encode_clip
-from tests.server.faults import start_failure
+from tests.server.faults import client_gone_while_queued, start_failure
 from tests.server.live_server import metric, serve
 
 
@@ -64,25 +64,9 @@ def test_sigterm_finishes_queued_requests_and_exits_zero(tiny_model_dir):
 
 
 def test_a_client_that_goes_away_is_dropped_before_inference(tiny_model_dir):
-    with serve(tiny_model_dir, max_wait_ms=1000) as (_, url):
-        data = encode_clip("wav", seconds=1.0, kind="noise")
-        port = int(url.rsplit(":", 1)[1])
-        with socket.create_connection(("127.0.0.1", port)) as sock:
-            head = f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n\r\n"
-            sock.sendall(head.encode() + data)
-            deadline = time.monotonic() + 5
-            while metric(url, "emodistill_queue_depth") < 1 and time.monotonic() < deadline:
-                time.sleep(0.02)
-        # the socket is closed while the request waits for batch mates
-        deadline = time.monotonic() + 5
-        while (
-            metric(url, "emodistill_dropped_total", reason="cancelled") < 1
-            and time.monotonic() < deadline
-        ):
-            time.sleep(0.02)
-        assert metric(url, "emodistill_dropped_total", reason="cancelled") == 1
-        assert httpx.post(f"{url}/predict", content=data, timeout=30).status_code == 200
-        assert metric(url, "emodistill_batch_size_sum") == 1  # only the second was inferred
+    result = client_gone_while_queued(tiny_model_dir)
+    assert result["dropped_cancelled"] == 1 and result["next_status"] == 200
+    assert result["utterances_inferred"] == 1  # only the second was inferred
 
 
 def test_chunked_body_over_the_limit_is_refused_mid_stream(tiny_model_dir):
