@@ -33,6 +33,7 @@ import itertools
 import logging
 import math
 import time
+from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -110,6 +111,7 @@ class _Request:
     future: asyncio.Future
     enqueued: float = field(default_factory=time.monotonic)
     priority: Priority = Priority.FINAL
+    tag: Hashable = None  # the caller's name for it (``promote``)
 
 
 class Batcher:
@@ -207,7 +209,12 @@ class Batcher:
                 waiter.set_exception(BatcherUnavailable(self.fault))
 
     async def infer(
-        self, audio: np.ndarray, *, priority: Priority = Priority.FINAL, wait: bool = False
+        self,
+        audio: np.ndarray,
+        *,
+        priority: Priority = Priority.FINAL,
+        wait: bool = False,
+        tag: Hashable = None,
     ) -> Inference:
         """Queue one mono 16 kHz utterance and wait for its answer.
 
@@ -215,6 +222,7 @@ class Batcher:
         awaiting task drops the utterance if it has not reached a batch yet. With ``wait``, a
         full queue is waited out (most urgent first; the wait counts in the timeout) instead
         of raising QueueFull. Below FINAL priority, a full batch already waiting is QueueFull.
+        ``tag`` names the request for a later ``promote``.
         """
         started = time.monotonic()
         if audio.ndim != 1 or audio.shape[0] == 0:
@@ -241,6 +249,7 @@ class Batcher:
             np.asarray(audio, dtype=np.float32),
             asyncio.get_running_loop().create_future(),
             priority=priority,
+            tag=tag,
         )
         self._queue.append(request)
         self._report_depth()
@@ -259,6 +268,15 @@ class Batcher:
         except asyncio.CancelledError:
             self._withdraw(request, "cancelled")
             raise
+
+    def promote(self, tag: Hashable, priority: Priority = Priority.FINAL) -> bool:
+        """Raise a queued request's priority (a stream's guess that became its final); False
+        when it is no longer queued (in a batch, answered or withdrawn)."""
+        for request in self._queue:
+            if tag is not None and request.tag == tag:
+                request.priority = min(request.priority, priority)
+                return True
+        return False
 
     async def _wait_for_room(self, priority: Priority, started: float) -> None:
         """Until the queue has room for this request (RequestTimeout past the timeout)."""

@@ -90,12 +90,19 @@ class Cancel:
 
 
 @dataclass(frozen=True)
+class Promote:
+    """A guess in flight became its utterance's final: serve it at final priority."""
+
+    key: int
+
+
+@dataclass(frozen=True)
 class Close:
     code: int
     reason: str
 
 
-Action = Send | Infer | Cancel | Close
+Action = Send | Infer | Cancel | Promote | Close
 
 
 @dataclass(frozen=True)
@@ -564,6 +571,8 @@ class StreamMachine:
             if final.result is not None:
                 self._jobs.pop(key)
                 final.audio = None
+            else:
+                actions.append(Promote(key))
         else:
             final.key, action = self._infer(
                 _Job("final", endpoint.utterance, endpoint.start, endpoint.end, endpoint.audio),

@@ -37,6 +37,7 @@ from server.stream_machine import (
     Close,
     Infer,
     Limits,
+    Promote,
     Send,
     StreamMachine,
     stream_defaults,
@@ -213,6 +214,8 @@ class StreamSession:
                 task = self._tasks.pop(action.key, None)
                 if task is not None:
                     task.cancel()
+            elif isinstance(action, Promote):
+                self.batcher.promote(self._tag(action.key))
             elif isinstance(action, Close):
                 with contextlib.suppress(Exception):  # the peer may be gone already
                     await self.websocket.close(action.code, action.reason)
@@ -234,7 +237,9 @@ class StreamSession:
         waits for room in the queue; guesses and partials are refused while it is crowded."""
         final = action.priority == Priority.FINAL
         try:
-            inference = await self.batcher.infer(action.audio, priority=action.priority, wait=final)
+            inference = await self.batcher.infer(
+                action.audio, priority=action.priority, wait=final, tag=self._tag(action.key)
+            )
         except (QueueFull, RequestTimeout):
             timeout = self.settings.request_timeout_s
             error = StreamError(
@@ -253,6 +258,10 @@ class StreamSession:
             await self._step(partial(self._answered, action.key, inference))
             return
         await self._step(partial(self._answered, action.key, error))
+
+    def _tag(self, key: int) -> tuple[int, int]:
+        """This stream's name for one of its requests in the shared batcher."""
+        return (id(self), key)
 
     def _answered(self, key: int, answer: Inference | StreamError, now: float) -> list[Action]:
         self._tasks.pop(key, None)

@@ -336,6 +336,33 @@ def test_finals_go_before_speculation_before_partials():
     ]
 
 
+def test_a_promoted_guess_goes_before_later_finals():
+    """A stream's guess that became its final (``promote``) is served at final priority: it
+    goes before a final queued after it, not after every final."""
+    runtime = FakeRuntime()
+    runtime.gate.clear()
+
+    async def main():
+        batcher = await started(
+            runtime, max_batch_size=1, max_wait_ms=0, queue_size=8, max_length_ratio=1.0
+        )
+        first = await busy(batcher, runtime)
+        guess = asyncio.ensure_future(
+            batcher.infer(clip(0.4), priority=Priority.SPECULATIVE, tag=("s", 1))
+        )
+        await asyncio.sleep(0.01)
+        final = asyncio.ensure_future(batcher.infer(clip(0.5)))
+        await asyncio.sleep(0.01)
+        assert batcher.promote(("s", 1)) and not batcher.promote(("s", 2))
+        runtime.gate.set()
+        await asyncio.gather(first, guess, final)
+        assert not batcher.promote(("s", 1))  # answered: nothing to promote
+        await batcher.close()
+
+    run(main())
+    assert [batch[0] for batch in runtime.batches[1:]] == [int(0.4 * SR), int(0.5 * SR)]
+
+
 def test_guesses_and_partials_are_refused_while_a_full_batch_waits():
     runtime = FakeRuntime()
     runtime.gate.clear()

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from server.audio import SAMPLE_RATE
 from server.batcher import Inference, Priority
-from server.stream_machine import Cancel, Close, Infer, Limits, Send, StreamMachine
+from server.stream_machine import Cancel, Close, Infer, Limits, Promote, Send, StreamMachine
 from server.stream_protocol import StreamConfig, StreamError
 from server.vad import WINDOW, SegmentEnd, SegmentParams, SegmentTracker
 
@@ -73,6 +73,10 @@ class Harness:
                 self.outstanding[action.key] = action
             elif isinstance(action, Cancel):
                 self.outstanding.pop(action.key)
+            elif isinstance(action, Promote):  # the batcher no longer refuses it
+                infer = self.outstanding[action.key]
+                assert infer.priority == Priority.SPECULATIVE
+                self.outstanding[action.key] = Infer(infer.key, infer.audio, Priority.FINAL)
             elif isinstance(action, Close):
                 self.closed = action
         held = self.machine.held_samples
@@ -266,13 +270,42 @@ def test_a_failed_final_ends_the_stream_with_its_utterance():
     assert run.sent[-1]["utterance"] == 0
 
 
-def test_a_refused_speculation_falls_back_to_an_ordinary_final():
-    run = Harness([0.9] * 20 + [0.0] * 10, interim=False)
-    run.audio(26 * WINDOW)  # into the pause: the guess starts
+def until_a_guess(run: Harness) -> int:
+    """Feed window by window until the pause is long enough for a guess; its key."""
+    while not run.outstanding:
+        run.audio(WINDOW)
     (key,) = run.outstanding
     assert run.outstanding[key].priority == Priority.SPECULATIVE
-    run.audio(4 * WINDOW)  # the endpoint is certain
-    run.answer(key, fail=True)
+    assert run.machine.utterances == 0  # the endpoint is not certain yet
+    return key
+
+
+def test_a_guess_still_in_flight_is_promoted_when_its_endpoint_is_certain():
+    run = Harness([0.9] * 20 + [0.0] * 10, interim=False)
+    key = until_a_guess(run)
+    run.audio(6 * WINDOW)  # the endpoint is certain: the guess is the final now
+    assert run.machine.utterances == 1
+    assert run.outstanding[key].priority == Priority.FINAL
+    run.answer(key)
+    assert [f["timing"]["speculative"] for f in run.of("final")] == [True]
+
+
+def test_a_promoted_guess_that_fails_is_inferred_again_as_a_final():
+    run = Harness([0.9] * 20 + [0.0] * 10, interim=False)
+    key = until_a_guess(run)
+    run.audio(6 * WINDOW)  # promoted
+    run.answer(key, fail=True)  # e.g. timed out in a crowded batcher
+    (again,) = run.outstanding
+    assert again != key and run.outstanding[again].priority == Priority.FINAL
+    run.answer(again)
+    assert [f["timing"]["speculative"] for f in run.of("final")] == [False]
+
+
+def test_a_refused_speculation_falls_back_to_an_ordinary_final():
+    run = Harness([0.9] * 20 + [0.0] * 10, interim=False)
+    key = until_a_guess(run)
+    run.answer(key, fail=True)  # refused at once (a crowded batcher)
+    run.audio(6 * WINDOW)  # the endpoint is certain
     (final_key,) = run.outstanding
     assert run.outstanding[final_key].priority == Priority.FINAL
     run.text({"type": "stop"})
