@@ -221,6 +221,7 @@ class LiveSession {
   }
 
   async start() {
+    this.closing = false;
     $("timeline").replaceChildren();
     $("utterances").replaceChildren();
     drawAffectAxes();
@@ -280,7 +281,9 @@ class LiveSession {
   closed(close) {
     this.releaseAudio();
     if (close.code === 1000) setStatus(this.status, "Stopped.");
-    else if (!this.status.classList.contains("error")) {
+    else if (close.code === 1001 && this.closing) {
+      setStatus(this.status, "The server shut down; every result above is complete. Record again to reconnect.");
+    } else if (!this.status.classList.contains("error")) {
       setStatus(this.status, `Connection closed (${close.code}${close.reason ? `: ${close.reason}` : ""}).`, true);
     }
     $("record").disabled = false;
@@ -302,6 +305,12 @@ class LiveSession {
       case "partial":
       case "final":
         this.result(event);
+        break;
+      case "closing":
+        // The server is shutting down: send no more audio; the last finals still arrive.
+        this.closing = true;
+        this.releaseAudio();
+        setStatus(this.status, "The server is shutting down: receiving the last results…");
         break;
       case "error":
         setStatus(this.status, `Error ${event.code}: ${event.message}`, true);

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -162,4 +163,39 @@ def test_dimensions_plot_a_point_per_final_and_uncertain_results_say_so(
         assert "arousal" in finals.first.locator(".dimensions").inner_text()
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / "dimensions.png"), full_page=True)
+    assert not errors
+
+
+def test_page_stops_sending_on_closing_and_says_the_results_are_complete(browser, page_url):
+    """The drain as the page sees it (a mocked socket): `closing`, then close 1001."""
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    frames_after_closing: list[int] = []
+
+    def server(ws):
+        closing = {"sent": False}
+
+        def received(message):
+            if closing["sent"] and not isinstance(message, str):
+                frames_after_closing.append(len(message))
+
+        ws.on_message(received)
+        ready = {"type": "ready", "sample_rate": 16000, "session_id": "0123456789abcdef"}
+        ws.send(json.dumps(ready))
+        page.wait_for_timeout(300)  # the microphone streams for a moment
+        ws.send(json.dumps({"type": "closing", "reason": "shutting_down", "deadline_s": 5}))
+        closing["sent"] = True
+        page.wait_for_timeout(300)
+        ws.close(code=1001, reason="shutting_down")
+
+    page.route_web_socket(lambda url: "/v1/stream" in url, server)
+    page.goto(page_url + "/")
+    page.wait_for_selector("#model-info:has-text('Labels')")
+    page.click("#record")
+    status = page.locator("#live-status")
+    status.filter(has_text="every result above is complete").wait_for(timeout=10_000)
+    assert "error" not in (status.get_attribute("class") or "")
+    assert page.locator("#record").is_enabled()
+    assert len(frames_after_closing) <= 1  # at most a frame already on its way
     assert not errors
