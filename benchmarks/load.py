@@ -439,11 +439,14 @@ def overload_run(
     after_s: float,
     factor: float = 2.0,
     base: float = 0.5,
-    window_s: float = 2.0,
+    window_s: float | None = None,
 ) -> dict:
     """``base`` x then ``factor`` x then ``base`` x the served rate: per window, offered vs
-    served vs refused and the p99 of what was served; the server's queue depth over time."""
+    served vs refused and the p99 of what was served (per window of ``window_s``, by default
+    long enough for 4 requests at the overload rate); the server's queue depth over time."""
     edges = (normal_s, normal_s + over_s)
+    # Windows long enough for a few requests each at the overload rate (at least 2 s).
+    window_s = window_s or max(2.0, 4 / max(factor * served_rate, 1e-6))
     total = normal_s + over_s + after_s
 
     def rate(t: float) -> float:
@@ -511,7 +514,7 @@ def overload_run(
         "refusal_p99_s": summary["overload"]["refused_503_p99_s"],
         "accepted_p99_s": percentile([a.latency_s for a in over if a.status == 200], 99),
         "normal_p99_s": percentile([a.latency_s for a in phase["normal"] if a.status == 200], 99),
-        "recovery_s": recovery_s(depth, edges[0], edges[1], window_s),
+        "recovery_s": recovery_s(depth, edges[0], edges[1], settle_s=2.0),
         "phases": summary,
         "windows": windows,
         "queue_depth": depth,
