@@ -199,7 +199,9 @@ async def open_loop(
 async def closed_loop(
     url: str, bodies: dict[str, list[Body]], seconds: float, clients: int
 ) -> list[Answer]:
-    """``clients`` clients sending back to back for ``seconds`` (capacity)."""
+    """``clients`` clients sending back to back for ``seconds`` (capacity); a refused one
+    waits 1 s before its next request (retrying at once only burns the server's CPU on
+    decoding what it will refuse)."""
     answers: list[Answer] = []
     async with httpx.AsyncClient(base_url=url, timeout=120) as client:
         began = time.monotonic()
@@ -208,6 +210,8 @@ async def closed_loop(
             rng = random.Random(100 + index)
             while time.monotonic() - began < seconds:
                 answers.append(await post(client, pick(bodies, rng), began))
+                if answers[-1].status == 503:  # refused: back off as a polite client would
+                    await asyncio.sleep(1.0)
 
         await asyncio.gather(*(worker(i) for i in range(clients)))
     return answers
