@@ -30,7 +30,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from examples.stream_client import stream_audio  # noqa: E402
 from server.audio import SAMPLE_RATE  # noqa: E402
+from tests.server.live_server import ServerFailed, wait_ready  # noqa: E402
 from tests.server.speech_clips import three_utterances  # noqa: E402
 
 RESULTS = ROOT / "benchmarks/results/bench_stream.json"
@@ -84,18 +84,12 @@ def start_server(model_dir: Path, port: int, max_streams: int) -> subprocess.Pop
         "PYTHONPATH": str(ROOT),
     }
     process = subprocess.Popen([sys.executable, "-m", "server"], cwd=ROOT, env=env)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with status {process.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    process.terminate()
-    raise RuntimeError("the server did not become ready in 120 s")
+    try:
+        wait_ready(process, port, 120)
+    except ServerFailed:
+        process.terminate()
+        raise
+    return process
 
 
 def cpu_seconds(pid: int) -> float:

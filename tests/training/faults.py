@@ -16,24 +16,15 @@ import sys
 import time
 from pathlib import Path
 
+from tests.training.test_distill import TINY
+
 ROOT = Path(__file__).resolve().parents[2]
-# The tiny recipe (tests/training/test_distill.py TINY) with smaller batches: an epoch lasts
-# long enough to be killed in.
+# The tiny recipe of tests/training/test_distill.py with smaller batches: an epoch lasts long
+# enough to be killed in.
 ARGS = [
     "--preset=demo",
-    "--synth_n=64",
-    "--ling_epochs=1",
-    "--ling_batch_size=64",
-    "--pros_epochs=2",
-    "--pros_hidden=16",
-    "--epochs=3",
+    *(arg for arg in TINY if not arg.startswith("--batch_size=")),
     "--batch_size=4",
-    "--max_seconds=1.0",
-    "--lr_encoder=2e-3",
-    "--lr_heads=5e-3",
-    "--warmup_ratio=0.0",
-    "--threads=1",
-    "--student_model=tiny-mel",
     "--variant=ce+ling",
 ]
 TOLERANCE = 1e-6  # CPU, one thread, same seed: the resumed run should match to float precision
