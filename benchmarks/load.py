@@ -264,6 +264,7 @@ async def one_stream(url: str, clip, repeats: int, delay_s: float) -> dict:
         "finals": len({f["utterance"] for f in finals}),
         "errors": [e["code"] for e in result.events if e["type"] == "error"],
         "close_code": result.close_code,
+        "close_reason": result.close_reason,
         "delay_s": [arrivals[f["utterance"]] - (result.started + f["end"]) for f in finals],
     }
 
@@ -388,7 +389,7 @@ def stream_summary(runs: list[dict]) -> dict:
         "errors": errors,
         "close_codes": sorted({str(r.get("close_code")) for r in runs}),
         "incomplete": [
-            {k: r.get(k) for k in ("spoken", "finals", "errors", "close_code")}
+            {k: r.get(k) for k in ("spoken", "finals", "errors", "close_code", "close_reason")}
             for r in runs
             if r["finals"] < r["spoken"]
         ],

@@ -33,6 +33,7 @@ class StreamResult:
     events: list[dict]
     close_code: int | None
     started: float  # time.monotonic() when the first frame's audio "began" (real-time pace)
+    close_reason: str | None = None  # e.g. "keepalive ping timeout" when no close frame came
 
 
 def encode(samples: np.ndarray, encoding: str) -> bytes:
@@ -96,7 +97,7 @@ async def stream_audio(
         except ConnectionClosed:
             pass  # the server closed early (an error event says why)
         await receiver
-        return StreamResult(events, ws.close_code, started)
+        return StreamResult(events, ws.close_code, started, ws.close_reason)
 
 
 def read_mono(path: Path) -> tuple[np.ndarray, int]:
