@@ -236,11 +236,8 @@ class Batcher:
             if self.observer:
                 self.observer.count_dropped("crowded" if crowded else "queue_full")
             raise QueueFull(self._retry_after())
-        backlog_s = self._backlog_s(audio.shape[0])
-        if not wait and backlog_s > BACKLOG_SHARE * self.timeout_s:
-            if self.observer:
-                self.observer.count_dropped("backlog")
-            raise QueueFull(max(1, math.ceil(backlog_s - BACKLOG_SHARE * self.timeout_s)))
+        if not wait and (full := self.backlog_full(audio.shape[0])) is not None:
+            raise full
         while len(self._queue) >= self.queue_size:
             await self._wait_for_room(priority, started)
         if self._closing:
@@ -338,6 +335,18 @@ class Batcher:
             with contextlib.suppress(Exception):  # a crash is logged by _collector_done
                 await self._task
         self._executor.shutdown(wait=True)
+
+    def backlog_full(self, samples: int = 0) -> QueueFull | None:
+        """QueueFull (counted as dropped for the backlog) when ``samples`` more audio would be
+        answered past BACKLOG_SHARE of the request timeout; None when there is time. With
+        ``samples`` 0: whether the work already queued alone is past it (an HTTP request is
+        then refused before its body is decoded)."""
+        backlog_s = self._backlog_s(samples)
+        if backlog_s <= BACKLOG_SHARE * self.timeout_s:
+            return None
+        if self.observer:
+            self.observer.count_dropped("backlog")
+        return QueueFull(max(1, math.ceil(backlog_s - BACKLOG_SHARE * self.timeout_s)))
 
     def _backlog_s(self, samples: int) -> float:
         """Seconds until an utterance of ``samples`` queued now would be answered: the queued

@@ -112,6 +112,8 @@ async def predict(
     labels: list[str] = request.app.state.runtime.labels
     if top_k is not None and top_k > len(labels):
         raise ApiError(422, "invalid_request", f"top_k must be between 1 and {len(labels)}")
+    if (full := request.app.state.batcher.backlog_full()) is not None:
+        raise queue_full(full)  # before reading and decoding what would be refused anyway
     uploads = await read_uploads(request, settings.max_files)
     options = dict(
         top_k=top_k,
@@ -289,9 +291,7 @@ async def infer(batcher: Batcher, audio: np.ndarray) -> Inference:
     try:
         return await batcher.infer(audio)
     except QueueFull as exc:
-        raise ApiError(
-            503, "queue_full", str(exc), {"Retry-After": str(exc.retry_after_s)}
-        ) from None
+        raise queue_full(exc) from None
     except RequestTimeout as exc:
         raise ApiError(503, "timeout", str(exc), {"Retry-After": "1"}) from None
     except BatcherUnavailable as exc:
@@ -300,6 +300,10 @@ async def infer(batcher: Batcher, audio: np.ndarray) -> Inference:
         raise ApiError(503, "shutting_down", str(exc), {"Retry-After": "5"}) from None
     except InferenceFailed as exc:
         raise ApiError(500, "inference_failed", str(exc)) from None
+
+
+def queue_full(exc: QueueFull) -> ApiError:
+    return ApiError(503, "queue_full", str(exc), {"Retry-After": str(exc.retry_after_s)})
 
 
 def audio_error(exc: AudioError, upload: Upload, index: int, count: int, segment: bool) -> ApiError:
