@@ -491,13 +491,14 @@ def teacher_stages(
         }
         out = target_path(fold_dir / "targets", teacher)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".json").write_text(json.dumps(stats, indent=1), encoding="utf-8")
         if dims is not None:  # how well the read-out matches the ratings (CCC per dimension)
             rated = dimension_array(parts["train"] + parts["valid"])
             stats["dimensions_ccc"] = {
                 "train": ccc_scores(dims[:n_train], rated[:n_train]),
                 "valid": ccc_scores(dims[n_train:], rated[n_train:]),
             }
+            log.info("%s dimensions (CCC): %s", teacher, stats["dimensions_ccc"])
+        out.with_suffix(".json").write_text(json.dumps(stats, indent=1), encoding="utf-8")
         write_targets(out, ids, logits, emb, dims)
         t = stats["train"]
         log.info(

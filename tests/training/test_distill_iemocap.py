@@ -3,6 +3,8 @@
 
 import json
 
+import numpy as np
+
 from training import distill
 from training.config import load_config
 from training.data import load_dataset
@@ -35,6 +37,14 @@ def test_iemocap_preset_two_loso_folds(tmp_path, monkeypatch):
         summary = json.loads((fold_dir / "student" / "best" / "summary.json").read_text())
         assert summary["dataset"] == "iemocap" and summary["protocol"] == "loso"
         assert summary["fold"] == name
+        # The preset learns dimensions from the [V, A, D] ratings; each cross-fitted teacher
+        # has its own read-out, fitted without the speakers it predicts.
+        assert len(list((fold_dir / "teachers").glob("*/crossfit/*/dimensions.npz"))) == 6
+        assert "dimensions" in np.load(fold_dir / "targets" / "pros.npz").files
+        result = json.loads((fold_dir / "student" / "result.json").read_text())
+        assert set(result["test_best"]["ccc"]) == {"arousal", "valence", "dominance"}
+        refit = json.loads((fold_dir / "student" / "refit" / "result.json").read_text())
+        assert set(refit["test"]["ccc"]) == {"arousal", "valence", "dominance"}
     student = metrics["summary"]["students"]["full"]
     assert student["runs"] == 2  # mean +- std over the two folds
     assert "linguistic teacher" in (run_dir / "results.md").read_text()
