@@ -134,13 +134,29 @@ def run_training(work: Path) -> dict:
     }
 
 
+def attempt(part) -> dict:
+    """Run one part; a part that crashes is reported (and fails the table), the others run."""
+    try:
+        return part()
+    except Exception:
+        import traceback
+
+        text = traceback.format_exc()
+        print(text, file=sys.stderr)
+        return {"crashed": text[-3000:]}
+
+
 def verdict(ok: bool | None) -> str:
     return "-" if ok is None else ("ok" if ok else "FAIL")
 
 
 def table(report: dict) -> list[tuple[str, str, str, str]]:
     """(check, measured, goal, verdict) rows for what was run."""
-    rows = []
+    rows = [
+        (f"{part}: crashed", value["crashed"].strip().splitlines()[-1][:120], "runs", "FAIL")
+        for part, value in report.items()
+        if isinstance(value, dict) and "crashed" in value
+    ]
     serving = report.get("serving", {})
     if "load" in serving:
         rows += _load_rows("load", serving["load"])
@@ -188,7 +204,7 @@ def table(report: dict) -> list[tuple[str, str, str, str]]:
             ),
         ]
     f = report.get("faults")
-    if f:
+    if f and "crashed" not in f:
         fb = f["failing_batch"]
         rows.append(
             (
@@ -245,11 +261,12 @@ def table(report: dict) -> list[tuple[str, str, str, str]]:
             )
         )
     t = report.get("training")
-    if t:
+    if t and "crashed" not in t:
         r = t["kill_9_resume"]
         rows.append(
             (
                 "training: kill -9 in an epoch, resume",
+                f"resume exit {r['resume_exit_code']}, "
                 f"resumed after epoch {r['resumed_after_epoch']}, max |diff| "
                 f"{r['max_abs_difference']:.2g} (uninterrupted {r['uninterrupted_s']} s)",
                 f"same final metrics (<= {r['tolerance']:g})",
@@ -358,11 +375,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="reliability-") as scratch:
         work = Path(scratch)
         if args.only & {"load", "overload"}:
-            report["serving"] = run_load(args, model_dir, load.make_bodies(load.speech_pool()))
+            bodies = load.make_bodies(load.speech_pool())
+            report["serving"] = attempt(lambda: run_load(args, model_dir, bodies))
         if "faults" in args.only:
-            report["faults"] = run_faults(model_dir, build_model("tiny"), work)
+            report["faults"] = attempt(lambda: run_faults(model_dir, build_model("tiny"), work))
         if "training" in args.only:
-            report["training"] = run_training(work)
+            report["training"] = attempt(lambda: run_training(work))
     report["load_average_end"] = load.load_average()
     report["seconds"] = round(time.monotonic() - started, 1)
     rows = table(report)

@@ -15,8 +15,10 @@ import json
 import logging
 import math
 import random
+import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -311,6 +313,33 @@ def release_host_memory() -> None:
         pass
 
 
+@contextmanager
+def checkpoint(target: Path) -> Iterator[Path]:
+    """Write a checkpoint folder aside (``<target>.tmp``) and swap it in whole: a process
+    killed while writing leaves the previous checkpoint intact, never new weights beside an
+    old trainer state."""
+    tmp, old = target.with_name(target.name + ".tmp"), target.with_name(target.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    yield tmp
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    tmp.rename(target)  # a kill just before this leaves only .old: recover_checkpoints
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_checkpoints(*targets: Path) -> None:
+    """After a kill: a half-written ``.tmp`` is dropped; a ``.old`` without its replacement
+    (killed between the two renames) is the last complete checkpoint and comes back."""
+    for target in targets:
+        tmp, old = target.with_name(target.name + ".tmp"), target.with_name(target.name + ".old")
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not target.exists():
+            old.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def rng_states() -> dict:
     """The global random states a training epoch draws from (time masking, LayerDrop, dropout,
     the data loader's seed): saved with each epoch so that a resumed run draws what the
@@ -355,6 +384,9 @@ def train_student(
     set_seed(opts.seed)
     dims = {t: train.targets[t]["embedding"].shape[1] for t in opts.weights.embedding_teachers}
     last_dir, best_dir = out_dir / "last", out_dir / "best"
+    if accelerator.is_main_process:
+        recover_checkpoints(last_dir, best_dir)
+    accelerator.wait_for_everyone()
     resume = (last_dir / TRAINER_STATE).is_file()
     student = freeze(load_student(last_dir) if resume else new_student(opts, dims), opts)
     optimizer = torch.optim.AdamW(param_groups(student, opts), lr=opts.lr_heads)
@@ -465,20 +497,22 @@ def train_student(
         state["epoch"] = epoch
         if accelerator.is_main_process:
             if improved and len(valid):  # without validation, last is the only checkpoint
-                save_student(student, best_dir)
-                (best_dir / "epoch.json").write_text(
-                    json.dumps({"epoch": epoch, "valid": metrics if len(valid) else None})
+                with checkpoint(best_dir) as folder:
+                    save_student(student, folder)
+                    (folder / "epoch.json").write_text(
+                        json.dumps({"epoch": epoch, "valid": metrics if len(valid) else None})
+                    )
+            with checkpoint(last_dir) as folder:
+                save_student(student, folder)
+                torch.save(
+                    {
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "state": state,
+                        "rng": rng_states(),
+                    },
+                    folder / TRAINER_STATE,
                 )
-            save_student(student, last_dir)
-            torch.save(
-                {
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "state": state,
-                    "rng": rng_states(),
-                },
-                last_dir / TRAINER_STATE,
-            )
         accelerator.wait_for_everyone()
     # accelerator.prepare() keeps every prepared model and optimizer in lists of its own:
     # without this, each student of a run stayed in (GPU) memory until the run ended.

@@ -146,13 +146,14 @@ def compare(work: Path) -> dict:
     corpus = work / "corpus"
     clean_s = run(corpus, work / "clean")  # also generates the corpus and its prosody cache
     killed = kill_during_epoch(corpus, work / "killed")
-    clean, resumed = final_metrics(work / "clean"), final_metrics(work / "killed")
+    clean = final_metrics(work / "clean")
+    resumed = final_metrics(work / "killed") if killed["resume_exit_code"] == 0 else None
     return {
         "uninterrupted_s": round(clean_s, 1),
         **killed,
         "uninterrupted": clean,
         "resumed": resumed,
-        "max_abs_difference": max_difference(clean, resumed),
+        "max_abs_difference": max_difference(clean, resumed) if resumed else float("inf"),
         "tolerance": TOLERANCE,
     }
 

@@ -175,3 +175,31 @@ def test_a_resumed_student_matches_the_uninterrupted_one(tmp_path):
     for a, b in zip(clean["history"], resumed["history"], strict=True):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-6), (a, b)
         assert a["valid_ua"] == b["valid_ua"]
+
+
+def test_a_kill_while_saving_a_checkpoint_resumes_from_the_last_complete_one(tmp_path, monkeypatch):
+    """Killed after epoch 2's weights were written but before its trainer state: the resumed
+    run must not pair epoch-2 weights with epoch-1 optimizer and RNG state (it would train
+    epoch 2 twice); checkpoints are written aside and swapped in whole."""
+    accelerator = _accelerator()
+    train, valid = _sets(tmp_path)
+    clean = train_student(train, valid, _opts(epochs=3), tmp_path / "clean", accelerator, _score)
+    out = tmp_path / "killed"
+    real_save = torch.save
+    saves = {"n": 0}
+
+    def dying_save(obj, path, *args, **kwargs):
+        if str(path).endswith(TRAINER_STATE):
+            saves["n"] += 1
+            if saves["n"] == 2:  # epoch 2's trainer state: the weights are already written
+                raise KeyboardInterrupt
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        train_student(train, valid, _opts(epochs=3), out, accelerator, _score)
+    monkeypatch.setattr(torch, "save", real_save)
+    torch.manual_seed(12345)
+    resumed = train_student(train, valid, _opts(epochs=3), out, accelerator, _score)
+    for a, b in zip(clean["history"], resumed["history"], strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-6), (a, b)
