@@ -67,6 +67,13 @@ def _extract_file(path: str | Path) -> np.ndarray:
     return extract_lld(load_audio(path))
 
 
+# Spawned workers import the parent's modules (torch, transformers: 10-30 s before the first
+# file); opensmile extracts ~56 s of audio per second on one core. Below this much audio one
+# process is faster (a 48-clip corpus: 34 s to the first clip in workers, ~2 s in process).
+POOL_MIN_AUDIO_S = 600.0
+UNKNOWN_DURATION_S = 3.0  # counted for an utterance whose duration the dataset does not give
+
+
 class ProsodyCache:
     """LLDs per utterance in ``cache_dir``, keyed by the audio file's content hash.
 
@@ -106,14 +113,18 @@ class ProsodyCache:
         self, utts: Sequence[Utterance], progress: bool = True, workers: int = 0
     ) -> dict[str, np.ndarray]:
         """{utterance id: LLDs} for all ``utts``, computing only what is not cached, in
-        ``workers`` processes (0 = one per CPU core; opensmile runs on one core)."""
+        ``workers`` processes (0 = one per CPU core when there is at least POOL_MIN_AUDIO_S of
+        audio to extract, else in this process; opensmile runs on one core)."""
         from concurrent.futures import ProcessPoolExecutor
         from multiprocessing import get_context
 
-        workers = workers or os.cpu_count() or 1
         # One content hash per file: path_for reads the whole file.
         targets = {u.id: (self.path_for(u.audio_path), u.audio_path) for u in utts}
         missing = dict(v for v in targets.values() if not v[0].is_file())
+        if not workers:
+            todo = {targets[u.id][0]: u.duration or UNKNOWN_DURATION_S for u in utts}
+            audio_s = sum(s for target, s in todo.items() if target in missing)
+            workers = (os.cpu_count() or 1) if audio_s >= POOL_MIN_AUDIO_S else 1
         if workers > 1 and len(missing) > 1:
             # spawn: the parent has torch loaded, and forking a threaded process is unsafe.
             with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:

@@ -128,3 +128,30 @@ def test_constant_feature_does_not_divide_by_zero():
     feats = {"u": np.ones((10, N_LLD), dtype=np.float32)}
     out = GlobalNormalizer().fit(feats).transform(feats["u"])
     assert np.isfinite(out).all() and np.abs(out).max() == 0
+
+
+def test_auto_workers_start_processes_only_for_enough_audio(tmp_path, monkeypatch):
+    """Spawned workers cost 10-30 s before their first file: a small corpus is extracted in
+    this process; a large one (by duration) in a pool."""
+    import concurrent.futures
+
+    from training import prosody
+
+    started = []
+
+    class Pool(concurrent.futures.ThreadPoolExecutor):  # records, and needs no spawn
+        def __init__(self, workers, mp_context=None):
+            started.append(workers)
+            super().__init__(workers)
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Pool)
+    monkeypatch.setattr(prosody.os, "cpu_count", lambda: 2)
+    clips = [write_clip(tmp_path / f"{i}.wav", kind="sine", seconds=0.5 + i / 10) for i in range(2)]
+    utts = [Utterance(id=str(i), audio_path=str(p), label="sad", duration=0.5)
+            for i, p in enumerate(clips)]  # fmt: skip
+    ProsodyCache(tmp_path / "a").compute_all(utts, progress=False)
+    assert started == []
+    long = [Utterance(id=u.id, audio_path=u.audio_path, label="sad",
+                      duration=prosody.POOL_MIN_AUDIO_S) for u in utts]  # fmt: skip
+    ProsodyCache(tmp_path / "b").compute_all(long, progress=False)
+    assert started == [2]
