@@ -68,9 +68,12 @@ def _extract_file(path: str | Path) -> np.ndarray:
 
 
 # Spawned workers import the parent's modules (torch, transformers: 10-30 s before the first
-# file); opensmile extracts ~56 s of audio per second on one core. Below this much audio one
-# process is faster (a 48-clip corpus: 34 s to the first clip in workers, ~2 s in process).
-POOL_MIN_AUDIO_S = 600.0
+# file), so a pool pays off only for more work than that: a 48-clip corpus took 34 s to its
+# first clip in workers and ~2 s in process. The estimate: opensmile's cost per file (~60 ms
+# measured here, whatever its length) plus ~1 s per 56 s of audio, on one core.
+POOL_MIN_WORK_S = 20.0
+SECONDS_PER_FILE = 0.06
+AUDIO_PER_SECOND = 56.0
 UNKNOWN_DURATION_S = 3.0  # counted for an utterance whose duration the dataset does not give
 
 
@@ -113,8 +116,8 @@ class ProsodyCache:
         self, utts: Sequence[Utterance], progress: bool = True, workers: int = 0
     ) -> dict[str, np.ndarray]:
         """{utterance id: LLDs} for all ``utts``, computing only what is not cached, in
-        ``workers`` processes (0 = one per CPU core when there is at least POOL_MIN_AUDIO_S of
-        audio to extract, else in this process; opensmile runs on one core)."""
+        ``workers`` processes (0 = one per CPU core when the work is estimated at POOL_MIN_WORK_S
+        or more, else in this process; opensmile runs on one core)."""
         from concurrent.futures import ProcessPoolExecutor
         from multiprocessing import get_context
 
@@ -124,7 +127,8 @@ class ProsodyCache:
         if not workers:
             todo = {targets[u.id][0]: u.duration or UNKNOWN_DURATION_S for u in utts}
             audio_s = sum(s for target, s in todo.items() if target in missing)
-            workers = (os.cpu_count() or 1) if audio_s >= POOL_MIN_AUDIO_S else 1
+            work_s = len(missing) * SECONDS_PER_FILE + audio_s / AUDIO_PER_SECOND
+            workers = (os.cpu_count() or 1) if work_s >= POOL_MIN_WORK_S else 1
         if workers > 1 and len(missing) > 1:
             # spawn: the parent has torch loaded, and forking a threaded process is unsafe.
             with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:

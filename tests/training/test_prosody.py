@@ -152,6 +152,11 @@ def test_auto_workers_start_processes_only_for_enough_audio(tmp_path, monkeypatc
     ProsodyCache(tmp_path / "a").compute_all(utts, progress=False)
     assert started == []
     long = [Utterance(id=u.id, audio_path=u.audio_path, label="sad",
-                      duration=prosody.POOL_MIN_AUDIO_S) for u in utts]  # fmt: skip
+                      duration=prosody.POOL_MIN_WORK_S * prosody.AUDIO_PER_SECOND)
+            for u in utts]  # fmt: skip
     ProsodyCache(tmp_path / "b").compute_all(long, progress=False)
     assert started == [2]
+    # many files count too: opensmile's cost per file, however short the clip
+    monkeypatch.setattr(prosody, "SECONDS_PER_FILE", prosody.POOL_MIN_WORK_S / 2)
+    ProsodyCache(tmp_path / "c").compute_all(utts, progress=False)
+    assert started == [2, 2]
