@@ -182,15 +182,10 @@ def dimension_spec() -> dict:
 
 
 def to_scale(normalised: torch.Tensor, scale) -> torch.Tensor:
-    """Normalised units (-1 .. 1 spans the scale) -> the scale's units."""
+    """Normalised units (-1 .. 1 spans the scale) -> the scale's units (the inverse is
+    ``training.losses.normalised``)."""
     low, high = scale
     return (low + high) / 2 + (high - low) / 2 * normalised
-
-
-def from_scale(values: torch.Tensor, scale) -> torch.Tensor:
-    """The scale's units -> normalised units (the inverse of ``to_scale``)."""
-    low, high = scale
-    return (values - (low + high) / 2) / ((high - low) / 2)
 
 
 class Student(nn.Module):
