@@ -116,9 +116,19 @@ def test_page_streams_with_an_api_key_it_never_puts_in_the_url(browser, tiny_mod
         page.on("websocket", lambda ws: urls.append(ws.url))
         page.goto(server.url + "/")
         page.fill("#api-key", key)
+        console: list[str] = []
+        page.on("console", lambda message: console.append(message.text))
         page.click("#record")
-        page.wait_for_selector("#live-status:has-text('Recording')", timeout=15_000)
-        page.wait_for_timeout(1000)
+        # ":has-text" ignores case, and "Cannot record: ..." would match "Recording": wait for
+        # the status the `ready` event sets, and say what the page showed when it never came.
+        recording = "() => /^Recording: /.test(document.getElementById('live-status').textContent)"
+        try:
+            page.wait_for_function(recording, timeout=15_000)
+            page.wait_for_timeout(1000)
+            assert page.is_enabled("#stop"), "the stream closed by itself"
+        except (AssertionError, pytest.importorskip("playwright.sync_api").Error) as error:
+            status = page.text_content("#live-status")
+            pytest.fail(f"no live stream ({error}): status {status!r}, console {console}")
         page.click("#stop")
         page.wait_for_selector("#live-status:has-text('Stopped')", timeout=20_000)
     assert urls and all("api_key" not in url and "page-k" not in url for url in urls)
