@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             max_wait_ms=settings.max_wait_ms,
             queue_size=settings.queue_size,
             timeout_s=settings.request_timeout_s,
+            max_backlog_s=settings.max_backlog_s,
             max_length_ratio=settings.max_length_ratio,
             observer=app.state.metrics,
         )

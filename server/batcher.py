@@ -8,9 +8,10 @@ up and form the next batch. The model's batching is exact, so a batched answer e
 unbatched one. Cancelled requests (client gone, timed out) leave the queue before inference.
 
 Overload: an HTTP request is refused at once (QueueFull, 503 + Retry-After) when the audio
-already queued, at the measured inference speed, would keep it past ``BACKLOG_SHARE`` of the
-request timeout: a queue bounded in utterances is not bounded in time (64 queued 30 s clips are
-minutes of work), and a refusal now beats a timeout later.
+already queued, at the measured inference speed, would keep it waiting past ``max_backlog_s``:
+a queue bounded in utterances is not bounded in time (64 queued 30 s clips are minutes of
+work), a refusal now beats a timeout later, and a short backlog is what lets the server
+recover within seconds once the load drops. New streams are refused by the same rule.
 
 Priorities (streams): a batch is formed around the most urgent queued request, finals (and
 HTTP requests) before speculative inference before partials; speculative and partial requests
@@ -48,9 +49,6 @@ log = logging.getLogger("emodistill.batcher")
 
 MAX_RESTARTS = 3  # collector crashes survived per batcher; one more and it stays down
 FAILURES_UNREADY = 3  # consecutive failed batches that turn /ready false
-# Work predicted to be answered later than this share of the request timeout is refused at
-# once (the estimate is rough: queued audio at the measured speed).
-BACKLOG_SHARE = 0.8
 
 
 class Priority(IntEnum):
@@ -123,6 +121,7 @@ class Batcher:
         max_wait_ms: float = 5.0,
         queue_size: int = 64,
         timeout_s: float = 30.0,
+        max_backlog_s: float = 10.0,
         max_length_ratio: float = 2.0,
         observer: BatchObserver | None = None,
     ):
@@ -134,6 +133,7 @@ class Batcher:
         self.max_wait_s = max_wait_ms / 1000
         self.queue_size = queue_size
         self.timeout_s = timeout_s
+        self.max_backlog_s = min(max_backlog_s, timeout_s)
         self.max_length_ratio = max_length_ratio
         self.observer = observer
         self._queue: list[_Request] = []
@@ -215,6 +215,7 @@ class Batcher:
         priority: Priority = Priority.FINAL,
         wait: bool = False,
         tag: Hashable = None,
+        deadline: float | None = None,
     ) -> Inference:
         """Queue one mono 16 kHz utterance and wait for its answer.
 
@@ -222,9 +223,17 @@ class Batcher:
         awaiting task drops the utterance if it has not reached a batch yet. With ``wait``, a
         full queue is waited out (most urgent first; the wait counts in the timeout) instead
         of raising QueueFull. Below FINAL priority, a full batch already waiting is QueueFull.
-        ``tag`` names the request for a later ``promote``.
+        ``tag`` names the request for a later ``promote``. ``deadline`` (``time.monotonic``)
+        ends the wait earlier than the timeout: the deadline of a whole HTTP request, shared
+        by its files and segments, so that many utterances cannot each take a full timeout.
         """
         started = time.monotonic()
+        if deadline is not None:  # the timeout counts from `started`: move it back
+            started -= max(0.0, self.timeout_s - (deadline - started))
+            if deadline <= time.monotonic():
+                if self.observer:
+                    self.observer.count_timeout()
+                raise RequestTimeout(self._timed_out())
         if audio.ndim != 1 or audio.shape[0] == 0:
             raise ValueError(f"one mono utterance expected, got shape {audio.shape}")
         if self.fault is not None:
@@ -259,12 +268,13 @@ class Batcher:
             if self.observer:
                 self.observer.count_timeout()
             self._withdraw(request, "timeout")
-            raise RequestTimeout(
-                f"no answer within the {self.timeout_s:g} s request timeout (server busy)"
-            ) from None
+            raise RequestTimeout(self._timed_out()) from None
         except asyncio.CancelledError:
             self._withdraw(request, "cancelled")
             raise
+
+    def _timed_out(self) -> str:
+        return f"no answer within the {self.timeout_s:g} s request timeout (server busy)"
 
     def promote(self, tag: Hashable, priority: Priority = Priority.FINAL) -> bool:
         """Raise a queued request's priority (a stream's guess that became its final); False
@@ -338,15 +348,20 @@ class Batcher:
 
     def backlog_full(self, samples: int = 0) -> QueueFull | None:
         """QueueFull (counted as dropped for the backlog) when ``samples`` more audio would be
-        answered past BACKLOG_SHARE of the request timeout; None when there is time. With
-        ``samples`` 0: whether the work already queued alone is past it (an HTTP request is
-        then refused before its body is decoded)."""
+        answered past ``max_backlog_s``; None when there is time. With ``samples`` 0: whether
+        the work already queued alone is past it (an HTTP request is then refused before its
+        body is decoded, a long file before its segments queue, a new stream at once)."""
         backlog_s = self._backlog_s(samples)
-        if backlog_s <= BACKLOG_SHARE * self.timeout_s:
+        if backlog_s <= self.max_backlog_s:
             return None
         if self.observer:
             self.observer.count_dropped("backlog")
-        return QueueFull(max(1, math.ceil(backlog_s - BACKLOG_SHARE * self.timeout_s)))
+        return QueueFull(max(1, math.ceil(backlog_s - self.max_backlog_s)))
+
+    def work_s(self, samples: int) -> float | None:
+        """Seconds of inference ``samples`` of audio take at the measured speed (None before
+        the first batch)."""
+        return samples / self._samples_per_s if self._samples_per_s else None
 
     def _backlog_s(self, samples: int) -> float:
         """Seconds until an utterance of ``samples`` queued now would be answered: the queued

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -119,6 +120,10 @@ async def predict(
         top_k=top_k,
         return_embedding=return_embedding,
         min_confidence=settings.min_confidence if min_confidence is None else min_confidence,
+        # One deadline for the whole request (decoding, every file and segment), counted
+        # from the moment its body is read: an accepted request is answered within
+        # request_timeout_s (or 503 timeout), however many utterances it holds.
+        deadline=time.monotonic() + settings.request_timeout_s,
     )
     # A request's files and segments share its slots: it never holds more of the queue than
     # one batch, however many files and segments it brings.
@@ -188,7 +193,7 @@ async def _predict_one(
     names = runtime.dimension_names
     if not segment:
         async with slots:
-            inference = await infer(request.app.state.batcher, audio)
+            inference = await infer(request.app.state.batcher, audio, options["deadline"])
         timings = _timings(
             inference,
             decode_ms=predictions.ms(decoded - started),
@@ -206,7 +211,14 @@ async def _predict_one(
         predictions.utterance_spans, audio, max_samples, runtime.min_samples, params
     )
     found = time.perf_counter()
-    inferences = await _infer_spans(request.app.state.batcher, audio, spans, slots)
+    batcher: Batcher = request.app.state.batcher
+    # Admission for the whole file at once (the work queued ahead of it, as before its
+    # body was read): refused now, never halfway through its segments. Admitted, it has the
+    # request's deadline plus its own inference time (an hour of audio is minutes of work).
+    if (full := batcher.backlog_full()) is not None:
+        raise queue_full(full)
+    deadline = options["deadline"] + (batcher.work_s(sum(e - s for s, e in spans)) or math.inf)
+    inferences = await _infer_spans(batcher, audio, spans, slots, deadline)
     segments = [
         dict(
             start_s=predictions.seconds(s),
@@ -262,14 +274,18 @@ def _timings(inference: Inference, **extra: float) -> dict:
 
 
 async def _infer_spans(
-    batcher: Batcher, audio: np.ndarray, spans: list[tuple[int, int]], slots: asyncio.Semaphore
+    batcher: Batcher,
+    audio: np.ndarray,
+    spans: list[tuple[int, int]],
+    slots: asyncio.Semaphore,
+    deadline: float,
 ) -> list[Inference]:
-    """Queue a long file's utterances through the request's slots, so that one request (one
-    file or many) cannot fill the queue."""
+    """Queue a long file's utterances (admitted together) through the request's slots, so
+    that one request (one file or many) cannot fill the queue."""
 
     async def one(start: int, end: int) -> Inference:
         async with slots:
-            return await infer(batcher, audio[start:end])
+            return await infer(batcher, audio[start:end], deadline, wait=True)
 
     return await all_or_nothing([one(s, e) for s, e in spans])
 
@@ -286,10 +302,13 @@ async def all_or_nothing(work: list[Awaitable[T]]) -> list[T]:
         raise
 
 
-async def infer(batcher: Batcher, audio: np.ndarray) -> Inference:
-    """Batcher errors -> HTTP errors (overload and shutdown are 503 with Retry-After)."""
+async def infer(
+    batcher: Batcher, audio: np.ndarray, deadline: float, *, wait: bool = False
+) -> Inference:
+    """Batcher errors -> HTTP errors (overload and shutdown are 503 with Retry-After). With
+    ``wait`` (the segments of an admitted file), a full queue is waited out, not refused."""
     try:
-        return await batcher.infer(audio)
+        return await batcher.infer(audio, deadline=deadline, wait=wait)
     except QueueFull as exc:
         raise queue_full(exc) from None
     except RequestTimeout as exc:

@@ -44,7 +44,16 @@ class Settings(BaseSettings):
     )
     queue_size: int = Field(64, ge=1, description="queued utterances before 503 + Retry-After")
     request_timeout_s: float = Field(
-        30.0, gt=0, description="queue wait + inference per request before 503 (code timeout)"
+        30.0,
+        gt=0,
+        description="decoding + queue wait + inference per request before 503 (code timeout); "
+        "a segment=true file gets this plus its own inference time",
+    )
+    max_backlog_s: float = Field(
+        10.0,
+        gt=0,
+        description="queued work (audio at the measured inference speed) past which new "
+        "requests and streams are refused at once (503 + Retry-After)",
     )
     # Padding cost bound: utterances share a batch only if the longest is at most this many
     # times the shortest, so a 1 s clip never pays for a 30 s batch mate.
@@ -155,6 +164,14 @@ class Settings(BaseSettings):
             problems.append(
                 f"EMODISTILL_STREAM_MIN_SPEECH_MS={self.stream_min_speech_ms:g} is not under "
                 f"EMODISTILL_STREAM_MAX_UTTERANCE_S={self.stream_max_utterance_s:g} s"
+            )
+        if self.max_backlog_s > self.request_timeout_s and "max_backlog_s" not in chosen:
+            self.max_backlog_s = self.request_timeout_s
+        if self.max_backlog_s > self.request_timeout_s:
+            problems.append(
+                f"EMODISTILL_MAX_BACKLOG_S={self.max_backlog_s:g} is over "
+                f"EMODISTILL_REQUEST_TIMEOUT_S={self.request_timeout_s:g} (what it admits "
+                "would time out)"
             )
         if self.queue_size < self.max_batch_size:
             problems.append(

@@ -43,7 +43,7 @@ async def stream(websocket: WebSocket) -> None:
             "forbidden_origin",
             "this page's origin may not open streams here; allowed: "
             + ", ".join(settings.cors_origins),
-            CLOSE_POLICY,
+            close_code=CLOSE_POLICY,
         )
         return
     offered = offered_subprotocols(websocket.headers)
@@ -58,20 +58,24 @@ async def stream(websocket: WebSocket) -> None:
             "unauthorized",
             "a valid API key is required: Authorization: Bearer <key>, X-API-Key: <key>, or "
             f"the subprotocols {SUBPROTOCOL}, emodistill.key.<base64url(key)>",
-            CLOSE_POLICY,
+            close_code=CLOSE_POLICY,
         )
         return
     batcher = getattr(state, "batcher", None)
     draining = getattr(state, "streams_draining", False)
     if not getattr(state, "ready", False) or batcher is None or batcher.closing or draining:
         await _refuse(
-            websocket, 503, "not_ready", "the server is loading or shutting down", CLOSE_TRY_LATER
+            websocket,
+            503,
+            "not_ready",
+            "the server is loading or shutting down",
+            close_code=CLOSE_TRY_LATER,
         )
         return
     client = websocket.client.host if websocket.client else "unknown"
     refusal = admission(state, settings, api_key, client)
     if refusal is not None:
-        await _refuse(websocket, 503, refusal[0], refusal[1], CLOSE_TRY_LATER)
+        await _refuse(websocket, 503, *refusal, close_code=CLOSE_TRY_LATER)
         return
     metrics = stream_metrics(state)
     subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
@@ -107,9 +111,17 @@ def _holders(state, api_key: str | None, client: str) -> list[tuple[dict, str]]:
 
 
 def admission(state, settings: Settings, api_key: str | None, client: str) -> tuple | None:
-    """Why a new stream is refused (code, message), or None: the limits per process, per API
-    key and per client address (docs/streaming.md)."""
+    """Why a new stream is refused (code, message[, Retry-After seconds]), or None: the limits per process, per API
+    key and per client address, and the batcher's backlog (docs/streaming.md): past
+    `max_backlog_s` of queued work the server is over its capacity, and a new stream would
+    only see its finals refused (`overloaded`) later."""
     _holders(state, api_key, client)  # the counters exist from the first stream on
+    if (full := state.batcher.backlog_full()) is not None:
+        message = (
+            f"the server is over its capacity (more than {settings.max_backlog_s:g} s of "
+            f"work queued); retry in {full.retry_after_s} s"
+        )
+        return "overloaded", message, full.retry_after_s
     if getattr(state, "open_streams", 0) >= settings.stream_max_streams:
         limit = f"at most {settings.stream_max_streams} concurrent streams"
         return "too_many_streams", f"this server takes {limit}; retry later"
@@ -148,13 +160,19 @@ def origin_allowed(allowed: list[str], origin: str | None) -> bool:
 
 
 async def _refuse(
-    websocket: WebSocket, status: int, code: str, message: str, close_code: int
+    websocket: WebSocket,
+    status: int,
+    code: str,
+    message: str,
+    retry_after_s: int = 1,
+    *,
+    close_code: int,
 ) -> None:
     """Refuse at the handshake: an HTTP answer with a JSON reason where the server supports it
     (uvicorn does), else accept, send the error event and close."""
     stream_metrics(websocket.app.state).refused.labels(reason=code).inc()
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        headers = {"Retry-After": "1"} if status == 503 else None
+        headers = {"Retry-After": str(retry_after_s)} if status == 503 else None
         await websocket.send_denial_response(
             JSONResponse(error_body(code, message), status, headers)
         )

@@ -1,18 +1,26 @@
-"""Overload: the batcher refuses at once what it could not answer within the request timeout
+"""Overload: the batcher refuses at once what it could not answer within its backlog limit
 (a queue bounded in utterances is not bounded in time: 64 queued 30 s clips are minutes of
-work), instead of accepting it and failing it with a 503 timeout later."""
+work), instead of accepting it and failing it with a 503 timeout later; an accepted request
+has one deadline for all its files and segments; new streams are refused while backed up."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import time
 
 import numpy as np
+import pytest
+import soundfile as sf
+from starlette.testclient import WebSocketDenialResponse
 
 from server.batcher import QueueFull, RequestTimeout
 from server.metrics import Metrics
+from tests.fixtures import encode_clip
+from tests.server.speech_clips import three_utterances
 from tests.server.test_batcher import SR, FakeRuntime, clip, run, started
+from tests.server.test_stream import collect
 
 
 class SlowRuntime(FakeRuntime):
@@ -33,7 +41,12 @@ def test_a_backlog_longer_than_the_timeout_is_refused_at_once_not_timed_out():
     async def main():
         # 1 s of audio takes 0.1 s: 30 queued 1 s clips are 3 s of work against a 1 s timeout.
         batcher = await started(
-            SlowRuntime(0.1), max_batch_size=1, max_wait_ms=0, timeout_s=1.0, observer=metrics
+            SlowRuntime(0.1),
+            max_batch_size=1,
+            max_wait_ms=0,
+            timeout_s=1.0,
+            max_backlog_s=0.8,
+            observer=metrics,
         )
         await batcher.infer(clip(1.0))  # the batcher learns how fast it serves
 
@@ -98,7 +111,6 @@ def test_a_backed_up_server_refuses_before_reading_and_decoding_the_body(make_cl
     decoded (and, with segment=true, split): under overload those are the CPU the refusal
     should not spend (refusals took 14-28 s on a starved machine)."""
     from server import predict
-    from tests.fixtures import encode_clip
 
     decoded = []
     real_load = predict.load_audio
@@ -115,3 +127,106 @@ def test_a_backed_up_server_refuses_before_reading_and_decoding_the_body(make_cl
         monkeypatch.setattr(batcher, "_backlog_s", lambda samples: 0.0)
         assert client.post("/predict", content=encode_clip("wav", seconds=1.0)).status_code == 200
         assert decoded == [1]
+
+
+def test_a_deadline_shortens_the_timeout_and_a_past_one_queues_nothing():
+    """The request's deadline, shared by its files and segments, ends each wait before the
+    per-utterance timeout would; a deadline already past fails at once, inferring nothing."""
+    runtime = SlowRuntime(0.5)
+
+    async def main():
+        batcher = await started(runtime, max_batch_size=1, max_wait_ms=0, timeout_s=10.0)
+        began = time.monotonic()
+        with pytest.raises(RequestTimeout):
+            await batcher.infer(clip(1.0), deadline=began + 0.2)  # 1 s of audio takes 0.5 s
+        waited = time.monotonic() - began
+        await asyncio.sleep(0.5)  # its batch (already running) ends
+        assert len(runtime.batches) == 1
+        with pytest.raises(RequestTimeout):
+            await batcher.infer(clip(1.0), deadline=time.monotonic() - 1)
+        await asyncio.sleep(0.6)
+        assert len(runtime.batches) == 1  # the late one never ran
+        answer = await batcher.infer(clip(0.2), deadline=time.monotonic() + 5)
+        await batcher.close()
+        return waited, answer
+
+    waited, answer = run(main())
+    assert 0.15 <= waited < 0.45
+    assert answer.batch_size == 1
+
+
+def test_max_backlog_is_a_setting_and_cannot_exceed_the_request_timeout(make_settings):
+    assert make_settings(request_timeout_s=4).max_backlog_s == 4  # the default follows it
+    with pytest.raises(ValueError, match="MAX_BACKLOG_S=20 is over"):
+        make_settings(request_timeout_s=4, max_backlog_s=20)
+
+
+def test_a_requests_files_and_segments_share_one_deadline(make_client, monkeypatch):
+    """Every utterance of one request waits against the same deadline: the moment its body
+    was read plus request_timeout_s (plus the file's own inference time with segment=true),
+    not a fresh timeout each, which let a many-segment file run far past the timeout."""
+    clip3 = three_utterances()
+    wav = encode_clip("wav", seconds=1.0)
+    with make_client(request_timeout_s=7) as client:
+        batcher = client.app.state.batcher
+        real_infer = batcher.infer
+        seen: list[tuple[float, float, bool]] = []
+
+        async def spy(audio, **options):
+            seen.append((time.monotonic(), options.get("deadline"), options.get("wait")))
+            return await real_infer(audio, **options)
+
+        monkeypatch.setattr(batcher, "infer", spy)
+        files = [("file", (f"{i}.wav", wav, "audio/wav")) for i in range(3)]
+        before = time.monotonic()
+        assert client.post("/predict", files=files).status_code == 200
+        assert len(seen) == 3 and len({deadline for _, deadline, _ in seen}) == 1
+        assert before + 7 <= seen[0][1] <= time.monotonic() + 7
+        assert not any(wait for _, _, wait in seen)
+
+        seen.clear()
+        body = io.BytesIO()
+        sf.write(body, clip3.samples, 16000, format="WAV")
+        before = time.monotonic()
+        response = client.post("/predict?segment=true", content=body.getvalue())
+        assert response.status_code == 200
+        assert len(response.json()["results"][0]["segments"]) == len(seen) == 3
+        deadlines = {deadline for _, deadline, _ in seen}
+        assert len(deadlines) == 1
+        own_work = batcher.work_s(sum(e - s for s, e in clip3.truth))
+        # read time + timeout + the file's own work (a rough figure: spans carry padding)
+        assert before + 7 <= deadlines.pop() <= time.monotonic() + 7 + 2 * own_work + 0.5
+        assert all(wait for _, _, wait in seen)  # admitted: its segments wait for room
+
+
+def test_a_backed_up_server_refuses_a_long_file_before_its_segments_queue(make_client, monkeypatch):
+    with make_client() as client:
+        batcher = client.app.state.batcher
+        checks = iter([0.0, 100.0])  # room when the body arrives, backed up after the VAD
+        monkeypatch.setattr(batcher, "_backlog_s", lambda samples: next(checks))
+        queued = []
+        monkeypatch.setattr(batcher, "infer", lambda *a, **k: queued.append(1))
+        response = client.post("/predict?segment=true", content=encode_clip("wav", seconds=3))
+        assert response.status_code == 503 and response.json()["error"]["code"] == "queue_full"
+        assert queued == []
+
+
+def test_new_streams_are_refused_while_the_server_is_backed_up(make_client, monkeypatch):
+    """Past max_backlog_s of queued work a new stream is refused at the handshake (503
+    overloaded + Retry-After) instead of being accepted to have its finals refused later."""
+    url = "/v1/stream?sample_rate=16000"
+    with make_client(max_backlog_s=5) as client:
+        batcher = client.app.state.batcher
+        monkeypatch.setattr(batcher, "_backlog_s", lambda samples: 12.0)
+        with pytest.raises(WebSocketDenialResponse) as refused:
+            with client.websocket_connect(url):
+                pass
+        assert refused.value.status_code == 503
+        body = refused.value.json()["error"]
+        assert body["code"] == "overloaded" and "more than 5 s of work queued" in body["message"]
+        assert refused.value.headers["Retry-After"] == "7"
+        monkeypatch.setattr(batcher, "_backlog_s", lambda samples: 0.0)
+        with client.websocket_connect(url) as ws:
+            assert ws.receive_json()["type"] == "ready"
+            ws.send_text('{"type": "stop"}')
+            assert collect(ws)[1] == 1000
