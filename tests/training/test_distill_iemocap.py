@@ -12,7 +12,7 @@ from training.data.fake_iemocap import make_fake_iemocap
 from training.data.splits import make_folds
 
 
-def test_iemocap_preset_two_loso_folds(tmp_path, monkeypatch):
+def test_iemocap_preset_two_loso_folds(tmp_path, monkeypatch, tiny_text_model):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     root = make_fake_iemocap(tmp_path / "IEMOCAP_full_release", per_class=2)
     names = [f.name for f in make_folds(load_dataset("iemocap", root), "loso")]
@@ -22,8 +22,10 @@ def test_iemocap_preset_two_loso_folds(tmp_path, monkeypatch):
         "iemocap",
         overrides=[
             f"--data_path={root}", f"--run_dir={run_dir}", f"--folds={names[0]},{names[1]}",
-            "--ling_model=minilm", "--ling_epochs=1", "--pros_epochs=1", "--pros_hidden=16",
-            "--student_model=tiny", "--epochs=1", "--batch_size=8", "--num_workers=1", "--threads=1",
+            # a tiny local text model stands in for the preset's bert-base-uncased (conftest)
+            f"--ling_model={tiny_text_model}", "--ling_epochs=1", "--pros_epochs=1",
+            "--pros_hidden=16", "--student_model=tiny", "--epochs=1", "--batch_size=8",
+            "--num_workers=1", "--threads=1",
         ],
     )  # fmt: skip
     assert cfg.protocol == "loso" and cfg.cache_audio is False and cfg.grad_accum == 2
