@@ -8,7 +8,6 @@ import pytest
 
 from training import distill
 from training.config import load_config
-from training.data.synthetic import SyntheticConfig, generate
 
 # Small enough for seconds on 2 CPU cores, large enough that the loss visibly falls.
 TINY = [
@@ -26,14 +25,6 @@ TINY = [
     "--threads=1",
     "--student_model=tiny-mel",  # the from-scratch log-mel student: seconds, whatever the preset
 ]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus")
-    voices = tuple(load_config("demo").synth_voices) or SyntheticConfig().voices
-    generate(SyntheticConfig(n=64, seed=0, voices=voices), root, progress=False)
-    return root
 
 
 def _config(corpus, run_dir, *extra):
@@ -114,7 +105,9 @@ def test_end_to_end_writes_every_stage_and_exports(corpus, tmp_path, monkeypatch
     assert np.abs(onnx_out[2] - torch_out[2]).max() < 1e-4
 
 
-def test_whisper_student_reports_layer_weights_and_subsets(corpus, tmp_path, monkeypatch):
+def test_whisper_student_reports_layer_weights_and_subsets(
+    corpus, tmp_path, monkeypatch, tiny_text_model
+):
     """A Whisper-encoder student (tiny random config) through the whole recipe: weighted layer
     pooling learned and reported, test UA on the words-only / prosody-only subsets."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -127,6 +120,7 @@ def test_whisper_student_reports_layer_weights_and_subsets(corpus, tmp_path, mon
             "--weighted_layers=on",
             "--freeze_layers=1",
             "--dim_weight=0",
+            f"--ling_model={tiny_text_model}",  # MiniLM: test_end_to_end_writes_every_stage...
         )  # fmt: skip
     )
     result = json.loads((_fold_dir(run_dir) / "student" / "result.json").read_text())
@@ -145,12 +139,12 @@ def test_whisper_student_reports_layer_weights_and_subsets(corpus, tmp_path, mon
     assert (run_dir / "layer_weights.png").stat().st_size > 0
 
 
-def test_killed_run_resumes(corpus, tmp_path, monkeypatch, caplog):
+def test_killed_run_resumes(corpus, tmp_path, monkeypatch, caplog, tiny_text_model):
     """Interrupt the student after its first epoch; the rerun skips teachers and targets and
     continues the student from epoch 2."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     run_dir = tmp_path / "run"
-    cfg = _config(corpus, run_dir, "--variant=ce+ling")
+    cfg = _config(corpus, run_dir, "--variant=ce+ling", f"--ling_model={tiny_text_model}")
     real_scorer = distill.scorer
     calls = {"n": 0}
 
@@ -190,7 +184,7 @@ def test_killed_run_resumes(corpus, tmp_path, monkeypatch, caplog):
     assert "student ce+ling seed 0: done, skipped" in (run_dir / "log.txt").read_text()
 
 
-def test_ablation_table(corpus, tmp_path, monkeypatch):
+def test_ablation_table(corpus, tmp_path, monkeypatch, tiny_text_model):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     run_dir = tmp_path / "run"
     # The default variants are all of them; three of them keep the test short.
@@ -199,8 +193,9 @@ def test_ablation_table(corpus, tmp_path, monkeypatch):
         "full_no_dim_kd", "no_dims",
     ]  # fmt: skip
     variants = "--variants=ce_only,full,no_dims"
+    text = f"--ling_model={tiny_text_model}"  # the table, not the text model, is tested here
     metrics = distill.run(
-        _config(corpus, run_dir, "--ablation", "--seeds=0,1", "--epochs=1", variants)
+        _config(corpus, run_dir, "--ablation", "--seeds=0,1", "--epochs=1", variants, text)
     )
     students = metrics["summary"]["students"]
     assert list(students) == ["ce_only", "full", "no_dims"]
@@ -223,7 +218,15 @@ def test_ablation_table(corpus, tmp_path, monkeypatch):
 
     # A subset of the variants: the finished students are reused and only they are reported.
     metrics = distill.run(
-        _config(corpus, run_dir, "--ablation", "--seeds=1", "--epochs=1", "--variants=full,ce_only")
+        _config(
+            corpus,
+            run_dir,
+            "--ablation",
+            "--seeds=1",
+            "--epochs=1",
+            "--variants=full,ce_only",
+            text,
+        )
     )
     assert list(metrics["summary"]["students"]) == ["full", "ce_only"]
     assert "student full seed 1: done, skipped" in (run_dir / "log.txt").read_text()

@@ -10,7 +10,7 @@ import json
 import pytest
 import soundfile as sf
 
-from tests.training.test_distill import _config, _fold_dir, corpus  # noqa: F401 (fixture)
+from tests.training.test_distill import _config, _fold_dir
 from training import distill
 from training.prosody import ProsodyCache, SpeakerNormalizer
 
@@ -19,12 +19,12 @@ def _json(path):
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def test_crossfit_targets_refit_and_speakers(corpus, tmp_path, monkeypatch):  # noqa: F811
+def test_crossfit_targets_refit_and_speakers(corpus, tmp_path, monkeypatch, tiny_text_model):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     run_dir = tmp_path / "run"
     cfg = _config(
         corpus, run_dir, "--teacher_targets=crossfit", "--crossfit_folds=3", "--refit",
-        "--epochs=2",
+        "--epochs=2", f"--ling_model={tiny_text_model}",  # 4 text teachers: a tiny BERT
     )  # fmt: skip
     distill.run(cfg)
     fold_dir = _fold_dir(run_dir)
@@ -76,7 +76,7 @@ def test_crossfit_targets_refit_and_speakers(corpus, tmp_path, monkeypatch):  # 
 
 
 @pytest.mark.slow  # 20 s; the final fold's export choice is also covered by tests/export
-def test_final_protocol_trains_on_every_speaker_and_exports(corpus, tmp_path, monkeypatch):  # noqa: F811
+def test_final_protocol_trains_on_every_speaker_and_exports(corpus, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     run_dir, model_dir = tmp_path / "run", tmp_path / "model"
     cfg = _config(
