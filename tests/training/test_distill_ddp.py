@@ -5,17 +5,17 @@ import os
 import subprocess
 import sys
 
-from training.data.synthetic import SyntheticConfig, generate
 
-
-def test_two_process_gloo_run(tmp_path):
-    corpus, run_dir = tmp_path / "corpus", tmp_path / "run"
-    generate(SyntheticConfig(n=48, seed=1), corpus, progress=False)  # the default 8 voices
+def test_two_process_gloo_run(corpus, tiny_text_model, tmp_path):
+    # The shared corpus of the training tests (64 utterances, the demo's 16 voices) and its
+    # prosody cache (tests/training/conftest.py); a tiny local BERT as the text teacher. The
+    # student stays the demo preset's (whisper-tiny.en, two layers frozen, weighted layers).
+    run_dir = tmp_path / "run"
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "training.distill", "--preset", "demo", f"--data_path={corpus}", "--synth_n=48",
-        "--synth_seed=1", "--synth_voices=", f"--run_dir={run_dir}", f"--prosody_cache={tmp_path / 'prosody'}",
-        "--ling_epochs=1", "--ling_batch_size=64", "--pros_epochs=1", "--pros_hidden=16",
+        "-m", "training.distill", "--preset", "demo", f"--data_path={corpus}", "--synth_n=64",
+        "--synth_seed=0", f"--run_dir={run_dir}", f"--prosody_cache={corpus / 'prosody'}",
+        f"--ling_model={tiny_text_model}", "--ling_epochs=1", "--ling_batch_size=64", "--pros_epochs=1", "--pros_hidden=16",
         "--epochs=2", "--batch_size=4", "--max_seconds=0.5", "--threads=1",
         # caps: the test is about the processes (rank 0 alone trains the teachers, both ranks
         # train and score the student), not about what is learnt
