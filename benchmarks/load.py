@@ -37,6 +37,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import soundfile as sf
+from websockets.exceptions import InvalidStatus
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -256,7 +257,19 @@ async def one_stream(url: str, clip, repeats: int, delay_s: float) -> dict:
         result = await stream_audio(
             url, samples, SAMPLE_RATE, chunk_ms=100, realtime=True, on_event=arrived
         )
-    except Exception as exc:  # refused at the handshake or cut: its utterances count as lost
+    except InvalidStatus as exc:  # refused at the handshake: nothing was spoken
+        response = exc.response
+        return {
+            "spoken": 0,
+            "finals": 0,
+            "errors": [],
+            "refused": {
+                "status": response.status_code,
+                "retry_after": response.headers.get("Retry-After"),
+                "code": _error_code(response.body),
+            },
+        }
+    except Exception as exc:  # cut some other way: its utterances count as lost
         return {"spoken": spoken, "finals": 0, "errors": [type(exc).__name__]}
     finals = [e for e in result.events if e["type"] == "final"]
     return {
@@ -267,6 +280,13 @@ async def one_stream(url: str, clip, repeats: int, delay_s: float) -> dict:
         "close_reason": result.close_reason,
         "delay_s": [arrivals[f["utterance"]] - (result.started + f["end"]) for f in finals],
     }
+
+
+def _error_code(body: bytes | None) -> str | None:
+    try:
+        return json.loads(body or b"")["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 async def streams(ws_url: str, count: int, seconds: float) -> list[dict]:
@@ -375,6 +395,10 @@ def http_summary(answers: list[Answer], not_sent: int = 0) -> dict:
 
 
 def stream_summary(runs: list[dict]) -> dict:
+    """Streams refused at the handshake spoke nothing (like an HTTP 503, nothing is lost; a
+    refusal without 503 + Retry-After is counted apart); the others' utterances each get a
+    final, an error event that refuses them, or count as lost."""
+    refusals = [r["refused"] for r in runs if "refused" in r]
     spoken = sum(r["spoken"] for r in runs)
     finals = sum(r["finals"] for r in runs)
     errors = [code for r in runs for code in r["errors"]]
@@ -382,6 +406,11 @@ def stream_summary(runs: list[dict]) -> dict:
     delays = [x for r in runs for x in r.get("delay_s", [])]
     return {
         "streams": len(runs),
+        "refused_at_handshake": len(refusals),
+        "refused_without_503_retry_after": sum(
+            not (r["status"] == 503 and r["retry_after"]) for r in refusals
+        ),
+        "refusal_codes": sorted({str(r["code"]) for r in refusals}),
         "utterances_spoken": spoken,
         "finals": finals,
         "refused_with_error": refused,

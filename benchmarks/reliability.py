@@ -310,7 +310,14 @@ def _load_rows(name: str, run: dict) -> list[tuple[str, str, str, str]]:
         ),
         (f"{name}: HTTP p50/p99 by kind", kinds, "-", "-"),
         (
-            f"{name}: stream finals / utterances spoken",
+            f"{name}: streams admitted / refused at the handshake",
+            f"{streams['streams'] - streams['refused_at_handshake']} / "
+            f"{streams['refused_at_handshake']} ({', '.join(streams['refusal_codes']) or '-'})",
+            "refusals are 503 + Retry-After",
+            verdict(streams["refused_without_503_retry_after"] == 0),
+        ),
+        (
+            f"{name}: stream finals / utterances spoken (admitted streams)",
             f"{streams['finals']}/{streams['utterances_spoken']} (refused with an error "
             f"{streams['refused_with_error']}, lost {streams['lost']}); final delay p50/p99 "
             f"{_s(streams['final_delay_p50_s'])}/{_s(streams['final_delay_p99_s'])}",

@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             max_length_ratio=settings.max_length_ratio,
             observer=app.state.metrics,
         )
-        loaded.warm_up(batcher.max_batch_size)
+        batcher.seed_capacity(*loaded.warm_up(batcher.max_batch_size))
         app.state.runtime = loaded
         app.state.batcher = batcher
         batcher.start()

@@ -149,6 +149,7 @@ class Batcher:
         self._in_batch: list[_Request] = []  # taken from the queue, not yet answered
         self._batches = itertools.count(1)  # batch ids: a failure's answer and log line match
         self._samples_per_s: float | None = None  # inference speed, EWMA over batches
+        self._capacity: float | None = None  # speed at full batches (``capacity``)
         self._waiting: list[tuple[Priority, float, asyncio.Future]] = []  # for room, wait=True
 
     @property
@@ -358,6 +359,19 @@ class Batcher:
             self.observer.count_dropped("backlog")
         return QueueFull(max(1, math.ceil(backlog_s - self.max_backlog_s)))
 
+    @property
+    def capacity(self) -> float | None:
+        """What the model serves at full batches, in audio samples per second: the warm-up's
+        full batch (``seed_capacity``), then an average over the batches served at least half
+        full. Small batches do not count: their speed is per-call overhead, and an idle
+        server would otherwise look slow. None when neither has run."""
+        return self._capacity
+
+    def seed_capacity(self, samples: int, seconds: float) -> None:
+        """The warm-up's full batch (cautious: it includes the model's initialisation)."""
+        if self._capacity is None and seconds > 0:
+            self._capacity = samples / seconds
+
     def work_s(self, samples: int) -> float | None:
         """Seconds of inference ``samples`` of audio take at the measured speed (None before
         the first batch)."""
@@ -467,6 +481,9 @@ class Batcher:
         speed = float(lengths.sum()) / max(inference_s, 1e-6)
         previous = self._samples_per_s
         self._samples_per_s = speed if previous is None else 0.7 * previous + 0.3 * speed
+        if 2 * len(batch) >= self.max_batch_size:
+            last = self._capacity
+            self._capacity = speed if last is None else 0.7 * last + 0.3 * speed
         probabilities = softmax(outputs.logits)
         if self.observer:
             self.observer.observe_batch(len(batch), inference_s)

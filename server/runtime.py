@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -211,9 +212,14 @@ class Runtime:
         """Force the I/O-binding path (tests exercise the CUDA code path on CPU with it)."""
         self._io_binding = enabled
 
-    def warm_up(self, batch_size: int) -> None:
-        """Run the shapes serving will see first, so the first request pays no initialisation."""
+    def warm_up(self, batch_size: int) -> tuple[int, float]:
+        """Run the shapes serving will see first, so the first request pays no initialisation.
+        Returns the full batch's samples and seconds: a first (cautious: it includes the
+        initialisation) figure of the inference speed."""
         clip = np.zeros(int(WARMUP_SECONDS * self.model.sample_rate), dtype=np.float32)
         clip[::97] = 0.1  # not all zeros: per-utterance normalisation divides by the spread
+        started = time.perf_counter()
         self.run_clips([clip] * batch_size)
+        elapsed = time.perf_counter() - started
         self.run_clips([clip[: self.min_samples]])
+        return clip.shape[0] * batch_size, elapsed

@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     stream_max_streams_per_client: int = Field(
         16, ge=1, description="open streams per client address; more are refused (503)"
     )
+    stream_capacity_share: float = Field(
+        0.8,
+        ge=0,
+        description="share of the measured inference capacity open streams may need; a new "
+        "stream past it is refused (503 overloaded); 0 turns this limit off",
+    )
     stream_max_frame_bytes: int = Field(512 * 1024, ge=1024, description="largest binary frame")
     stream_max_text_bytes: int = Field(
         4096, ge=256, description="largest text (JSON) message; more closes 1009"

@@ -13,6 +13,7 @@ import time
 from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse
 
+from server.audio import SAMPLE_RATE
 from server.auth import (
     QUERY_KEY,
     SUBPROTOCOL,
@@ -23,12 +24,14 @@ from server.auth import (
 )
 from server.errors import error_body
 from server.settings import Settings
-from server.stream_metrics import stream_metrics
+from server.stream_metrics import demand_share, stream_metrics
 from server.stream_protocol import CLOSE_POLICY, CLOSE_TRY_LATER, StreamError, error_event
 from server.stream_session import StreamSession
 
 router = APIRouter()
 log = logging.getLogger("emodistill.stream")
+
+CAPACITY_RETRY_S = 10  # Retry-After of a stream refused for capacity (streams last long)
 
 
 @router.websocket("/v1/stream")
@@ -122,6 +125,13 @@ def admission(state, settings: Settings, api_key: str | None, client: str) -> tu
             f"work queued); retry in {full.retry_after_s} s"
         )
         return "overloaded", message, full.retry_after_s
+    if (streams := capacity_in_streams(state, settings)) is not None:
+        if getattr(state, "open_streams", 0) + 1 > streams:
+            message = (
+                f"the streams open already need the inference capacity this server has "
+                f"(about {streams:.1f} real-time streams); retry later"
+            )
+            return "overloaded", message, CAPACITY_RETRY_S
     if getattr(state, "open_streams", 0) >= settings.stream_max_streams:
         limit = f"at most {settings.stream_max_streams} concurrent streams"
         return "too_many_streams", f"this server takes {limit}; retry later"
@@ -134,6 +144,17 @@ def admission(state, settings: Settings, api_key: str | None, client: str) -> tu
         limit = settings.stream_max_streams_per_key
         return "too_many_streams", f"at most {limit} concurrent streams per API key"
     return None
+
+
+def capacity_in_streams(state, settings: Settings) -> float | None:
+    """How many real-time streams `stream_capacity_share` of the batcher's capacity serves,
+    at what streams have measured to need (the share of their audio sent to inference; all
+    of it until enough was heard); None when the limit is off or no capacity is known."""
+    speed = state.batcher.capacity
+    if not settings.stream_capacity_share or not speed:
+        return None
+    need = demand_share(stream_metrics(state)) * SAMPLE_RATE  # samples/s per stream
+    return settings.stream_capacity_share * speed / max(need, 1e-9)
 
 
 async def drain_streams(state, budget_s: float) -> None:

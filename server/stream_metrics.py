@@ -7,9 +7,24 @@ from starlette.datastructures import State
 
 from server.metrics import LATENCY_BUCKETS, PREFIX
 
+# Until streams have sent this much audio, a real-time stream is assumed to need inference on
+# all of it (continuous speech): the cautious guess for admitting the first streams.
+DEMAND_PRIOR_SHARE = 1.0
+DEMAND_MIN_HEARD_S = 30.0
+
 
 class StreamMetrics:
     def __init__(self, registry) -> None:
+        # What streams cost the batcher: audio received vs audio sent to inference (finals,
+        # speculative and partial inference alike), in seconds, over the process's life.
+        self.heard_s = 0.0
+        self.inferred_s = 0.0
+        self.audio = Counter(
+            f"{PREFIX}_stream_audio_seconds",
+            "audio received by streams, and sent to inference (kind)",
+            ["kind"],
+            registry=registry,
+        )
         self.open = Gauge(f"{PREFIX}_streams_open", "open /v1/stream sessions", registry=registry)
         self.refused = Counter(
             f"{PREFIX}_streams_refused",
@@ -42,3 +57,22 @@ def stream_metrics(state: State) -> StreamMetrics:
     if getattr(state, "stream_metrics", None) is None:
         state.stream_metrics = StreamMetrics(state.metrics.registry)
     return state.stream_metrics
+
+
+def demand_share(metrics: StreamMetrics) -> float:
+    """Seconds of inference per second of stream audio: the measured share once streams sent
+    DEMAND_MIN_HEARD_S of audio, DEMAND_PRIOR_SHARE before."""
+    if metrics.heard_s < DEMAND_MIN_HEARD_S:
+        return DEMAND_PRIOR_SHARE
+    return metrics.inferred_s / metrics.heard_s
+
+
+def count_audio(metrics: StreamMetrics, kind: str, seconds: float) -> None:
+    """``kind``: "received" or "inferred"."""
+    if seconds <= 0:
+        return
+    if kind == "received":
+        metrics.heard_s += seconds
+    else:
+        metrics.inferred_s += seconds
+    metrics.audio.labels(kind=kind).inc(seconds)

@@ -22,6 +22,7 @@ from typing import Any
 import anyio
 from fastapi import WebSocket
 
+from server.audio import SAMPLE_RATE
 from server.batcher import (
     BatcherClosed,
     Inference,
@@ -42,7 +43,7 @@ from server.stream_machine import (
     StreamMachine,
     stream_defaults,
 )
-from server.stream_metrics import StreamMetrics
+from server.stream_metrics import StreamMetrics, count_audio
 from server.stream_protocol import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL,
@@ -97,6 +98,7 @@ class StreamSession:
         self._tasks: dict[int, asyncio.Task] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._armed_for: float | None = None
+        self._heard = 0  # samples of this stream's audio counted in the demand metrics
 
     def shutdown(self, deadline: float) -> None:
         """The server is stopping (server/stream.py drain_streams)."""
@@ -158,6 +160,7 @@ class StreamSession:
             try:
                 now = time.monotonic()
                 actions = await asyncio.to_thread(call, now) if threaded else call(now)
+                self._count_heard()
                 await self._perform(actions)
             except Exception as failure:  # _ClientGone, or a bug (1011): the loop ends it
                 self._failure = failure
@@ -167,6 +170,12 @@ class StreamSession:
             self._arm_timer()
             if self.machine.wants_input:
                 self._may_read.set()
+
+    def _count_heard(self) -> None:
+        heard = self.machine.position - self._heard
+        if heard > 0:
+            self._heard = self.machine.position
+            count_audio(self.metrics, "received", heard / SAMPLE_RATE)
 
     def _arm_timer(self) -> None:
         """A `tick` input at the machine's next deadline (idle, session, drain). A deadline
@@ -255,6 +264,7 @@ class StreamSession:
             log.exception("stream %s: inference raised", self.machine.session_id)
             error = StreamError("internal", "internal error", CLOSE_INTERNAL)
         else:
+            count_audio(self.metrics, "inferred", action.audio.shape[0] / SAMPLE_RATE)
             await self._step(partial(self._answered, action.key, inference))
             return
         await self._step(partial(self._answered, action.key, error))

@@ -20,7 +20,7 @@ from server.metrics import Metrics
 from tests.fixtures import encode_clip
 from tests.server.speech_clips import three_utterances
 from tests.server.test_batcher import SR, FakeRuntime, clip, run, started
-from tests.server.test_stream import collect
+from tests.server.test_stream import collect, encode, finals, send_then_stop
 
 
 class SlowRuntime(FakeRuntime):
@@ -230,3 +230,73 @@ def test_new_streams_are_refused_while_the_server_is_backed_up(make_client, monk
             assert ws.receive_json()["type"] == "ready"
             ws.send_text('{"type": "stop"}')
             assert collect(ws)[1] == 1000
+
+
+def test_capacity_is_seeded_then_learnt_from_batches_at_least_half_full():
+    """Small batches measure per-call overhead, not what the model serves: they leave the
+    capacity alone (else an idle server would look slow and refuse streams)."""
+
+    async def main():
+        batcher = await started(SlowRuntime(0.1), max_batch_size=4, max_wait_ms=50)
+        assert batcher.capacity is None
+        batcher.seed_capacity(16000, 0.5)  # the warm-up: 1 s of audio in 0.5 s
+        assert batcher.capacity == 32000
+        await batcher.infer(clip(1.0))  # a batch of 1 out of 4: not counted
+        after_small = batcher.capacity
+        await asyncio.gather(*(batcher.infer(clip(1.0, seed=i)) for i in range(4)))
+        after_full = batcher.capacity
+        await batcher.close()
+        return after_small, after_full
+
+    after_small, after_full = run(main())
+    assert after_small == 32000
+    # 0.1 s per audio second is 160000 samples/s: the average moves from the seed towards it
+    assert 32000 < after_full < 160000
+
+
+def test_streams_past_the_measured_capacity_are_refused_at_the_handshake(make_client):
+    """Each real-time stream is assumed to need inference on all its audio until streams
+    have sent 30 s; then on the share they were measured to need. Past stream_capacity_share
+    of the batcher's capacity, a new stream is 503 overloaded (Retry-After); 0 disables."""
+    url = "/v1/stream?sample_rate=16000"
+    with make_client(stream_capacity_share=0.8) as client:
+        state = client.app.state
+        state.batcher._capacity = 2.5 * 16000 / 0.8  # 2.5 streams of continuous speech
+        with client.websocket_connect(url) as one, client.websocket_connect(url) as two:
+            assert one.receive_json()["type"] == two.receive_json()["type"] == "ready"
+            with pytest.raises(WebSocketDenialResponse) as refused:
+                with client.websocket_connect(url):
+                    pass
+            assert refused.value.status_code == 503
+            assert refused.value.headers["Retry-After"] == "10"
+            error = refused.value.json()["error"]
+            assert (
+                error["code"] == "overloaded" and "about 2.5 real-time streams" in error["message"]
+            )
+            # measured: streams send a quarter of their audio to inference -> 10 streams fit
+            state.stream_metrics.heard_s, state.stream_metrics.inferred_s = 100.0, 25.0
+            with client.websocket_connect(url) as three:
+                assert three.receive_json()["type"] == "ready"
+                three.send_text('{"type": "stop"}')
+                assert collect(three)[1] == 1000
+            for ws in (one, two):
+                ws.send_text('{"type": "stop"}')
+                assert collect(ws)[1] == 1000
+    with make_client(stream_capacity_share=0) as client:
+        client.app.state.batcher._capacity = 1.0  # hopelessly slow, but the limit is off
+        with client.websocket_connect(url) as ws:
+            assert ws.receive_json()["type"] == "ready"
+            ws.send_text('{"type": "stop"}')
+            assert collect(ws)[1] == 1000
+
+
+def test_streams_measure_the_audio_they_send_and_what_it_costs(make_client):
+    speech = three_utterances()
+    with make_client(stream_speculate=False) as client:
+        with client.websocket_connect("/v1/stream?sample_rate=16000") as ws:
+            events, code = send_then_stop(ws, encode(speech.samples, "pcm_s16le"))
+        metrics = client.app.state.stream_metrics
+    assert code == 1000 and len(finals(events)) == 3
+    assert abs(metrics.heard_s - len(speech.samples) / 16000) < 0.05
+    spoken = sum(f["end"] - f["start"] for f in finals(events))
+    assert spoken <= metrics.inferred_s < metrics.heard_s
