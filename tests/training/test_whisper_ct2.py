@@ -402,9 +402,10 @@ def _check_transcription(converted, name: str, prompts: list[tuple[Path, str]]) 
 
 
 def test_greedy_decoding_matches_ctranslate2_tiny(converted):
-    """Every 2nd prompt (21 of 42): WER over at least 20 real prompts in the default run."""
-    prompts = _asterisk_prompts()[::2]
-    assert len(prompts) >= 20
+    """Every 3rd prompt (14 of 42, numbers and words): the encoder's 30 s window per prompt is
+    the cost (~0.3 s each on 2 cores). All 42 prompts: the slow test below."""
+    prompts = _asterisk_prompts()[2::3]
+    assert len(prompts) >= 14
     _check_transcription(converted, "whisper-tiny.en", prompts)
 
 
