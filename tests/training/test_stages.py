@@ -32,6 +32,13 @@ def _worker(rank: int, port: int, root: str, use_main_first: bool) -> None:
     torch.distributed.init_process_group("gloo", timeout=timedelta(seconds=TIMEOUT_S))
     from accelerate import Accelerator
 
+    from training import stages
+
+    # Rank 1 polls for rank 0's marker every POLL_S (2 s), then both meet in a short barrier
+    # that also runs under TIMEOUT_S: at 2 s, a poll just missed left rank 0 in it past the
+    # timeout (seen in a full run). A quick poll keeps that barrier short, as it is in real runs.
+    stages.POLL_S = 0.1
+
     accelerator = Accelerator(cpu=True)
 
     def teachers() -> str:
