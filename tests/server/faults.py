@@ -280,6 +280,9 @@ def sigterm_under_load(
             shutdown_grace_s=grace_s,
             stream_drain_s=grace_s / 2,
             stream_max_streams_per_client=max(streams, 1),
+            # what is measured is the drain of every stream opened, not admission: 8
+            # HuBERT-base streams are past what 2 CPU cores serve, and would be refused
+            stream_capacity_share=0,
         )
         | settings
     )
