@@ -119,6 +119,17 @@ def summarise(run_dir: Path, wall: dict) -> dict:
     return {"wall_s": wall, "stages": kinds, "student_peak_rss_rank0": growth}
 
 
+def disk_mb(folder: Path) -> float:
+    """Space a folder takes on disk, each hard-linked file counted once (as `du -s`)."""
+    seen, total = set(), 0
+    for path in folder.rglob("*"):
+        info = path.lstat()
+        if path.is_file() and (info.st_dev, info.st_ino) not in seen:
+            seen.add((info.st_dev, info.st_ino))
+            total += info.st_blocks * 512
+    return round(total / 2**20, 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=Path("/tmp/emodistill-rehearsal"))
@@ -174,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     report = summarise(root / "run", wall)
     text = (root / "run" / "log.txt").read_text(errors="replace")
     report["killed_and_resumed"] = killed
+    report["run_dir_disk_mb"] = disk_mb(root / "run")
     report["resume_lines"] = [line for line in text.splitlines() if RESUME_LINE.search(line)][:8]
     report["results_md"] = (root / "run" / "results.md").read_text()
     report["command"] = " ".join(cmd)

@@ -15,6 +15,7 @@ all processes (DDP via ``accelerate``) and only rank 0 writes.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import logging
 import sys
@@ -672,8 +673,39 @@ def capped(utts: list[Utterance], limit: int) -> list[Utterance]:
 
 def drop_trainer_state(sdir: Path) -> None:
     """A finished student needs no optimizer state (~760 MB for hubert-base): only a killed run
-    resumes from it, and result.json now marks this one done."""
+    resumes from it, and result.json now marks this one done. When the best epoch was the
+    last, ``best/`` and ``last/`` hold the same weights: they become one file on disk."""
     (sdir / "last" / TRAINER_STATE).unlink(missing_ok=True)
+    share_identical_files(sdir / "best", sdir / "last")
+
+
+def share_identical_files(source: Path, target: Path) -> int:
+    """Replace each file of ``target`` whose bytes equal the file of the same name in
+    ``source`` by a hard link to it (~360 MB per hubert-base checkpoint). Checkpoints are
+    always written as new files (``training.loop.checkpoint``), never changed in place, so a
+    shared file is never rewritten through the other name. Returns the bytes saved; a file
+    system without hard links saves nothing and changes nothing."""
+    import filecmp
+    import os
+
+    if not (source.is_dir() and target.is_dir()):
+        return 0
+    saved = 0
+    for theirs in target.iterdir():
+        ours = source / theirs.name
+        if not (ours.is_file() and theirs.is_file()) or ours.samefile(theirs):
+            continue
+        if not filecmp.cmp(ours, theirs, shallow=False):
+            continue
+        spare = theirs.with_name(theirs.name + ".link")
+        try:
+            spare.unlink(missing_ok=True)
+            os.link(ours, spare)
+        except OSError:
+            continue
+        spare.replace(theirs)  # atomic: a kill leaves either copy, never neither
+        saved += ours.stat().st_size
+    return saved
 
 
 def run_refit(
@@ -960,6 +992,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    # The ~400k objects of the imports (torch, transformers) live as long as the process: out
+    # of the collector's sight, each gc.collect between students and stages walks only what
+    # the run itself made (0.2-0.4 s a call otherwise, ~100 calls in a 5-fold run).
+    gc.freeze()
     try:
         run(cfg)
     except (ConfigError, ManifestError) as exc:  # the data, found before any training

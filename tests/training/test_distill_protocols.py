@@ -63,8 +63,14 @@ def test_crossfit_targets_refit_and_speakers(corpus, tmp_path, monkeypatch, tiny
     assert summary["refit"] and summary["speakers"] == refit["speakers"]
     results = (run_dir / "results.md").read_text()
     assert "Speakers per fold" in results and "test UA (refit)" in results
-    # finished students keep no optimizer state
+    # finished students keep no optimizer state, and a best epoch that was the last is stored once
     assert not list(run_dir.rglob("trainer.pt"))
+    best, last = fold_dir / "student" / "best", fold_dir / "student" / "last"
+    shared = {f.name for f in last.iterdir() if (best / f.name).samefile(f)}
+    if result["best_epoch"] == len(result["history"]):
+        assert shared == {f.name for f in last.iterdir()}
+    else:
+        assert not {f.name for f in last.iterdir() if f.stat().st_size > 10_000} & shared
 
     # Resumed: teachers and targets exist, so no prosody is hashed or loaded.
     def no_prosody(*args, **kwargs):
@@ -132,3 +138,21 @@ def test_capped_scoring_keeps_the_length_range_and_order():
     assert [u.id for u in kept] == [u.id for u in utts if u in kept]  # original order
     assert distill.capped(utts, 0) is utts and distill.capped(utts, 50) is utts
     assert len(distill.capped(utts, 1)) == 1
+
+
+def test_identical_checkpoint_files_are_stored_once(tmp_path):
+    best, last = tmp_path / "best", tmp_path / "last"
+    best.mkdir(), last.mkdir()
+    for folder in (best, last):
+        (folder / "config.json").write_text('{"a": 1}')
+    (best / "model.bin").write_bytes(b"x" * 5000)
+    (last / "model.bin").write_bytes(b"x" * 4999 + b"y")  # same size, other weights
+    (last / "heads.pt").write_bytes(b"z" * 100)  # only in last
+    assert distill.share_identical_files(best, last) == len('{"a": 1}')
+    assert (last / "config.json").samefile(best / "config.json")
+    assert not (last / "model.bin").samefile(best / "model.bin")
+    assert (last / "model.bin").read_bytes().endswith(b"y")
+    assert (last / "heads.pt").read_bytes() == b"z" * 100
+    assert sorted(f.name for f in last.iterdir()) == ["config.json", "heads.pt", "model.bin"]
+    assert distill.share_identical_files(best, last) == 0  # already shared
+    assert distill.share_identical_files(best, tmp_path / "missing") == 0
