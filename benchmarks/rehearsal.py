@@ -98,8 +98,16 @@ def first_epochs(run_dir: Path) -> int:
 def summarise(run_dir: Path, wall: dict) -> dict:
     from training.stages import read_stages
 
-    stages = read_stages(run_dir)
+    records = read_stages(run_dir)
+    # A resumed launch records what it found finished as skipped: no work, no memory to judge.
+    stages = [s for s in records if not s.get("skipped")]
     kinds: dict[str, dict] = {}
+    for s in records:
+        if s.get("skipped") and s["rank"] == 0:
+            kinds.setdefault(s["stage"], {"count": 0, "seconds": 0.0, "peak_rss_mb": {}})
+            kinds[s["stage"]]["skipped_on_resume"] = (
+                kinds[s["stage"]].get("skipped_on_resume", 0) + 1
+            )
     for s in stages:
         k = kinds.setdefault(s["stage"], {"count": 0, "seconds": 0.0, "peak_rss_mb": {}})
         if s["rank"] == 0:

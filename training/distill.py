@@ -825,18 +825,16 @@ def run(cfg: Config) -> dict:
             len(parts["valid"]), speakers_of(parts["valid"]),
             len(parts["test"]), speakers_of(parts["test"]),
         )  # fmt: skip
-        with stage("teachers", run_dir, rank, fold=fold.name):
+        dims_needed = teacher_dimensions_needed(plan, base, parts["train"])
+        with stage("teachers", run_dir, rank, fold=fold.name) as record:
+            # A resumed run's finished stages are recorded as skipped (not timed as work).
+            record["skipped"] = all(teacher_done(fold_dir, t, dims_needed) for t in teachers)
             # Rank 0 alone; the others wait on a marker file, not in a barrier (training.stages).
             main_first.run(
                 f"teachers-{fold.name}",
-                lambda d=fold_dir, p=parts: teacher_stages(
-                    cfg,
-                    d,
-                    p,
-                    teachers,
-                    str(accelerator.device),
-                    teacher_dimensions_needed(plan, base, p["train"]),
-                ),  # fmt: skip
+                lambda d=fold_dir, p=parts, n=dims_needed: teacher_stages(
+                    cfg, d, p, teachers, str(accelerator.device), n
+                ),
             )
         scored = {p: capped(parts[p], cfg.eval_max_utterances) for p in ("valid", "test")}
         if any(len(scored[p]) < len(parts[p]) for p in scored):
@@ -850,13 +848,16 @@ def run(cfg: Config) -> dict:
         targets = load_targets(fold_dir / "targets", teachers, ids)
         carriers = np.array([u.extra.get("carrier", "") for u in scored["test"]])
         for variant, seed in plan:
-            with stage("student", run_dir, rank, fold=fold.name, variant=variant, seed=seed):
+            sdir = student_dir(cfg, fold_dir, variant, seed)
+            with stage("student", run_dir, rank, fold=fold.name, variant=variant, seed=seed) as r:
+                r["skipped"] = (sdir / DONE).is_file()
                 result = run_student(
                     cfg, fold.name, fold_dir, variant, seed, data, targets, accelerator,
                     carriers if carriers.any() else None, speakers_by_part(parts),
                 )  # fmt: skip
             if cfg.refit and parts["valid"]:
-                with stage("refit", run_dir, rank, fold=fold.name, variant=variant, seed=seed):
+                with stage("refit", run_dir, rank, fold=fold.name, variant=variant, seed=seed) as r:
+                    r["skipped"] = (sdir / "refit" / DONE).is_file()
                     result["refit"] = run_refit(
                         cfg, fold_dir, variant, seed, result, parts, data, teachers, accelerator
                     )

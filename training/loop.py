@@ -482,15 +482,19 @@ def train_student(
             state.update(best_ua=metrics["ua"], best_epoch=epoch)
             best_valid_logits = logits if len(valid) else None
             best_valid_dimensions = dims if len(valid) else None
+        scored = (
+            f"valid UA {metrics['ua']:.3f} WA {metrics['wa']:.3f}"
+            if len(valid)
+            else "no validation speakers"  # a refit or the final protocol: no nan to read
+        )
         log.info(
-            "%s epoch %d/%d: loss %.3f (%s), valid UA %.3f WA %.3f%s [%.0fs]",
+            "%s epoch %d/%d: loss %.3f (%s), %s%s [%.0fs]",
             opts.desc,
             epoch,
             opts.epochs,
             means["loss"],
             ", ".join(f"{k} {v:.3f}" for k, v in means.items() if k != "loss"),
-            metrics["ua"],
-            metrics["wa"],
+            scored,
             " *best*" if improved and len(valid) else "",
             record["seconds"],
         )

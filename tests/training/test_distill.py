@@ -8,6 +8,7 @@ import pytest
 
 from training import distill
 from training.config import load_config
+from training.stages import read_stages
 
 # Small enough for seconds on 2 CPU cores, large enough that the loss visibly falls.
 TINY = [
@@ -182,6 +183,13 @@ def test_killed_run_resumes(corpus, tmp_path, monkeypatch, caplog, tiny_text_mod
     # A third run finds everything done and trains nothing.
     distill.run(cfg)
     assert "student ce+ling seed 0: done, skipped" in (run_dir / "log.txt").read_text()
+    # stages.jsonl tells work from what a resumed launch found done (timed figures use work)
+    records = [(r["stage"], r.get("skipped")) for r in read_stages(run_dir) if r["stage"] != "data"]
+    assert records == [
+        ("teachers", False),  # killed in the student's epoch 2: its stage has no record
+        ("teachers", True), ("student", False),  # resumed
+        ("teachers", True), ("student", True),  # everything done
+    ]  # fmt: skip
 
 
 def test_ablation_table(corpus, tmp_path, monkeypatch, tiny_text_model):
