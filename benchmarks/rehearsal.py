@@ -7,12 +7,14 @@ LayerDrop 0.1 and time masking on, CNN frozen), 5 LOSO folds, cross-fitted teach
 the ablation subset (``--variants``, ``--seeds``) and the refit on all non-test speakers.
 Offline: the linguistic teacher is the shipped MiniLM (``minilm``). Step caps keep it short.
 
-Midway, the whole process group is killed with SIGKILL while a student trains (after the
-``--kill-at``-th student finished its first epoch); the same command then resumes the run. At
+Midway, the whole process group is killed with SIGKILL in the middle of a training: once
+``--kill-at`` trainings have logged their first epoch, at the first moment a training has saved
+an epoch but not finished (its ``last/trainer.pt`` exists); the same command then resumes the
+run, and the report says whether a training resumed from its saved epoch. At
 the end it reports wall time and peak RSS per stage (every rank writes RUN/stages.jsonl) and
 whether the students' peak memory grew with their number.
 
-    python benchmarks/rehearsal.py                       # 46 min on 2 busy CPU cores (load ~9)
+    python benchmarks/rehearsal.py                       # ~19 min on 2 idle CPU cores
     python benchmarks/rehearsal.py --root /tmp/rehearsal --seeds 0,1,2 --kill-at 0   # no kill
 """
 
@@ -41,7 +43,7 @@ CAPS = [
     "--pros_epochs=1", "--pros_hidden=32", "--pros_max_frames=0", "--num_workers=0",
     "--threads=1", "--cpu",
 ]  # fmt: skip
-RESUME_LINE = re.compile(r"resuming after epoch|done, skipped")
+RESUMED = re.compile(r"resuming after epoch")
 
 
 def command(root: Path, variants: str, seeds: str, folds: str) -> list[str]:
@@ -86,6 +88,14 @@ def kill_all(proc: subprocess.Popen) -> list[int]:
             pass
     proc.wait()
     return pids
+
+
+def mid_training(run_dir: Path) -> bool:
+    """A training has saved an epoch and not finished: a finished one deletes its trainer.pt."""
+    try:
+        return any(run_dir.glob("folds/*/**/last/trainer.pt"))
+    except OSError:  # a checkpoint folder swapped while walking: look again next time
+        return False
 
 
 def first_epochs(run_dir: Path) -> int:
@@ -175,10 +185,15 @@ def main(argv: list[str] | None = None) -> int:
     proc = launch(cmd, log_path)
     killed = False
     while proc.poll() is None:
-        time.sleep(2)
-        # Kill while the student after the N-th first epoch trains: its epoch 1 is saved.
-        if args.kill_at and not killed and first_epochs(root / "run") >= args.kill_at:
-            time.sleep(5)
+        time.sleep(0.25)
+        # Kill mid-training, after the N-th first epoch: an epoch is saved, the training is not
+        # finished (a 1-epoch student scores for seconds after saving).
+        if (
+            args.kill_at
+            and not killed
+            and first_epochs(root / "run") >= args.kill_at
+            and mid_training(root / "run")
+        ):
             pids = kill_all(proc)
             killed = True
             wall["until_kill"] = round(time.monotonic() - t, 1)
@@ -194,7 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     text = (root / "run" / "log.txt").read_text(errors="replace")
     report["killed_and_resumed"] = killed
     report["run_dir_disk_mb"] = disk_mb(root / "run")
-    report["resume_lines"] = [line for line in text.splitlines() if RESUME_LINE.search(line)][:8]
+    report["resumed_mid_training"] = bool(RESUMED.search(text))
+    lines = text.splitlines()
+    report["resume_lines"] = [line for line in lines if RESUMED.search(line)] + [
+        line for line in lines if "done, skipped" in line
+    ][:8]
     report["results_md"] = (root / "run" / "results.md").read_text()
     report["command"] = " ".join(cmd)
     args.out.parent.mkdir(parents=True, exist_ok=True)
