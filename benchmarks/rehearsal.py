@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         "--kill-at",
         type=int,
         default=10,
-        help="SIGKILL after the N-th student's first epoch (0 = never)",
+        help="SIGKILL mid-training once N trainings logged their first epoch (0 = never)",
     )
     parser.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "rehearsal.json"
