@@ -146,39 +146,19 @@ class Settings(BaseSettings):
         """Limits that contradict each other stop the server at start-up (one line, exit 2),
         not the first request or stream that meets them. A limit left at its default follows
         a lower one that was set (max_seconds=10 makes stream_max_utterance_s 10)."""
-        problems = []
-        # A default follows an explicitly lowered limit; only explicit values contradict.
-        chosen = self.model_fields_set
-        if self.max_seconds > self.max_segmented_seconds and "max_seconds" not in chosen:
-            self.max_seconds = self.max_segmented_seconds
-        if self.max_seconds > self.max_segmented_seconds:
-            problems.append(
-                f"EMODISTILL_MAX_SECONDS={self.max_seconds:g} is over "
-                f"EMODISTILL_MAX_SEGMENTED_SECONDS={self.max_segmented_seconds:g}"
-            )
-        if (
-            self.stream_max_utterance_s > self.max_seconds
-            and "stream_max_utterance_s" not in chosen
-        ):
-            self.stream_max_utterance_s = self.max_seconds
-        if self.stream_max_utterance_s > self.max_seconds:
-            problems.append(
-                f"EMODISTILL_STREAM_MAX_UTTERANCE_S={self.stream_max_utterance_s:g} is over "
-                f"EMODISTILL_MAX_SECONDS={self.max_seconds:g} (a stream's utterance is a clip)"
-            )
+        problems: list[str] = []
+        self._not_over("max_seconds", "max_segmented_seconds", problems)
+        self._not_over(
+            "stream_max_utterance_s", "max_seconds", problems, "a stream's utterance is a clip"
+        )
         if self.stream_min_speech_ms >= 1000 * self.stream_max_utterance_s:
             problems.append(
                 f"EMODISTILL_STREAM_MIN_SPEECH_MS={self.stream_min_speech_ms:g} is not under "
                 f"EMODISTILL_STREAM_MAX_UTTERANCE_S={self.stream_max_utterance_s:g} s"
             )
-        if self.max_backlog_s > self.request_timeout_s and "max_backlog_s" not in chosen:
-            self.max_backlog_s = self.request_timeout_s
-        if self.max_backlog_s > self.request_timeout_s:
-            problems.append(
-                f"EMODISTILL_MAX_BACKLOG_S={self.max_backlog_s:g} is over "
-                f"EMODISTILL_REQUEST_TIMEOUT_S={self.request_timeout_s:g} (what it admits "
-                "would time out)"
-            )
+        self._not_over(
+            "max_backlog_s", "request_timeout_s", problems, "what it admits would time out"
+        )
         if self.queue_size < self.max_batch_size:
             problems.append(
                 f"EMODISTILL_QUEUE_SIZE={self.queue_size} is under "
@@ -187,6 +167,20 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _not_over(self, name: str, limit: str, problems: list[str], why: str = "") -> None:
+        """``name`` may not exceed ``limit``: left at its default, it follows a lower limit;
+        set explicitly, it is a problem (only explicit values contradict)."""
+        value, bound = getattr(self, name), getattr(self, limit)
+        if value <= bound:
+            return
+        if name not in self.model_fields_set:
+            setattr(self, name, bound)
+            return
+        problems.append(
+            f"EMODISTILL_{name.upper()}={value:g} is over EMODISTILL_{limit.upper()}={bound:g}"
+            + (f" ({why})" if why else "")
+        )
 
     @property
     def max_body_bytes(self) -> int:
