@@ -51,6 +51,11 @@ MAX_RESTARTS = 3  # collector crashes survived per batcher; one more and it stay
 FAILURES_UNREADY = 3  # consecutive failed batches that turn /ready false
 
 
+def _average(previous: float | None, value: float) -> float:
+    """The inference speeds' moving average (EWMA, 0.3 to the newest batch)."""
+    return value if previous is None else 0.7 * previous + 0.3 * value
+
+
 class Priority(IntEnum):
     """Lower runs first: certain work, then guesses, then interim results."""
 
@@ -479,11 +484,9 @@ class Batcher:
         self.consecutive_failures = 0
         self._last_batch_s = inference_s
         speed = float(lengths.sum()) / max(inference_s, 1e-6)
-        previous = self._samples_per_s
-        self._samples_per_s = speed if previous is None else 0.7 * previous + 0.3 * speed
+        self._samples_per_s = _average(self._samples_per_s, speed)
         if 2 * len(batch) >= self.max_batch_size:
-            last = self._capacity
-            self._capacity = speed if last is None else 0.7 * last + 0.3 * speed
+            self._capacity = _average(self._capacity, speed)
         probabilities = softmax(outputs.logits)
         if self.observer:
             self.observer.observe_batch(len(batch), inference_s)
