@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from stat import S_ISREG
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -141,8 +142,8 @@ def disk_mb(folder: Path) -> float:
     """Space a folder takes on disk, each hard-linked file counted once (as `du -s`)."""
     seen, total = set(), 0
     for path in folder.rglob("*"):
-        info = path.lstat()
-        if path.is_file() and (info.st_dev, info.st_ino) not in seen:
+        info = path.lstat()  # one stat per entry; a symlink is not a file here
+        if S_ISREG(info.st_mode) and (info.st_dev, info.st_ino) not in seen:
             seen.add((info.st_dev, info.st_ino))
             total += info.st_blocks * 512
     return round(total / 2**20, 1)
