@@ -114,10 +114,10 @@ def _holders(state, api_key: str | None, client: str) -> list[tuple[dict, str]]:
 
 
 def admission(state, settings: Settings, api_key: str | None, client: str) -> tuple | None:
-    """Why a new stream is refused (code, message[, Retry-After seconds]), or None: the limits per process, per API
-    key and per client address, and the batcher's backlog (docs/streaming.md): past
-    `max_backlog_s` of queued work the server is over its capacity, and a new stream would
-    only see its finals refused (`overloaded`) later."""
+    """Why a new stream is refused (code, message[, Retry-After seconds]), or None: the
+    limits per process, per API key and per client address, and the batcher's backlog and
+    capacity (docs/streaming.md): past `max_backlog_s` of queued work the server is over its
+    capacity, and a new stream would only see its finals refused (`overloaded`) later."""
     _holders(state, api_key, client)  # the counters exist from the first stream on
     if (full := state.batcher.backlog_full()) is not None:
         message = (
