@@ -37,7 +37,7 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from server.audio import SAMPLE_RATE, load_audio  # noqa: E402
+from emocore.audio import SAMPLE_RATE, load_audio  # noqa: E402
 from tests.server.live_server import serve  # noqa: E402
 
 DEFAULT_CACHE = ROOT / ".cache" / "bench_server" / "hubert-base"

@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # repository, not in the installed package.
 sys.path.insert(0, str(ROOT))
 
+from emocore.audio import SAMPLE_RATE  # noqa: E402
 from examples.stream_client import stream_audio  # noqa: E402
-from server.audio import SAMPLE_RATE  # noqa: E402
 from tests.server.live_server import ServerFailed, wait_ready  # noqa: E402
 from tests.server.speech_clips import three_utterances  # noqa: E402
 

@@ -43,8 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_stream import build_model  # noqa: E402
+from emocore.audio import SAMPLE_RATE, load_audio  # noqa: E402
 from examples.stream_client import stream_audio  # noqa: E402
-from server.audio import SAMPLE_RATE, load_audio  # noqa: E402
 from tests.server.speech_clips import three_utterances  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "load.json"

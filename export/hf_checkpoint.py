@@ -6,7 +6,7 @@ from pathlib import Path
 
 from transformers import Wav2Vec2FeatureExtractor
 
-from export.spec import SAMPLE_RATE
+from emocore.audio import SAMPLE_RATE
 from training.student import Student
 
 

@@ -12,21 +12,20 @@ import numpy as np
 import torch
 import transformers
 
-from export.hf_checkpoint import save_hf
-from export.onnx_export import export_onnx
-from export.parity import measure_parity
-from export.spec import (
+from emocore.audio import SAMPLE_RATE
+from emocore.model_dir import (
     FORMAT_VERSION,
     HF_DIR,
     INT8_FILE,
     MAX_SECONDS,
     META_FILE,
     MODEL_FILE,
-    OPSET,
-    SAMPLE_RATE,
     TOLERANCE,
+    sha256_file,
 )
-from server.model_dir import sha256_file
+from export.hf_checkpoint import save_hf
+from export.onnx_export import OPSET, export_onnx
+from export.parity import measure_parity
 from training.student import Student
 
 

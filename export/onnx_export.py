@@ -7,10 +7,21 @@ from pathlib import Path
 
 import torch
 
-from export.spec import DYNAMIC_AXES, INPUTS, OPSET, SAMPLE_RATE, output_names
+from emocore.audio import SAMPLE_RATE
+from emocore.model_dir import DIMENSIONS_OUTPUT, INPUT_NAMES, output_names
 from training.student import Student
 
 EXPORTERS = ("torchscript", "dynamo")
+# The TorchScript exporter gives the fastest ORT graph here (docs/export.md); dynamo's SDPA
+# translation adds NaN guards over the full T x T attention matrix and needs opset >= 18.
+OPSET = 17
+DYNAMIC_AXES = {
+    "audio": {0: "batch", 1: "samples"},
+    "lengths": {0: "batch"},
+    "logits": {0: "batch"},
+    "embedding": {0: "batch"},
+    DIMENSIONS_OUTPUT: {0: "batch"},
+}
 
 
 def example_inputs() -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,7 +41,7 @@ def export_onnx(student: Student, path: Path, *, exporter: str = "torchscript") 
     student = student.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     outputs = output_names(student.dimension_head is not None)
-    common = dict(input_names=list(INPUTS), output_names=list(outputs))
+    common = dict(input_names=list(INPUT_NAMES), output_names=list(outputs))
     with torch.no_grad(), warnings.catch_warnings():
         # Tracer warnings about Python-side shape arithmetic in transformers' attention code;
         # the parity gate is what proves the graph right for other shapes.
@@ -41,7 +52,9 @@ def export_onnx(student: Student, path: Path, *, exporter: str = "torchscript") 
                 example_inputs(),
                 str(path),
                 opset_version=OPSET,
-                dynamic_axes={k: v for k, v in DYNAMIC_AXES.items() if k in (*INPUTS, *outputs)},
+                dynamic_axes={
+                    k: v for k, v in DYNAMIC_AXES.items() if k in (*INPUT_NAMES, *outputs)
+                },
                 dynamo=False,
                 **common,
             )

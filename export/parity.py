@@ -10,8 +10,9 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from export.spec import MIN_SAMPLES, TOLERANCE, output_names, parity_cases
-from server.runtime import pad_batch as server_pad_batch
+from emocore.audio import MIN_SAMPLES
+from emocore.model_dir import TOLERANCE, output_names, parity_cases
+from emocore.model_dir import pad_batch as model_inputs
 from training.student import Student
 
 
@@ -62,7 +63,7 @@ def pad_batch(rows: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Zero-padded float32 [batch, samples] + int64 lengths [batch]; rows must be >= MIN_SAMPLES."""
     if min(len(r) for r in rows) < MIN_SAMPLES:
         raise ValueError(f"rows shorter than {MIN_SAMPLES} samples crash the feature encoder")
-    return server_pad_batch(rows)  # the padding the server feeds the model, checked here
+    return model_inputs(rows)  # the padding every consumer feeds the model, checked here
 
 
 def run_onnx(session: ort.InferenceSession, rows: Sequence[np.ndarray]) -> list[np.ndarray]:

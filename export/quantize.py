@@ -31,6 +31,8 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
+from emocore.audio import MIN_SAMPLES, SAMPLE_RATE
+from emocore.model_dir import TOLERANCE, parity_cases
 from export.parity import (
     batching_max_abs_diff,
     open_session,
@@ -38,7 +40,6 @@ from export.parity import (
     probe_signal,
     run_onnx,
 )
-from export.spec import MIN_SAMPLES, SAMPLE_RATE, TOLERANCE, parity_cases
 from training.metrics import compute_metrics
 
 CALIBRATION_MAX = 64  # utterances used for the activation ranges

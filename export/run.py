@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from emocore.audio import SAMPLE_RATE, load_audio
+from emocore.model_dir import MAX_SECONDS
 from export.model_dir import build_model_dir
 from export.quantize import CALIBRATION_MAX, EVALUATION_MAX, INT8_MAX_UA_DROP
-from export.spec import MAX_SECONDS, SAMPLE_RATE
-from server.audio import load_audio
 from training.calibration import fold_temperature
 from training.data.splits import FINAL_FOLD
 from training.data.utterance import Utterance, read_jsonl

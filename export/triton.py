@@ -7,7 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
-from export.spec import DIMENSIONS_OUTPUT, META_FILE, MODEL_FILE
+from emocore.model_dir import DIMENSIONS_OUTPUT, META_FILE, MODEL_FILE
 
 MODEL_NAME = "emodistill"
 MAX_BATCH_SIZE = 16

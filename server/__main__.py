@@ -11,10 +11,10 @@ import sys
 import uvicorn
 from pydantic import ValidationError
 
+from emocore.model_dir import ModelDirError
+from server.api.auth import install_log_redaction
 from server.app import create_app, drain_open_streams
-from server.auth import install_log_redaction
-from server.model_dir import ModelDirError
-from server.runtime import ProviderError, Runtime
+from server.inference.runtime import ProviderError, Runtime
 from server.settings import Settings, settings_problem
 
 REFUSE_MARGIN_S = 1.0  # before uvicorn's grace deadline, queued work is refused (503)

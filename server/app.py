@@ -11,13 +11,13 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 
-from server import health, predict
-from server.auth import install_log_redaction
-from server.batcher import Batcher
-from server.errors import install_error_handlers
-from server.metrics import Metrics
-from server.middleware import BodyLimitMiddleware, MetricsMiddleware
-from server.runtime import Runtime
+from server.api import health, predict
+from server.api.auth import install_log_redaction
+from server.api.errors import install_error_handlers
+from server.api.metrics import Metrics
+from server.api.middleware import BodyLimitMiddleware, MetricsMiddleware
+from server.inference.batcher import Batcher
+from server.inference.runtime import Runtime
 from server.settings import Settings
 
 log = logging.getLogger("emodistill.app")
@@ -91,11 +91,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
 
 def _include_streaming(app: FastAPI) -> None:
-    """The websocket route and its web page (server/stream.py, server/static/)."""
+    """The websocket route and its web page (server/stream/route.py, server/static/)."""
     try:
-        from server.stream import router as stream_router
+        from server.stream.route import router as stream_router
     except ModuleNotFoundError as exc:
-        if exc.name != "server.stream":
+        if exc.name != "server.stream.route":
             raise
         return
     app.include_router(stream_router)
@@ -108,11 +108,11 @@ def _include_streaming(app: FastAPI) -> None:
 
 
 async def drain_open_streams(app: FastAPI, budget_s: float) -> None:
-    """Shutdown, first step: open streams finish (server/stream.py drain_streams)."""
+    """Shutdown, first step: open streams finish (server/stream/route.py drain_streams)."""
     try:
-        from server.stream import drain_streams
+        from server.stream.route import drain_streams
     except ModuleNotFoundError as exc:
-        if exc.name != "server.stream":
+        if exc.name != "server.stream.route":
             raise
         return
     await drain_streams(app.state, budget_s)

@@ -115,9 +115,9 @@ class Settings(BaseSettings):
     stream_drain_s: float = Field(
         10.0, gt=0, description="on SIGTERM, time open streams get to receive their finals"
     )
-    # The segmentation rule (server/vad.py segment_params) of streams *and* segment=true and
+    # The segmentation rule (server/inference/vad.py segment_params) of streams *and* segment=true and
     # the CLI: the VAD threshold, min speech, padding, and the default min silence.
-    # The same ranges a client may choose per session (server/stream_protocol.py StreamConfig).
+    # The same ranges a client may choose per session (server/stream/protocol.py StreamConfig).
     stream_min_silence_ms: float = Field(
         300.0, ge=100, le=5000, description="silence that ends an utterance"
     )

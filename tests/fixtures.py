@@ -50,7 +50,7 @@ def _speech_base() -> tuple[np.ndarray, int]:
 
 
 def _speech(sr: int, seconds: float) -> np.ndarray:
-    from server.audio import resample
+    from emocore.audio import resample
 
     samples, rate = _speech_base()
     samples = resample(samples, rate, sr)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from server.predictions import softmax
+from emocore.scoring import softmax
 
 ECE_BINS = 15
 # log T is searched in this range (T from ~0.05 to ~20): wide enough for any sane classifier.

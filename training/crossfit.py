@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from server.predictions import softmax as probabilities
+from emocore.scoring import softmax as probabilities
 from training.data.utterance import Utterance
 
 MODES = ("crossfit", "insample")

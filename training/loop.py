@@ -29,7 +29,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
-from server.audio import SAMPLE_RATE, load_audio, resample
+from emocore.audio import SAMPLE_RATE, load_audio, resample
 from training.losses import LossWeights, distill_loss
 from training.metrics import ccc_per_dimension
 from training.student import Student, build_classifier, load_student, save_student

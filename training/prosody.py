@@ -1,6 +1,6 @@
 """Frame-level prosodic features (eGeMAPSv02 low-level descriptors), their cache and normalisers.
 
-Features come from the same 16 kHz samples the student hears (``server.audio.load_audio``),
+Features come from the same 16 kHz samples the student hears (``emocore.audio.load_audio``),
 so the prosodic teacher and the student never disagree on decoding or resampling.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from server.audio import SAMPLE_RATE, load_audio
+from emocore.audio import SAMPLE_RATE, load_audio
 from training.data.utterance import Utterance
 
 N_LLD = 25  # eGeMAPSv02 low-level descriptors per frame

@@ -32,7 +32,7 @@ from transformers import (
     PretrainedConfig,
 )
 
-from server.audio import MIN_SAMPLES
+from emocore.audio import MIN_SAMPLES
 from training.data.utterance import DIMENSION_SCALE, DIMENSIONS
 from training.mel_hubert import MelHubertForSequenceClassification
 from training.whisper_encoder import (

@@ -89,7 +89,7 @@ def test_int8_and_triton_keep_the_output(dims_dir):
 
 
 def test_server_loader_accepts_a_model_with_dimensions(dims_dir):
-    from server.model_dir import load_model_dir
+    from emocore.model_dir import load_model_dir
 
     _, out = dims_dir
     assert load_model_dir(out).labels == list(EMOTIONS)

@@ -5,10 +5,10 @@ import numpy as np
 import onnx
 import pytest
 
+from emocore.model_dir import PARITY_CASES
 from export import build_model_dir
 from export.parity import open_session, probe_signal, run_onnx
 from export.quantize import predict_logits
-from export.spec import PARITY_CASES
 
 INT8_KEYS = {"argmax_agreement", "ua_fp32", "ua_int8", "batching_max_abs_diff", "method"}
 
@@ -86,7 +86,7 @@ def test_int8_batching_drift_is_measured_and_recorded(int8_dir):
 
 
 def test_server_loader_follows_int8_batch_invariance(int8_dir):
-    from server.model_dir import load_model_dir
+    from emocore.model_dir import load_model_dir
 
     out, _, _ = int8_dir
     loaded = load_model_dir(out, int8=True)

@@ -5,9 +5,10 @@ import numpy as np
 import onnx
 import pytest
 
+from emocore.audio import MIN_SAMPLES
+from emocore.model_dir import PARITY_CASES
 from export import ParityError, build_model_dir
 from export.parity import open_session, probe_signal, run_onnx, run_torch
-from export.spec import MIN_SAMPLES, PARITY_CASES
 from training.data.utterance import EMOTIONS
 
 META_KEYS = {
@@ -109,7 +110,7 @@ def test_replaces_only_model_dirs(tmp_path, make_student):
 
 
 def test_server_loader_accepts_the_model_dir(student_and_dir):
-    from server.model_dir import load_model_dir
+    from emocore.model_dir import load_model_dir
 
     _, out = student_and_dir
     loaded = load_model_dir(out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tracemalloc
 
-from server.audio import AudioError, decode_budget_bytes, load_audio
+from emocore.audio import AudioError, decode_budget_bytes, load_audio
 
 MAX_SECONDS = 30.0
 BUDGET = decode_budget_bytes(MAX_SECONDS)

@@ -1,4 +1,4 @@
-"""Atheris target for the decoder (server/audio.py): any bytes either decode within the limits
+"""Atheris target for the decoder (emocore/audio.py): any bytes either decode within the limits
 or raise AudioError with a clean message; nothing else may escape, and no decode may hold more
 than its memory budget. Run by `make fuzz` for FUZZ_SECONDS (seeded with the hostile corpus);
 inputs that found a bug are kept in tests/fuzz/corpus/ and replayed by

@@ -29,9 +29,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from server.audio import SAMPLE_RATE
-from server.batcher import FAILURES_UNREADY
-from server.model_dir import sha256_file
+from emocore.audio import SAMPLE_RATE
+from emocore.model_dir import sha256_file
+from server.inference.batcher import FAILURES_UNREADY
 from tests.server.live_server import (
     ROOT,
     START_TIMEOUT_S,

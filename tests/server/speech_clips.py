@@ -10,7 +10,7 @@ from functools import cache
 import numpy as np
 import pytest
 
-from server.audio import SAMPLE_RATE, load_audio
+from emocore.audio import SAMPLE_RATE, load_audio
 
 SENTENCES = (
     "I am so happy about the weather today.",

@@ -1,4 +1,4 @@
-"""The one audio path (server/audio.py): every format, channel layout and rate, real human
+"""The one audio path (emocore/audio.py): every format, channel layout and rate, real human
 speech, every error code, and path vs bytes."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from server.audio import MIN_SAMPLES, SAMPLE_RATE, AudioError, load_audio, resample, to_mono
+from emocore.audio import MIN_SAMPLES, SAMPLE_RATE, AudioError, load_audio, resample, to_mono
 from tests.fixtures import (
     ALSA_PACKAGE,
     ASTERISK_PACKAGE,

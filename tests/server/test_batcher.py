@@ -10,7 +10,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from server.batcher import (
+from server.api.metrics import Metrics
+from server.inference.batcher import (
     Batcher,
     BatcherClosed,
     InferenceFailed,
@@ -18,8 +19,7 @@ from server.batcher import (
     QueueFull,
     RequestTimeout,
 )
-from server.metrics import Metrics
-from server.runtime import Outputs, Runtime
+from server.inference.runtime import Outputs, Runtime
 
 SR = 16000
 
@@ -274,7 +274,7 @@ def test_only_mono_utterances_are_queued():
 
 
 def test_first_failure_cancels_the_other_utterances_of_a_request():
-    from server.predict import all_or_nothing
+    from server.api.predict import all_or_nothing
 
     runtime = FakeRuntime()
     runtime.gate.clear()

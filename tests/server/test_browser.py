@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from server.audio import SAMPLE_RATE
+from emocore.audio import SAMPLE_RATE
 from server.settings import Settings
 from tests.server.speech_clips import three_utterances
 from tests.server.uvicorn_thread import live_server

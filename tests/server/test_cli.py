@@ -1,4 +1,4 @@
-"""python -m server.cli predict: local model dir and --url, folders, JSONL/CSV, error rows."""
+"""python -m server.score predict: local model dir and --url, folders, JSONL/CSV, error rows."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from server.audio import load_audio
-from server.cli import audio_files, main
+from emocore.audio import load_audio
+from server.score import audio_files, main
 from tests.fixtures import encode_clip, write_clip
 from tests.server.conftest import softmax
 from tests.server.live_server import serve

@@ -19,17 +19,17 @@ import onnx
 import pytest
 import soundfile as sf
 
-from server import predictions
-from server.audio import load_audio
-from server.cli import LocalScorer, RemoteScorer, main
-from server.model_dir import (
+from emocore import scoring
+from emocore.audio import load_audio
+from emocore.model_dir import (
     Dimensions,
     ModelDirError,
     load_model_dir,
     parse_dimensions,
     sha256_file,
 )
-from server.runtime import Runtime
+from server.inference.runtime import Runtime
+from server.score import LocalScorer, RemoteScorer, main
 from tests.fixtures import encode_clip, write_clip
 from tests.server import test_stream_machine
 from tests.server.conftest import DIMENSIONS, softmax
@@ -205,7 +205,7 @@ def test_segments_and_their_summary_carry_dimensions(dims_client, dims_reference
         spans.append(span)
         rows.append(values(segment))
     # the file's dimensions: the segments' weighted by their durations, like its probabilities
-    expected = predictions.summarise(spans, np.array(rows))
+    expected = scoring.summarise(spans, np.array(rows))
     np.testing.assert_allclose(values(result), expected, atol=1e-6)
     silence = predict(dims_client, wav(np.zeros(16_000, np.float32)), segment="true")
     assert silence["segments"] == [] and silence["label"] is None
@@ -267,7 +267,7 @@ def test_cli_jsonl_and_csv_carry_dimensions(dims_model_dir, dims_reference, tmp_
     row = json.loads(out.read_text())
     assert len(row["segments"]) == 3
     spans = [(round(s["start_s"] * 16_000), round(s["end_s"] * 16_000)) for s in row["segments"]]
-    summary = predictions.summarise(spans, np.array([values(s) for s in row["segments"]]))
+    summary = scoring.summarise(spans, np.array([values(s) for s in row["segments"]]))
     np.testing.assert_allclose(values(row), summary, atol=1e-6)
     csv_out = tmp_path / "rows.csv"
     assert main(["predict", str(tmp_path / "a.wav"), *args, "--out", str(csv_out)]) == 0

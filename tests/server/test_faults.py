@@ -5,7 +5,7 @@ Missing and corrupt model directories and a client gone while queued: test_proce
 
 from __future__ import annotations
 
-from server.batcher import FAILURES_UNREADY
+from server.inference.batcher import FAILURES_UNREADY
 from tests.server.faults import (
     bad_model_dirs,
     failing_batch,

@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server import predict
-from server.audio import decode_budget_bytes
+from emocore.audio import decode_budget_bytes
+from server.api import predict
 from tests.server.hostile import MAX_FILES, MAX_SECONDS, MAX_SEGMENTED_SECONDS, Case, cases
 from tests.server.live_server import serve
 

@@ -15,8 +15,8 @@ import pytest
 import soundfile as sf
 from starlette.testclient import WebSocketDenialResponse
 
-from server.batcher import QueueFull, RequestTimeout
-from server.metrics import Metrics
+from server.api.metrics import Metrics
+from server.inference.batcher import QueueFull, RequestTimeout
 from tests.fixtures import encode_clip
 from tests.server.speech_clips import three_utterances
 from tests.server.test_batcher import SR, FakeRuntime, clip, run, started
@@ -110,7 +110,7 @@ def test_a_backed_up_server_refuses_before_reading_and_decoding_the_body(make_cl
     """With the queue already past the backlog limit a request is refused before its body is
     decoded (and, with segment=true, split): under overload those are the CPU the refusal
     should not spend (refusals took 14-28 s on a starved machine)."""
-    from server import predict
+    from server.api import predict
 
     decoded = []
     real_load = predict.load_audio

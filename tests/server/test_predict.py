@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from server.audio import load_audio
+from emocore.audio import load_audio
 from tests.fixtures import OPUS_RATES, WAV_SUBTYPES, encode_clip, real_speech_files
 from tests.server.conftest import softmax
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.audio import load_audio
+from emocore.audio import load_audio
 from tests.fixtures import encode_clip
 from tests.server.conftest import direct_run, softmax
 

@@ -12,8 +12,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from server.model_dir import ModelDirError, load_model_dir, sha256_file
-from server.runtime import (
+from emocore.model_dir import ModelDirError, load_model_dir, sha256_file
+from server.inference.runtime import (
     CPU,
     CUDA,
     CUDA_OPTIONS,
@@ -133,7 +133,7 @@ def test_broken_model_dirs_are_refused(model_copy, damage, message):
 def test_settings_longer_than_the_model_accepts_are_refused(model_copy):
     """A Whisper student's position table covers 30 s: longer limits are a start-up error
     that names the setting, not a 5xx at the first long clip."""
-    from server.runtime import Runtime
+    from server.inference.runtime import Runtime
     from server.settings import Settings
 
     assert load_model_dir(model_copy).max_samples is None  # raw-waveform encoders: any length

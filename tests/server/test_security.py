@@ -12,8 +12,8 @@ from starlette.testclient import WebSocketDenialResponse
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from server import auth
-from server.auth import SUBPROTOCOL, key_accepted, redact
+from server.api import auth
+from server.api.auth import SUBPROTOCOL, key_accepted, redact
 from server.settings import Settings
 from tests.server.uvicorn_thread import live_server
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from server.audio import SAMPLE_RATE
+from emocore.audio import SAMPLE_RATE
 from tests.fixtures import encode_clip
 from tests.server.conftest import softmax
 from tests.server.speech_clips import three_utterances

@@ -14,8 +14,8 @@ import soxr
 from starlette.testclient import WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
-from server.audio import SAMPLE_RATE
-from server.batcher import BatcherClosed, InferenceFailed, QueueFull
+from emocore.audio import SAMPLE_RATE
+from server.inference.batcher import BatcherClosed, InferenceFailed, QueueFull
 from tests.server.speech_clips import three_utterances
 
 TOLERANCE_S = 0.150

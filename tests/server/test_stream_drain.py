@@ -11,8 +11,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from emocore.audio import SAMPLE_RATE
 from examples.stream_client import encode
-from server.audio import SAMPLE_RATE
 from tests.server.live_server import serve
 from tests.server.speech_clips import three_utterances
 

@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
 
-from server.audio import SAMPLE_RATE
-from server.endpointer import (
+from emocore.audio import SAMPLE_RATE
+from emocore.segments import SegmentParams
+from server.inference.vad import speech_segments
+from server.stream.endpointer import (
     AudioBuffer,
     Endpoint,
     Endpointer,
@@ -10,7 +12,6 @@ from server.endpointer import (
     PartialDue,
     SpeechStarted,
 )
-from server.vad import SegmentParams, speech_segments
 from tests.server.speech_clips import three_utterances
 
 PARAMS = SegmentParams(min_silence_ms=300, min_speech_ms=250, pad_ms=30)

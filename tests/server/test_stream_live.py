@@ -15,8 +15,8 @@ import pytest
 import soundfile as sf
 from websockets.asyncio.client import connect
 
+from emocore.audio import SAMPLE_RATE
 from examples.stream_client import encode, stream_audio
-from server.audio import SAMPLE_RATE
 from server.settings import Settings
 from tests.server.speech_clips import three_utterances
 from tests.server.uvicorn_thread import live_server

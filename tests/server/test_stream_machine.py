@@ -10,11 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.audio import SAMPLE_RATE
-from server.batcher import Inference, Priority
-from server.stream_machine import Cancel, Close, Infer, Limits, Promote, Send, StreamMachine
-from server.stream_protocol import StreamConfig, StreamError
-from server.vad import WINDOW, SegmentEnd, SegmentParams, SegmentTracker
+from emocore.audio import SAMPLE_RATE
+from emocore.segments import WINDOW, SegmentEnd, SegmentParams, SegmentTracker
+from server.inference.batcher import Inference, Priority
+from server.stream.machine import Cancel, Close, Infer, Limits, Promote, Send, StreamMachine
+from server.stream.protocol import StreamConfig, StreamError
 
 RULE = SegmentParams(threshold=0.5, min_silence_ms=100, min_speech_ms=100, pad_ms=30)
 LABELS = ["neutral", "happy", "angry", "sad"]

@@ -12,7 +12,7 @@ import logging
 import pytest
 import soundfile as sf
 
-from server.batcher import (
+from server.inference.batcher import (
     FAILURES_UNREADY,
     MAX_RESTARTS,
     BatcherUnavailable,

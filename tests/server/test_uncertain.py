@@ -9,7 +9,7 @@ import json
 import pytest
 import soundfile as sf
 
-from server.cli import main
+from server.score import main
 from tests.fixtures import encode_clip, write_clip
 from tests.server.speech_clips import three_utterances
 from tests.server.test_stream import collect, stream_file

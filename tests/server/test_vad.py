@@ -4,17 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server.audio import SAMPLE_RATE, load_audio
-from server.vad import (
-    WINDOW,
-    SegmentEnd,
-    SegmentParams,
-    SegmentStart,
-    SegmentTracker,
-    SileroVad,
-    speech_probabilities,
-    speech_segments,
-)
+from emocore.audio import SAMPLE_RATE, load_audio
+from emocore.segments import WINDOW, SegmentEnd, SegmentParams, SegmentStart, SegmentTracker
+from server.inference.vad import SileroVad, speech_probabilities, speech_segments
 from tests.server.speech_clips import three_utterances
 
 ALSA = Path("/usr/share/sounds/alsa/Front_Center.wav")

@@ -3,7 +3,7 @@ import shutil
 import numpy as np
 import pytest
 
-from server.audio import resample
+from emocore.audio import resample
 from training.data.espeak import Prosody, SynthesisError, _Cli, engine, synthesize
 from training.prosody import extract_lld, feature_names
 

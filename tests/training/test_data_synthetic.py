@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from server.audio import SAMPLE_RATE, load_audio
+from emocore.audio import SAMPLE_RATE, load_audio
 from training.data import load_dataset
 from training.data.synthetic import (
     METADATA_NAME,

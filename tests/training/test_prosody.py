@@ -3,7 +3,7 @@ import shutil
 import numpy as np
 import pytest
 
-from server.audio import SAMPLE_RATE, load_audio
+from emocore.audio import SAMPLE_RATE, load_audio
 from tests.fixtures import make_signal, write_clip
 from training.data.utterance import Utterance
 from training.prosody import (

@@ -343,7 +343,7 @@ def _check_transcription(converted, name: str, prompts: list[tuple[Path, str]]) 
     from transformers.modeling_outputs import BaseModelOutput
     from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
-    from server.audio import load_audio
+    from emocore.audio import load_audio
 
     ct2_dir, checkpoint = converted(name)
     model = WhisperForConditionalGeneration.from_pretrained(checkpoint).eval()

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from server.audio import SAMPLE_RATE
+from emocore.audio import SAMPLE_RATE
 from training.data.utterance import DIMENSION_MEANS
 
 # Raw labels written per speaker and class; "hap"/"exc" alternate for happy so both map.

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from server.audio import SAMPLE_RATE
+from emocore.audio import SAMPLE_RATE
 from training.data.fake_iemocap import EVAL_HEADER, eval_lines, rated_vad, write_dialog_files
 
 PER_SESSION = (1085, 1023, 1151, 1031, 1241)

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from server.audio import SAMPLE_RATE, resample
+from emocore.audio import SAMPLE_RATE, resample
 from training.data.espeak import Prosody, synthesize
 from training.data.utterance import (
     DIMENSION_MEANS,

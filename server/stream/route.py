@@ -1,7 +1,7 @@
 """The /v1/stream websocket route: origin, authentication and admission.
 
 The protocol is in docs/streaming.md; a connection's life is `StreamSession`
-(server/stream_session.py).
+(server/stream/session.py).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import time
 from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse
 
-from server.audio import SAMPLE_RATE
-from server.auth import (
+from emocore.audio import SAMPLE_RATE
+from server.api.auth import (
     QUERY_KEY,
     SUBPROTOCOL,
     key_accepted,
@@ -22,11 +22,11 @@ from server.auth import (
     presented_key,
     subprotocol_key,
 )
-from server.errors import error_body
+from server.api.errors import error_body
 from server.settings import Settings
-from server.stream_metrics import demand_share, stream_metrics
-from server.stream_protocol import CLOSE_POLICY, CLOSE_TRY_LATER, StreamError, error_event
-from server.stream_session import StreamSession
+from server.stream.metrics import demand_share, stream_metrics
+from server.stream.protocol import CLOSE_POLICY, CLOSE_TRY_LATER, StreamError, error_event
+from server.stream.session import StreamSession
 
 router = APIRouter()
 log = logging.getLogger("emodistill.stream")

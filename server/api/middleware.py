@@ -6,8 +6,8 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.errors import ApiError
-from server.metrics import Metrics
+from server.api.errors import ApiError
+from server.api.metrics import Metrics
 
 
 def body_too_large(limit: int) -> ApiError:

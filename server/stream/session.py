@@ -1,4 +1,4 @@
-"""One /v1/stream connection: the driver of its `StreamMachine` (server/stream_machine.py).
+"""One /v1/stream connection: the driver of its `StreamMachine` (server/stream/machine.py).
 
 The machine decides; this file only performs. Three kinds of task feed it: the reader (one
 message at a time, only while the machine wants input, after the intake-rate delay), the
@@ -22,8 +22,8 @@ from typing import Any
 import anyio
 from fastapi import WebSocket
 
-from server.audio import SAMPLE_RATE
-from server.batcher import (
+from emocore.audio import SAMPLE_RATE
+from server.inference.batcher import (
     BatcherClosed,
     Inference,
     InferenceFailed,
@@ -31,8 +31,9 @@ from server.batcher import (
     QueueFull,
     RequestTimeout,
 )
+from server.inference.vad import segment_params
 from server.settings import Settings
-from server.stream_machine import (
+from server.stream.machine import (
     Action,
     Cancel,
     Close,
@@ -43,8 +44,8 @@ from server.stream_machine import (
     StreamMachine,
     stream_defaults,
 )
-from server.stream_metrics import StreamMetrics, count_audio
-from server.stream_protocol import (
+from server.stream.metrics import StreamMetrics, count_audio
+from server.stream.protocol import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL,
     CLOSE_TRY_LATER,
@@ -53,7 +54,6 @@ from server.stream_protocol import (
     query_config,
     seconds,
 )
-from server.vad import segment_params
 
 log = logging.getLogger("emodistill.stream")
 
@@ -78,7 +78,7 @@ class StreamSession:
         subprotocol: str | None = None,
     ):
         self.websocket = websocket
-        self.subprotocol = subprotocol  # echoed at accept (server/auth.py: never the key)
+        self.subprotocol = subprotocol  # echoed at accept (server/api/auth.py: never the key)
         self.settings = settings
         self.batcher = batcher
         self.metrics = metrics
@@ -101,7 +101,7 @@ class StreamSession:
         self._heard = 0  # samples of this stream's audio counted in the demand metrics
 
     def shutdown(self, deadline: float) -> None:
-        """The server is stopping (server/stream.py drain_streams)."""
+        """The server is stopping (server/stream/route.py drain_streams)."""
         self._inputs.put_nowait(("shutdown", deadline))
 
     async def run(self) -> None:

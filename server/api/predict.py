@@ -1,8 +1,8 @@
 """``POST /predict``: uploaded audio -> decoded utterances -> the shared batcher -> scores.
 
 A request is followed from here: read the body (multipart files or raw bytes), decode each
-file with server/audio.py in a thread, optionally split it into utterances with the VAD,
-queue every utterance on the batcher, and build the answer with server/predictions.py.
+file with emocore/audio.py in a thread, optionally split it into utterances with the VAD,
+queue every utterance on the batcher, and build the answer with emocore/scoring.py.
 """
 
 from __future__ import annotations
@@ -21,10 +21,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
 
-from server import predictions
-from server.audio import ACCEPTED_FORMATS, SAMPLE_RATE, AudioError, load_audio
-from server.auth import require_api_key
-from server.batcher import (
+from emocore import scoring
+from emocore.audio import ACCEPTED_FORMATS, SAMPLE_RATE, AudioError, load_audio
+from server.api.auth import require_api_key
+from server.api.errors import ApiError
+from server.api.schemas import ErrorResponse, Prediction, PredictResponse
+from server.inference.batcher import (
     Batcher,
     BatcherClosed,
     BatcherUnavailable,
@@ -33,10 +35,8 @@ from server.batcher import (
     QueueFull,
     RequestTimeout,
 )
-from server.errors import ApiError
-from server.schemas import ErrorResponse, Prediction, PredictResponse
+from server.inference.vad import segment_params, utterance_spans
 from server.settings import Settings
-from server.vad import segment_params
 
 router = APIRouter()
 T = TypeVar("T")
@@ -188,7 +188,7 @@ async def _predict_one(
         raise audio_error(exc, upload, index, count, segment) from None
     decoded = time.perf_counter()
     request.app.state.metrics.audio_seconds.inc(len(audio) / SAMPLE_RATE)
-    common = dict(filename=upload.filename, duration_s=predictions.seconds(len(audio)))
+    common = dict(filename=upload.filename, duration_s=scoring.seconds(len(audio)))
     labels = runtime.labels
     names = runtime.dimension_names
     if not segment:
@@ -196,8 +196,8 @@ async def _predict_one(
             inference = await infer(request.app.state.batcher, audio, options["deadline"])
         timings = _timings(
             inference,
-            decode_ms=predictions.ms(decoded - started),
-            total_ms=predictions.ms(time.perf_counter() - started),
+            decode_ms=scoring.ms(decoded - started),
+            total_ms=scoring.ms(time.perf_counter() - started),
         )
         return Prediction(
             **common,
@@ -208,7 +208,7 @@ async def _predict_one(
     max_samples = int(settings.max_seconds * SAMPLE_RATE)
     params = segment_params(settings, min_samples=runtime.min_samples)
     spans = await run_in_threadpool(
-        predictions.utterance_spans, audio, max_samples, runtime.min_samples, params
+        utterance_spans, audio, max_samples, runtime.min_samples, params
     )
     found = time.perf_counter()
     batcher: Batcher = request.app.state.batcher
@@ -221,15 +221,15 @@ async def _predict_one(
     inferences = await _infer_spans(batcher, audio, spans, slots, deadline)
     segments = [
         dict(
-            start_s=predictions.seconds(s),
-            end_s=predictions.seconds(e),
+            start_s=scoring.seconds(s),
+            end_s=scoring.seconds(e),
             **_scores(labels, names, inference, options),
             batch_size=inference.batch_size,
             timings=_timings(inference),
         )
         for (s, e), inference in zip(spans, inferences, strict=True)
     ]
-    summary = predictions.summary(
+    summary = scoring.summary(
         labels,
         names,
         spans,
@@ -243,11 +243,11 @@ async def _predict_one(
         **summary,
         segments=segments,
         timings=dict(
-            decode_ms=predictions.ms(decoded - started),
-            vad_ms=predictions.ms(found - decoded),
-            queue_wait_ms=predictions.ms(sum(i.queue_wait_s for i in inferences)),
-            inference_ms=predictions.ms(sum(i.inference_s for i in inferences)),
-            total_ms=predictions.ms(time.perf_counter() - started),
+            decode_ms=scoring.ms(decoded - started),
+            vad_ms=scoring.ms(found - decoded),
+            queue_wait_ms=scoring.ms(sum(i.queue_wait_s for i in inferences)),
+            inference_ms=scoring.ms(sum(i.inference_s for i in inferences)),
+            total_ms=scoring.ms(time.perf_counter() - started),
         ),
     )
 
@@ -256,19 +256,19 @@ def _scores(
     labels: list[str], names: tuple[str, ...] | None, inference: Inference, options: dict
 ) -> dict:
     embedding = inference.embedding if options["return_embedding"] else None
-    return predictions.scores(
+    return scoring.scores(
         labels,
         inference.probabilities,
         top_k=options["top_k"],
         embedding=embedding,
         min_confidence=options["min_confidence"],
-    ) | predictions.dimension_fields(names, inference.dimensions)
+    ) | scoring.dimension_fields(names, inference.dimensions)
 
 
 def _timings(inference: Inference, **extra: float) -> dict:
     return dict(
-        queue_wait_ms=predictions.ms(inference.queue_wait_s),
-        inference_ms=predictions.ms(inference.inference_s),
+        queue_wait_ms=scoring.ms(inference.queue_wait_s),
+        inference_ms=scoring.ms(inference.inference_s),
         **extra,
     )
 

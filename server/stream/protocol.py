@@ -12,7 +12,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from server.audio import SAMPLE_RATE
+from emocore.audio import SAMPLE_RATE
 
 Encoding = Literal["pcm_s16le", "f32le"]
 ENCODINGS: tuple[str, ...] = ("pcm_s16le", "f32le")

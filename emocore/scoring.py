@@ -1,20 +1,22 @@
-"""Turning model outputs into answers: scores, top-k, segment spans and the segment summary.
+"""Turning model outputs into answers: probabilities, the verdict, top-k, dimensions and the
+duration-weighted summary of a segmented file.
 
-Pure functions over arrays, shared by the HTTP route and the offline CLI.
+Pure functions over arrays, shared by the HTTP route, the stream, the offline scorer and
+training (calibration, cross-fitted targets).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from server.audio import SAMPLE_RATE
+from emocore.audio import SAMPLE_RATE
 
-if TYPE_CHECKING:
-    from server.vad import SegmentParams
+# Answer times (HTTP, the offline scorer) keep 10 us, so sample offsets survive the round
+# trip; stream events are rounded to the millisecond.
+SECONDS_DIGITS = 5
+STREAM_SECONDS_DIGITS = 3
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -111,40 +113,16 @@ def no_scores() -> dict:
     }
 
 
-def split_span(start: int, end: int, max_samples: int, min_samples: int) -> list[tuple[int, int]]:
-    """One speech span -> pieces of at most ``max_samples`` (equal lengths), none under ``min_samples``."""
-    pieces = max(1, math.ceil((end - start) / max_samples))
-    bounds = np.linspace(start, end, pieces + 1).round().astype(int)
-    return [
-        (int(a), int(b))
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
-        if b - a >= min_samples
-    ]
-
-
 def summarise(spans: Sequence[tuple[int, int]], probabilities: np.ndarray) -> np.ndarray:
     """Segment probabilities [S, C] -> one distribution, each segment weighted by its duration."""
     weights = np.array([end - start for start, end in spans], dtype=np.float64)
     return (probabilities * weights[:, None]).sum(0) / weights.sum()
 
 
-def seconds(samples: int) -> float:
-    return round(samples / SAMPLE_RATE, 5)  # 10 us: sample offsets survive the round trip
+def seconds(samples: int, digits: int = SECONDS_DIGITS) -> float:
+    """A sample count at 16 kHz in seconds, rounded to ``digits``."""
+    return round(samples / SAMPLE_RATE, digits)
 
 
 def ms(value_s: float) -> float:
     return round(value_s * 1000, 3)
-
-
-def utterance_spans(
-    audio: np.ndarray, max_samples: int, min_samples: int, params: SegmentParams
-) -> list[tuple[int, int]]:
-    """Speech spans of a long clip (Silero VAD, ``params`` from `server.vad.segment_params`),
-    each split into equal pieces of at most ``max_samples``."""
-    from server.vad import speech_segments  # the VAD model loads only when segmenting
-
-    return [
-        piece
-        for start, end in speech_segments(audio, params)
-        for piece in split_span(start, end, max_samples, min_samples)
-    ]

@@ -42,8 +42,9 @@ from typing import Protocol
 
 import numpy as np
 
-from server.predictions import softmax
-from server.runtime import Runtime, pad_batch
+from emocore.model_dir import pad_batch
+from emocore.scoring import softmax
+from server.inference.runtime import Runtime
 
 log = logging.getLogger("emodistill.batcher")
 

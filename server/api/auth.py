@@ -20,7 +20,7 @@ from urllib.parse import unquote_plus
 
 from fastapi import Request
 
-from server.errors import ApiError
+from server.api.errors import ApiError
 
 SUBPROTOCOL = "emodistill.v1"
 KEY_SUBPROTOCOL_PREFIX = "emodistill.key."

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from server.audio import SAMPLE_RATE
-from server.vad import WINDOW, SegmentEnd, SegmentParams, SegmentStart, SegmentTracker, SileroVad
+from emocore.audio import SAMPLE_RATE
+from emocore.segments import WINDOW, SegmentEnd, SegmentParams, SegmentStart, SegmentTracker
+from server.inference.vad import SileroVad
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,11 @@
-"""Prometheus metrics of /v1/stream, in the app's own registry (server/metrics.py)."""
+"""Prometheus metrics of /v1/stream, in the app's own registry (server/api/metrics.py)."""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 from starlette.datastructures import State
 
-from server.metrics import LATENCY_BUCKETS, PREFIX
+from server.api.metrics import LATENCY_BUCKETS, PREFIX
 
 # Until streams have sent this much audio, a real-time stream is assumed to need inference on
 # all of it (continuous speech): the cautious guess for admitting the first streams.

@@ -1,25 +1,69 @@
-"""Read and check a model directory (model.json format_version 1) before anything is served."""
+"""The model directory: the one contract between export (which writes it) and every consumer
+(the server, the offline scorer, Triton), and the checks a directory passes before it is served.
+
+Layout and model.json fields: docs/export.md.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+
+from emocore.audio import MIN_SAMPLES, SAMPLE_RATE
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 META_FILE = "model.json"
+HF_DIR = "hf"
 INPUT_NAMES = ("audio", "lengths")
 OUTPUT_NAMES = ("logits", "embedding")
-# The optional third output: affect dimensions [batch, len(names)], declared by model.json's
-# "dimensions" key (absent or null: the model has none and the output is never run).
+# The optional third output: affect dimensions [batch, len(names)] in the scale's units,
+# declared by model.json's "dimensions" key (absent or null: the model has none and the output
+# is never run).
 DIMENSIONS_OUTPUT = "dimensions"
-# Used when model.json has no parity tolerance: the exact-batching bound of docs/export.md.
-DEFAULT_TOLERANCE = 1e-4
+# fp32 ONNX Runtime vs PyTorch, and batched vs alone: the exact-batching bound of
+# docs/export.md (also used when model.json records no parity tolerance).
+TOLERANCE = 1e-4
+
+
+def output_names(dimensions: bool) -> tuple[str, ...]:
+    """The graph's outputs, in order: with ``dimensions`` the third one is added."""
+    return (*OUTPUT_NAMES, DIMENSIONS_OUTPUT) if dimensions else OUTPUT_NAMES
+
+
+def parity_cases(min_samples: int = MIN_SAMPLES) -> tuple[tuple[int, ...], ...]:
+    """Batches of utterance lengths in samples, 0.5 s to 20 s, batch 1 to 4, mixed lengths and
+    the model's shortest legal row (``min_samples``; shorter rows crash its feature encoder)."""
+    return (
+        (SAMPLE_RATE // 2,),
+        (20 * SAMPLE_RATE,),
+        (3 * SAMPLE_RATE, SAMPLE_RATE // 2, 7 * SAMPLE_RATE + 123),
+        (max(min_samples, MIN_SAMPLES), 2 * SAMPLE_RATE, 20 * SAMPLE_RATE, 11_111),
+    )
+
+
+# The cases of the raw-waveform encoders (HuBERT / wav2vec 2.0: 400 samples minimum).
+PARITY_CASES = parity_cases()
+# The longest length export verifies; the server's recommended utterance limit.
+MAX_SECONDS = max(max(case) for case in PARITY_CASES) / SAMPLE_RATE
 _REQUIRED_KEYS = ("format_version", "labels", "sample_rate", "min_samples", "files")
+
+
+def pad_batch(clips: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Mono clips -> zero-padded audio [B, T] float32 + lengths [B] int64: the model.onnx
+    inputs, as every consumer and the export's parity check feed them."""
+    lengths = np.array([len(clip) for clip in clips], dtype=np.int64)
+    audio = np.zeros((len(clips), int(lengths.max())), dtype=np.float32)
+    for row, clip in enumerate(clips):
+        audio[row, : len(clip)] = clip
+    return audio, lengths
 
 
 class ModelDirError(RuntimeError):
@@ -111,7 +155,7 @@ class ModelDir:
         int8 = self.meta.get("int8") or {}
         if isinstance(int8.get("batch_invariant"), bool):
             return int8["batch_invariant"]
-        tolerance = float((self.meta.get("parity") or {}).get("tolerance", DEFAULT_TOLERANCE))
+        tolerance = float((self.meta.get("parity") or {}).get("tolerance", TOLERANCE))
         drift = int8.get("batching_max_abs_diff")
         return drift is not None and float(drift) <= tolerance
 

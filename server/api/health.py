@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
-from server.auth import require_api_key
-from server.errors import ApiError
+from server.api.auth import require_api_key
+from server.api.errors import ApiError
 
 router = APIRouter()
 

@@ -2,7 +2,7 @@
 
 Inputs are the client's messages (`text`, `audio`), the answers of inferences it asked for
 (`inferred`, `failed`), the clock (`tick`, and `now` on every input) and the server's
-`shutdown`. Outputs are actions for the driver (server/stream_session.py) to perform: `Send`
+`shutdown`. Outputs are actions for the driver (server/stream/session.py) to perform: `Send`
 an event, `Infer` a span with a priority, `Cancel` an inference, `Close` the socket. Nothing
 here reads a socket, sleeps or reads the clock, so every path is tested without a server
 (tests/server/test_stream_machine.py, with hypothesis).
@@ -11,7 +11,7 @@ Rules it keeps, whatever the client does:
 - every utterance gets exactly one `final`, in utterance order, unless the session fails;
 - audio is fed to the endpointer only while at most `max_pending` finals await the model,
   and the driver reads the next message only when all audio received is fed (`wants_input`):
-  with the hard cut at `max_utterance_s` (server/vad.py) the audio held is bounded
+  with the hard cut at `max_utterance_s` (server/inference/vad.py) the audio held is bounded
   (`audio_bound`), and a client that sends faster than the model keeps up is slowed by TCP;
 - audio is read at most `intake_rate` times faster than real time (after a burst), and a
   stream without audio for `idle_timeout_s` is closed (keepalives do not count);
@@ -29,9 +29,14 @@ from typing import Any, Literal
 import numpy as np
 import soxr
 
-from server.audio import SAMPLE_RATE
-from server.batcher import Inference, Priority
-from server.endpointer import (
+from emocore.audio import SAMPLE_RATE
+from emocore.model_dir import Dimensions
+from emocore.scoring import dimension_fields, verdict
+from emocore.segments import WINDOW, SegmentParams, ms_to_samples
+from server.inference.batcher import Inference, Priority
+from server.inference.vad import SileroVad
+from server.settings import Settings
+from server.stream.endpointer import (
     Endpoint,
     Endpointer,
     EndpointLikely,
@@ -39,10 +44,7 @@ from server.endpointer import (
     SpeechStarted,
     StreamEvent,
 )
-from server.model_dir import Dimensions
-from server.predictions import dimension_fields, verdict
-from server.settings import Settings
-from server.stream_protocol import (
+from server.stream.protocol import (
     BYTES_PER_SAMPLE,
     CLOSE_GOING_AWAY,
     CLOSE_NORMAL,
@@ -59,7 +61,6 @@ from server.stream_protocol import (
     parse_message,
     seconds,
 )
-from server.vad import WINDOW, SegmentParams, SileroVad, ms_to_samples
 
 # Speculation starts when the pause left to wait is this many times the recent model time
 # (queue + inference), so the answer is ready about when the endpoint becomes certain; before
