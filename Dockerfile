@@ -17,6 +17,7 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 HF_HUB_OFFLINE=1
 WORKDIR /src
 RUN pip install --index-url "${TORCH_INDEX}" "torch==2.13.0"
 COPY pyproject.toml README.md ./
+COPY emocore ./emocore
 COPY server ./server
 COPY training ./training
 COPY export ./export
@@ -31,6 +32,7 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 \
     EMODISTILL_MODEL_DIR=/models/demo EMODISTILL_DEVICE=cpu EMODISTILL_HOST=0.0.0.0 EMODISTILL_PORT=8000
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY emocore ./emocore
 COPY server ./server
 # hadolint ignore=DL3013
 RUN pip install ".[serve,cpu]" \
@@ -53,6 +55,7 @@ RUN apt-get update \
     && python3 -m venv /opt/venv
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY emocore ./emocore
 COPY server ./server
 # hadolint ignore=DL3013
 RUN pip install ".[serve,gpu]" \
