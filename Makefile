@@ -60,8 +60,9 @@ serve:
 	$(PY) -m server
 
 lint: $(VENV)/.dev
-	$(VENV)/bin/ruff check server training export tests benchmarks examples
-	$(VENV)/bin/ruff format --check server training export tests benchmarks examples
+	$(VENV)/bin/ruff check emocore server training export tests benchmarks examples
+	$(VENV)/bin/ruff format --check emocore server training export tests benchmarks examples
+	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/docker-compose config --quiet && echo "docker compose config: ok"
 	$(VENV)/bin/docker-compose --profile cpu config --quiet
 	$(VENV)/bin/hadolint Dockerfile && echo "hadolint: ok"
