@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-# On this machine torch==2.13.0 is a local CPU wheel. GPU users: `make TORCH=torch ...`
+# On the CI machines torch==2.13.0 is a local CPU wheel. GPU users: `make TORCH=torch ...`
 # (or pre-install their CUDA build); the project itself only asks for torch>=2.4.
 TORCH ?= torch==2.13.0
 ORT_EXTRA ?= cpu

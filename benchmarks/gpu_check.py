@@ -1,4 +1,4 @@
-"""Pieces of benchmarks/gpu_check.sh (issue 12): the checks that need one NVIDIA GPU.
+"""Pieces of benchmarks/gpu_check.sh: the checks that need one NVIDIA GPU.
 
     python benchmarks/gpu_check.py train --out DIR [--dry-run]   bf16 steps/s + peak GPU memory
     python benchmarks/gpu_check.py onnx  --out DIR [--dry-run]   CUDA EP vs CPU parity, audio-s/s
@@ -41,8 +41,8 @@ def train(out: Path, dry_run: bool) -> dict:
     import torch
 
     from training.data.utterance import EMOTIONS
-    from training.loop import DistillModel, StudentOptions, new_student, param_groups
-    from training.losses import LossWeights, distill_loss
+    from training.fit.loop import DistillModel, StudentOptions, new_student, param_groups
+    from training.fit.losses import LossWeights, distill_loss
 
     cuda = torch.cuda.is_available() and not dry_run
     device = torch.device("cuda" if cuda else "cpu")
@@ -95,7 +95,7 @@ def export_model(out: Path, dry_run: bool) -> Path:
 
     from export import build_model_dir
     from training.data.utterance import EMOTIONS
-    from training.student import Student, build_classifier
+    from training.models.student import Student, build_classifier
 
     model_dir = out / "model"
     if not (model_dir / "model.json").is_file():

@@ -1,4 +1,4 @@
-"""Load, soak and overload against a live ``python -m server`` on loopback (issue 15).
+"""Load, soak and overload against a live ``python -m server`` on loopback.
 
     PYTHONPATH=. python benchmarks/load.py                      # 60 s: 64 HTTP clients + 16 streams
     PYTHONPATH=. python benchmarks/load.py --soak-minutes 5     # the same for 5 min (RSS growth)

@@ -1,4 +1,4 @@
-"""Full-size rehearsal of the IEMOCAP recipe on a CPU machine (issue 12).
+"""Full-size rehearsal of the IEMOCAP recipe on a CPU machine.
 
 A generated IEMOCAP tree of the real layout and size (5 sessions, 10 speakers, 5,531 4-class
 utterances + 4,500 dropped turns; short synthetic audio), trained by the IEMOCAP preset's code
@@ -107,7 +107,7 @@ def first_epochs(run_dir: Path) -> int:
 
 
 def summarise(run_dir: Path, wall: dict) -> dict:
-    from training.stages import read_stages
+    from training.runs import read_stages
 
     records = read_stages(run_dir)
     # A resumed launch records what it found finished as skipped: no work, no memory to judge.

@@ -1,4 +1,4 @@
-"""``make reliability``: load, overload, faults and recovery, training faults; one table (issue 15).
+"""``make reliability``: load, overload, faults and recovery, training faults; one table.
 
     PYTHONPATH=. python benchmarks/reliability.py                    # a few minutes
     PYTHONPATH=. python benchmarks/reliability.py --soak-minutes 5   # + a soak: RSS growth
