@@ -45,16 +45,12 @@ import numpy as np
 from emocore.model_dir import pad_batch
 from emocore.scoring import softmax
 from server.inference.runtime import Runtime
+from server.inference.speed import InferenceSpeed
 
 log = logging.getLogger("emodistill.batcher")
 
 MAX_RESTARTS = 3  # collector crashes survived per batcher; one more and it stays down
 FAILURES_UNREADY = 3  # consecutive failed batches that turn /ready false
-
-
-def _average(previous: float | None, value: float) -> float:
-    """The inference speeds' moving average (EWMA, 0.3 to the newest batch)."""
-    return value if previous is None else 0.7 * previous + 0.3 * value
 
 
 class Priority(IntEnum):
@@ -154,8 +150,7 @@ class Batcher:
         self._last_failure = ""
         self._in_batch: list[_Request] = []  # taken from the queue, not yet answered
         self._batches = itertools.count(1)  # batch ids: a failure's answer and log line match
-        self._samples_per_s: float | None = None  # inference speed, EWMA over batches
-        self._capacity: float | None = None  # speed at full batches (``capacity``)
+        self.speed = InferenceSpeed()
         self._waiting: list[tuple[Priority, float, asyncio.Future]] = []  # for room, wait=True
 
     @property
@@ -367,21 +362,18 @@ class Batcher:
 
     @property
     def capacity(self) -> float | None:
-        """What the model serves at full batches, in audio samples per second: the warm-up's
-        full batch (``seed_capacity``), then an average over the batches served at least half
-        full. Small batches do not count: their speed is per-call overhead, and an idle
-        server would otherwise look slow. None when neither has run."""
-        return self._capacity
+        """What the model serves at full batches, in audio samples per second (None before
+        the warm-up and any batch at least half full; server/inference/speed.py)."""
+        return self.speed.capacity
 
     def seed_capacity(self, samples: int, seconds: float) -> None:
-        """The warm-up's full batch (cautious: it includes the model's initialisation)."""
-        if self._capacity is None and seconds > 0:
-            self._capacity = samples / seconds
+        """The warm-up's full batch: the first figure of the capacity."""
+        self.speed.seed(samples, seconds)
 
     def work_s(self, samples: int) -> float | None:
         """Seconds of inference ``samples`` of audio take at the measured speed (None before
         the first batch)."""
-        return samples / self._samples_per_s if self._samples_per_s else None
+        return self.speed.work_s(samples)
 
     def _backlog_s(self, samples: int) -> float:
         """Seconds until an utterance of ``samples`` queued now would be answered: the queued
@@ -389,9 +381,9 @@ class Batcher:
         with nothing ahead (it runs next, and its batch measures the speed afresh: one slow
         batch must not refuse everything from then on)."""
         ahead = sum(len(r.audio) for r in self._queue) + sum(len(r.audio) for r in self._in_batch)
-        if not self._samples_per_s or not ahead:
+        if not self.speed.samples_per_s or not ahead:
             return 0.0
-        return (ahead + samples) / self._samples_per_s
+        return (ahead + samples) / self.speed.samples_per_s
 
     def _retry_after(self) -> int:
         batches_ahead = math.ceil(len(self._queue) / self.max_batch_size)
@@ -484,10 +476,9 @@ class Batcher:
         inference_s = time.monotonic() - started
         self.consecutive_failures = 0
         self._last_batch_s = inference_s
-        speed = float(lengths.sum()) / max(inference_s, 1e-6)
-        self._samples_per_s = _average(self._samples_per_s, speed)
-        if 2 * len(batch) >= self.max_batch_size:
-            self._capacity = _average(self._capacity, speed)
+        self.speed.observe(
+            float(lengths.sum()), inference_s, half_full=2 * len(batch) >= self.max_batch_size
+        )
         probabilities = softmax(outputs.logits)
         if self.observer:
             self.observer.observe_batch(len(batch), inference_s)

@@ -12,12 +12,12 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from emocore.audio import SAMPLE_RATE
+from emocore.audio import MAX_RATE, MIN_RATE, SAMPLE_RATE
+from emocore.scoring import STREAM_SECONDS_DIGITS, seconds
 
 Encoding = Literal["pcm_s16le", "f32le"]
 ENCODINGS: tuple[str, ...] = ("pcm_s16le", "f32le")
 BYTES_PER_SAMPLE = {"pcm_s16le": 2, "f32le": 4}
-MIN_RATE, MAX_RATE = 8_000, 192_000
 SCORE_DIGITS = 6  # results' floats (confidence, probabilities, dimensions) are rounded to this
 # Query-string keys that make the session start at once (no start message needed).
 CONFIG_KEYS = (
@@ -174,14 +174,14 @@ def decode_pcm(data: bytes, config: StreamConfig) -> np.ndarray:
     return samples
 
 
-def seconds(samples: int) -> float:
-    """Stream time in seconds, rounded to the millisecond."""
-    return round(samples / SAMPLE_RATE, 3)
-
-
 def event(kind: str, *, time: int, utterance: int | None, **fields: Any) -> dict[str, Any]:
     """Every server event: its type, the stream time (s) and the utterance index (or None)."""
-    return {"type": kind, "time": seconds(time), "utterance": utterance, **fields}
+    return {
+        "type": kind,
+        "time": seconds(time, STREAM_SECONDS_DIGITS),
+        "utterance": utterance,
+        **fields,
+    }
 
 
 def error_event(error: StreamError, time: int) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import anyio
 from fastapi import WebSocket
 
 from emocore.audio import SAMPLE_RATE
+from emocore.scoring import STREAM_SECONDS_DIGITS, seconds
 from server.inference.batcher import (
     BatcherClosed,
     Inference,
@@ -52,7 +53,6 @@ from server.stream.protocol import (
     StreamError,
     error_event,
     query_config,
-    seconds,
 )
 
 log = logging.getLogger("emodistill.stream")
@@ -139,7 +139,7 @@ class StreamSession:
             log.info(
                 "stream %s closed after %.1f s of audio, %d utterances (%s)",
                 machine.session_id,
-                seconds(machine.position),
+                seconds(machine.position, STREAM_SECONDS_DIGITS),
                 machine.utterances,
                 reason,
             )

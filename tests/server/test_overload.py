@@ -261,7 +261,7 @@ def test_streams_past_the_measured_capacity_are_refused_at_the_handshake(make_cl
     url = "/v1/stream?sample_rate=16000"
     with make_client(stream_capacity_share=0.8) as client:
         state = client.app.state
-        state.batcher._capacity = 2.5 * 16000 / 0.8  # 2.5 streams of continuous speech
+        state.batcher.speed.capacity = 2.5 * 16000 / 0.8  # 2.5 streams of continuous speech
         with client.websocket_connect(url) as one, client.websocket_connect(url) as two:
             assert one.receive_json()["type"] == two.receive_json()["type"] == "ready"
             with pytest.raises(WebSocketDenialResponse) as refused:
@@ -283,7 +283,7 @@ def test_streams_past_the_measured_capacity_are_refused_at_the_handshake(make_cl
                 ws.send_text('{"type": "stop"}')
                 assert collect(ws)[1] == 1000
     with make_client(stream_capacity_share=0) as client:
-        client.app.state.batcher._capacity = 1.0  # hopelessly slow, but the limit is off
+        client.app.state.batcher.speed.capacity = 1.0  # hopelessly slow, but the limit is off
         with client.websocket_connect(url) as ws:
             assert ws.receive_json()["type"] == "ready"
             ws.send_text('{"type": "stop"}')
