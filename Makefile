@@ -12,7 +12,7 @@ EMODISTILL_MODEL_DIR ?= $(DEMO_MODEL_DIR)
 export EMODISTILL_MODEL_DIR
 DEBIAN_PKGS := alsa-utils asterisk-core-sounds-en-wav espeak-ng chromium
 
-.PHONY: serve test test-fast lint demo-model demo bench reliability sys-deps clean fuzz
+.PHONY: serve test test-fast lint demo-model demo bench reliability sys-deps clean fuzz tables
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -89,6 +89,11 @@ bench: $(VENV)/.dev
 	$(PY) benchmarks/bench_model.py
 	$(PY) benchmarks/bench_server.py
 	$(PY) benchmarks/bench_stream.py
+
+# The results tables of README.md and docs/*.md, rewritten from benchmarks/results/*.json
+# between their `<!-- table: NAME -->` markers (run it after a benchmark; the tests check them).
+tables: | $(PY)
+	$(PY) benchmarks/tables.py
 
 # Load, overload, faults and recovery, training faults: one table (docs/reliability.md), a few
 # minutes. Longer: `make reliability RELIABILITY_ARGS="--soak-minutes 5"`.
