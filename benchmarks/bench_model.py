@@ -44,7 +44,7 @@ from export.onnx_export import export_onnx
 from export.parity import open_session, pad_batch, probe_signal
 from export.quantize import synthetic_calibration
 from training.data.utterance import EMOTIONS
-from training.student import Student, build_classifier
+from training.models.student import Student, build_classifier
 
 CONFIG = "hubert-base"
 WHISPER = ("whisper-tiny.en", "whisper-base")

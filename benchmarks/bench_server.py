@@ -56,7 +56,7 @@ def build_model_dir(cache: Path) -> Path:
 
     from export import build_model_dir as export_model_dir
     from training.data.utterance import EMOTIONS
-    from training.student import Student, build_classifier
+    from training.models.student import Student, build_classifier
 
     torch.manual_seed(0)
     print(f"exporting the hubert-base student to {cache} (once, a few minutes)", file=sys.stderr)

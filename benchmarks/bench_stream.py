@@ -59,7 +59,7 @@ def build_model(backbone: str) -> Path:
 
     from export import build_model_dir
     from training.data.utterance import EMOTIONS
-    from training.student import Student, build_classifier
+    from training.models.student import Student, build_classifier
 
     torch.manual_seed(0)
     return build_model_dir(Student(build_classifier(backbone, EMOTIONS)).eval(), out, hf=False)

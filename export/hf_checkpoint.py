@@ -7,7 +7,7 @@ from pathlib import Path
 from transformers import Wav2Vec2FeatureExtractor
 
 from emocore.audio import SAMPLE_RATE
-from training.student import Student
+from training.models.student import Student
 
 
 def feature_extractor(normalize: bool = True) -> Wav2Vec2FeatureExtractor:

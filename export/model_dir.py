@@ -26,7 +26,7 @@ from emocore.model_dir import (
 from export.hf_checkpoint import save_hf
 from export.onnx_export import OPSET, export_onnx
 from export.parity import measure_parity
-from training.student import Student
+from training.models.student import Student
 
 
 def file_entry(path: Path) -> dict:

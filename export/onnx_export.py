@@ -9,7 +9,7 @@ import torch
 
 from emocore.audio import SAMPLE_RATE
 from emocore.model_dir import DIMENSIONS_OUTPUT, INPUT_NAMES, output_names
-from training.student import Student
+from training.models.student import Student
 
 EXPORTERS = ("torchscript", "dynamo")
 # The TorchScript exporter gives the fastest ORT graph here (docs/export.md); dynamo's SDPA

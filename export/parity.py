@@ -13,7 +13,7 @@ import torch
 from emocore.audio import MIN_SAMPLES
 from emocore.model_dir import TOLERANCE, output_names, parity_cases
 from emocore.model_dir import pad_batch as model_inputs
-from training.student import Student
+from training.models.student import Student
 
 
 class ParityError(RuntimeError):

@@ -40,7 +40,7 @@ from export.parity import (
     probe_signal,
     run_onnx,
 )
-from training.metrics import compute_metrics
+from training.eval.metrics import compute_metrics
 
 CALIBRATION_MAX = 64  # utterances used for the activation ranges
 EVALUATION_MAX = 256  # held-out utterances for the int8 accuracy check

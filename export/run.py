@@ -11,10 +11,10 @@ from emocore.audio import SAMPLE_RATE, load_audio
 from emocore.model_dir import MAX_SECONDS
 from export.model_dir import build_model_dir
 from export.quantize import CALIBRATION_MAX, EVALUATION_MAX, INT8_MAX_UA_DROP
-from training.calibration import fold_temperature
 from training.data.splits import FINAL_FOLD
 from training.data.utterance import Utterance, read_jsonl
-from training.student import load_student
+from training.eval.calibration import fold_temperature
+from training.models.student import load_student
 
 # Where a fold's exported student lives, in order of preference: retrained on all non-test
 # speakers (refit), trained without validation speakers (the final protocol), best on validation.

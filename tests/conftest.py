@@ -13,7 +13,7 @@ from tests.fixtures import write_clip
 def pytest_collection_finish(session):
     """Freeze what collection built (torch, transformers, the test modules: ~400k objects) out
     of the cyclic garbage collector. The training code calls gc.collect() after every student
-    and teacher (training.loop.release_host_memory, accelerate's free_memory); each full
+    and teacher (training.fit.loop.release_host_memory, accelerate's free_memory); each full
     collection walked all of them, 0.2-0.4 s a call on 2 shared cores, tens of seconds per
     session. Frozen objects are only those alive after collection (modules, classes,
     functions); what tests create is collected as before."""
@@ -54,12 +54,12 @@ def tiny_text_model(tmp_path_factory) -> Path:
     """A randomly initialised one-layer BERT (hidden size 32) with MiniLM's tokenizer, saved as
     a local checkpoint for ``--ling_model``: the linguistic teacher of recipe tests that are
     about folds, targets and resume rather than the text model (each MiniLM teacher fit,
-    save and reload took ~1.5 s; MiniLM itself: tests/training/test_teachers.py and
+    save and reload took ~1.5 s; MiniLM itself: tests/training/fit/test_teachers.py and
     test_distill.py::test_end_to_end_writes_every_stage_and_exports)."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from training.teachers.linguistic import resolve_text_model
+    from training.models.teachers.linguistic import resolve_text_model
 
     path = tmp_path_factory.mktemp("tiny-text-model")
     tokenizer = AutoTokenizer.from_pretrained(resolve_text_model("minilm"))

@@ -19,7 +19,7 @@ from pathlib import Path
 import tomllib
 
 from training.data.utterance import EMOTIONS
-from training.losses import TEACHER_WEIGHTINGS, VARIANTS
+from training.fit.losses import TEACHER_WEIGHTINGS, VARIANTS
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 
@@ -149,10 +149,12 @@ class Config:
         "weight of DIM(prosodic teacher): MSE to its predicted dimensions (needs dim_weight)", 0.0
     )
     # --- what to run ------------------------------------------------------------------------
-    variant: str = _help("student variant of the main run (see training.losses.VARIANTS)", "full")
+    variant: str = _help(
+        "student variant of the main run (see training.fit.losses.VARIANTS)", "full"
+    )
     ablation: bool = _help("train every variant in `variants` x seeds and write one table", False)
     variants: list[str] = _list(
-        "student variants trained by --ablation (see training.losses.VARIANTS)", list(VARIANTS)
+        "student variants trained by --ablation (see training.fit.losses.VARIANTS)", list(VARIANTS)
     )
     export: str = _help("export the best student of the first fold to this model dir", "")
     int8: bool = _help("also write the int8 model with --export", False)

@@ -28,7 +28,6 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs
 
-from training.calibration import calibration_report, plot_reliability
 from training.config import Config, ConfigError, describe, load_config, preset_names
 from training.data.manifest import ManifestError
 from training.data.splits import Fold, make_folds
@@ -38,7 +37,8 @@ from training.data.utterance import (
     read_jsonl,
     write_jsonl,
 )
-from training.evaluate import (
+from training.eval.calibration import calibration_report, plot_reliability
+from training.eval.reports import (
     aggregate,
     brief,
     calibration_table,
@@ -52,18 +52,18 @@ from training.evaluate import (
     speakers_table,
     subset_table,
 )
-from training.loop import (
-    TRAINER_STATE,
-    AudioSet,
+from training.fit.batches import AudioSet
+from training.fit.checkpoints import TRAINER_STATE
+from training.fit.loop import (
     StudentOptions,
     predict_outputs,
     release_host_memory,
     train_student,
 )
-from training.losses import TEACHERS, LossWeights
-from training.student import is_pretrained, load_student
-from training.targets import load_targets
-from training.teachers.fit import FitOptions
+from training.fit.losses import TEACHERS, LossWeights
+from training.fit.targets import load_targets
+from training.fit.teachers import FitOptions
+from training.models.student import is_pretrained, load_student
 
 log = logging.getLogger("emodistill.training")
 PARTS = ("train", "valid", "test")
@@ -169,7 +169,7 @@ def ensure_synthetic_corpus(cfg: Config) -> None:
 
 def load_utterances(cfg: Config, main_first) -> list[Utterance]:
     """The dataset's utterances with labels in ``cfg.labels`` (a synthetic corpus is generated
-    first, by rank 0, while the others wait: ``main_first`` is a ``training.stages.MainFirst``)."""
+    first, by rank 0, while the others wait: ``main_first`` is a ``training.runs.MainFirst``)."""
     from training.data import load_dataset
 
     if cfg.dataset == "synthetic":
@@ -218,7 +218,7 @@ def prosodic_features(
     audio (test speakers included: no labels are involved); global ones are fitted on train
     only. The normaliser's statistics are saved to ``norm_path`` (beside the prosodic teacher:
     it cannot be used on new audio without them)."""
-    from training.prosody import GlobalNormalizer, ProsodyCache, SpeakerNormalizer
+    from training.features.prosody import GlobalNormalizer, ProsodyCache, SpeakerNormalizer
 
     utts = [u for p in PARTS for u in parts[p]]
     raw = ProsodyCache(cache_dir).compute_all(utts)
@@ -298,7 +298,7 @@ NORMALIZER_FILE = "normalizer.json"
 
 def teacher_done(fold_dir: Path, teacher: str, dimensions: bool = False) -> bool:
     """Targets cached (with the teacher's dimensions when they are needed)."""
-    from training.targets import has_dimensions, target_path
+    from training.fit.targets import has_dimensions, target_path
 
     path = target_path(fold_dir / "targets", teacher)
     return path.is_file() and (not dimensions or has_dimensions(path))
@@ -315,7 +315,7 @@ def fit_teacher(
 ) -> dict:
     """Train one teacher on parts["train"] (selection on parts["valid"]; the last epoch when it
     is empty), score it, save it in ``tdir``; skipped when ``tdir/metrics.json`` exists."""
-    from training.teachers import train_linguistic, train_prosodic
+    from training.fit.teachers import train_linguistic, train_prosodic
 
     metrics_file = tdir / "metrics.json"
     if metrics_file.is_file():
@@ -359,7 +359,7 @@ def teacher_outputs(
     feats: dict[str, np.ndarray] | None,
     device: str,
 ) -> tuple[np.ndarray, np.ndarray]:
-    from training.targets import linguistic_outputs, prosodic_outputs
+    from training.fit.targets import linguistic_outputs, prosodic_outputs
 
     bs = getattr(cfg, f"{teacher}_batch_size")
     if teacher == "ling":
@@ -376,10 +376,10 @@ def teacher_probe(
     device: str,
     embedding: np.ndarray | None = None,
 ):
-    """The teacher's dimension read-out (training.targets.DimensionProbe), fitted on its own
+    """The teacher's dimension read-out (training.fit.targets.DimensionProbe), fitted on its own
     training utterances (``embedding``: the teacher's on ``train``, when already computed)
     and saved beside it; loaded when saved."""
-    from training.targets import PROBE_FILE, DimensionProbe
+    from training.fit.targets import PROBE_FILE, DimensionProbe
 
     path = tdir / PROBE_FILE
     if path.is_file():
@@ -411,15 +411,15 @@ def teacher_stages(
     utterances (validation targets serve a refit on all non-test speakers), unless done.
 
     ``teacher_targets=crossfit``: the training speakers are split into ``crossfit_folds``
-    groups (training.crossfit); a teacher trained on the other groups (selected on the
+    groups (training.fit.crossfit); a teacher trained on the other groups (selected on the
     validation speakers) gives each group's targets. ``insample``: the fold's teacher gives
     them all. Either way the fold's teacher (all training speakers) is what the report scores,
     and it gives the validation speakers' targets (it never trained on them).
     ``dimensions``: the targets also carry each teacher's predicted dimensions (the read-out
     of the teacher that gave the utterance's logits; ``teacher_probe``).
     """
-    from training.crossfit import speaker_groups, target_stats
-    from training.targets import target_path, write_targets
+    from training.fit.crossfit import speaker_groups, target_stats
+    from training.fit.targets import target_path, write_targets
 
     pending = [t for t in teachers if not teacher_done(fold_dir, t, dimensions)]
     for teacher in teachers:
@@ -682,7 +682,7 @@ def drop_trainer_state(sdir: Path) -> None:
 def share_identical_files(source: Path, target: Path) -> int:
     """Replace each file of ``target`` whose bytes equal the file of the same name in
     ``source`` by a hard link to it (~360 MB per hubert-base checkpoint). Checkpoints are
-    always written as new files (``training.loop.checkpoint``), never changed in place, so a
+    always written as new files (``training.fit.checkpoints.checkpoint``), never changed in place, so a
     shared file is never rewritten through the other name. Returns the bytes saved; a file
     system without hard links saves nothing and changes nothing."""
     import filecmp
@@ -781,7 +781,7 @@ def run_refit(
 
 def run(cfg: Config) -> dict:
     """Run (or resume) everything ``cfg`` asks for; returns the metrics written to metrics.json."""
-    from training.stages import MainFirst, stage
+    from training.runs import MainFirst, stage
 
     accelerator = make_accelerator(cfg)
     main_process = accelerator.is_main_process
@@ -829,7 +829,7 @@ def run(cfg: Config) -> dict:
         with stage("teachers", run_dir, rank, fold=fold.name) as record:
             # A resumed run's finished stages are recorded as skipped (not timed as work).
             record["skipped"] = all(teacher_done(fold_dir, t, dims_needed) for t in teachers)
-            # Rank 0 alone; the others wait on a marker file, not in a barrier (training.stages).
+            # Rank 0 alone; the others wait on a marker file, not in a barrier (training.runs).
             main_first.run(
                 f"teachers-{fold.name}",
                 lambda d=fold_dir, p=parts, n=dims_needed: teacher_stages(

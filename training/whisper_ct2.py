@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.whisper_encoder import HOP_LENGTH, N_FFT, SAMPLE_RATE
+from training.models.whisper_encoder import HOP_LENGTH, N_FFT, SAMPLE_RATE
 
 # A child of the training log: a training run shows the conversion line in its console and log.txt.
 log = logging.getLogger("emodistill.training.whisper_ct2")

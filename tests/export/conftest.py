@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from training.data.utterance import EMOTIONS
-from training.student import Student, build_classifier
+from training.models.student import Student, build_classifier
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -5,7 +5,7 @@ import soundfile as sf
 from export.__main__ import main
 from export.parity import probe_signal
 from training.data.utterance import EMOTIONS, Utterance, write_jsonl
-from training.student import save_student
+from training.models.student import save_student
 
 
 def fake_run(run_dir, make_student, folds=("1", "2")):

@@ -11,7 +11,7 @@ import torch
 from export import build_model_dir
 from export.parity import batching_max_abs_diff, open_session, probe_signal, run_onnx, run_torch
 from training.data.utterance import DIMENSIONS, EMOTIONS
-from training.student import Student, build_classifier, load_student, save_student
+from training.models.student import Student, build_classifier, load_student, save_student
 
 SPEC = {"names": ["arousal", "valence", "dominance"], "scale": [1.0, 5.0]}
 
@@ -105,7 +105,7 @@ def test_checkpoint_round_trip_keeps_the_head(tmp_path):
 
 
 def test_temperature_leaves_dimensions_alone():
-    from training.calibration import fold_temperature
+    from training.eval.calibration import fold_temperature
 
     student = dims_student()
     rows = [probe_signal(8_000, seed=2)]

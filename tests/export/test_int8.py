@@ -18,7 +18,7 @@ def int8_dir(request, tmp_path_factory):
     import torch
 
     from training.data.utterance import EMOTIONS
-    from training.student import Student, build_classifier
+    from training.models.student import Student, build_classifier
 
     torch.manual_seed(0)
     from tests.export.conftest import OVERRIDES

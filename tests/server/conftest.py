@@ -23,7 +23,7 @@ def export_named(name: str, tmp_path_factory, *, dimensions: bool = False) -> Pa
 
     from export import build_model_dir
     from training.data.utterance import EMOTIONS
-    from training.student import Student, build_classifier
+    from training.models.student import Student, build_classifier
 
     torch.manual_seed(0)
     student = Student(build_classifier(name, EMOTIONS), dimensions=dimensions).eval()

@@ -5,7 +5,7 @@ import pytest
 
 from emocore.audio import resample
 from training.data.espeak import Prosody, SynthesisError, _Cli, engine, synthesize
-from training.prosody import extract_lld, feature_names
+from training.features.prosody import extract_lld, feature_names
 
 TEXT = "I am so happy about the <break time='200ms'/> news."
 

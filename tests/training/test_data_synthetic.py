@@ -17,7 +17,7 @@ from training.data.synthetic import (
     plan_corpus,
 )
 from training.data.utterance import EMOTIONS
-from training.prosody import extract_lld, feature_names
+from training.features.prosody import extract_lld, feature_names
 
 
 def _hashes(folder):

@@ -8,7 +8,7 @@ import pytest
 
 from training import distill
 from training.config import load_config
-from training.stages import read_stages
+from training.runs import read_stages
 
 # Small enough for seconds on 2 CPU cores, large enough that the loss visibly falls.
 TINY = [
@@ -78,7 +78,7 @@ def test_end_to_end_writes_every_stage_and_exports(corpus, tmp_path, monkeypatch
     assert (fold_dir / "student" / "reliability.png").stat().st_size > 0
     assert model["temperature"] == pytest.approx(calibration["temperature"])
     from export.parity import open_session, probe_signal, run_onnx, run_torch
-    from training.student import load_student
+    from training.models.student import load_student
 
     clip = probe_signal(16_000, 0)
     onnx_logits = run_onnx(open_session(model_dir / "model.onnx"), [clip])[0][0]

@@ -12,7 +12,7 @@ import soundfile as sf
 
 from tests.training.test_distill import _config, _fold_dir
 from training import distill
-from training.prosody import ProsodyCache, SpeakerNormalizer
+from training.features.prosody import ProsodyCache, SpeakerNormalizer
 
 
 def _json(path):

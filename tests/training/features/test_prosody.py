@@ -6,7 +6,7 @@ import pytest
 from emocore.audio import SAMPLE_RATE, load_audio
 from tests.fixtures import make_signal, write_clip
 from training.data.utterance import Utterance
-from training.prosody import (
+from training.features.prosody import (
     FRAMES_PER_SECOND,
     N_LLD,
     GlobalNormalizer,
@@ -135,7 +135,7 @@ def test_auto_workers_start_processes_only_for_enough_audio(tmp_path, monkeypatc
     this process; a large one (by duration) in a pool."""
     import concurrent.futures
 
-    from training import prosody
+    from training.features import prosody
 
     started = []
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from training.data.utterance import DIMENSION_SCALE, Utterance
-from training.teachers import LinguisticTeacher, ProsodicTeacher
-from training.teachers.fit import predict
-from training.teachers.linguistic import make_collate, texts
-from training.teachers.prosodic import collate as prosodic_collate
+from training.fit.teachers import predict
+from training.models.teachers import LinguisticTeacher, ProsodicTeacher
+from training.models.teachers.linguistic import make_collate, texts
+from training.models.teachers.prosodic import collate as prosodic_collate
 
 PROBE_FILE = "dimensions.npz"
 RIDGE_ALPHA = 10.0  # on standardised embeddings: shrinks the read-out of a few hundred rows

@@ -19,7 +19,7 @@ Lin's concordance correlation coefficient`` between the student's predictions an
 values, over the batch's utterances that have ratings (the others are masked out; fewer than
 2 rated utterances in a batch leave the term out of that step). ``dim`` = 0 switches it off
 and leaves the head out of the student. ``DIM_t`` distils the dimensions teacher ``t``
-predicts (``training.targets``: a ridge regression on the teacher's embedding): the mean
+predicts (``training.fit.targets``: a ridge regression on the teacher's embedding): the mean
 squared difference in normalised units (-1..1 spans the 1-5 scale), per utterance, weighted
 by the same per-utterance teacher shares as the logit KD; it needs ``dim`` > 0 (the head).
 """

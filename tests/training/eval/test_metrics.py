@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from training.metrics import compute_metrics, confusion_matrix, plot_confusion
+from training.eval.metrics import compute_metrics, confusion_matrix, plot_confusion
 
 LABELS = ("neutral", "happy", "angry", "sad")
 

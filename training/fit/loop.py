@@ -1,12 +1,8 @@
 """The student's training loop: cached teacher targets in, best/last checkpoints out.
 
-Device and process handling is ``accelerate``'s (CPU, one GPU, or DDP under ``torchrun``);
-sharding of the length-bucketed batches is ours, so every process sees the same number of
-batches and resuming reproduces the data order (it depends only on seed and epoch).
-
-The teachers' targets describe the whole utterance while the student sees a random crop of at
-most ``max_seconds``: standard practice (the crop still carries the utterance's emotion) and the
-reason evaluation always uses whole clips.
+Device and process handling is ``accelerate``'s (CPU, one GPU, or DDP under ``torchrun``); the
+batches and their sharding are ``training.fit.batches``', the checkpoint folders
+``training.fit.checkpoints``'.
 """
 
 from __future__ import annotations
@@ -14,11 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
-import shutil
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,14 +21,20 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
-from emocore.audio import SAMPLE_RATE, load_audio, resample
-from training.losses import LossWeights, distill_loss
-from training.metrics import ccc_per_dimension
-from training.student import Student, build_classifier, load_student, save_student
+from emocore.audio import SAMPLE_RATE
+from training.eval.metrics import ccc_per_dimension
+from training.fit.batches import AudioSet, EpochBatches, bucketed_batches, pad
+from training.fit.checkpoints import (
+    TRAINER_STATE,
+    checkpoint,
+    recover_checkpoints,
+    rng_states,
+    set_rng_states,
+)
+from training.fit.losses import LossWeights, distill_loss
+from training.models.student import Student, build_classifier, load_student, save_student
 
 log = logging.getLogger("emodistill.training")
-
-TRAINER_STATE = "trainer.pt"
 
 
 def warmup_cosine(
@@ -52,102 +50,6 @@ def warmup_cosine(
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return LambdaLR(optimizer, factor)
-
-
-def item_seed(seed: int, epoch: int, index: int) -> int:
-    return (seed * 1_000_003 + epoch * 10_007 + index) % (2**32)
-
-
-class AudioSet:
-    """Utterances' audio (decoded once when ``cache`` is set), labels, rated dimensions
-    ([N, 3] in scale units, NaN rows for unrated utterances) and teacher targets."""
-
-    def __init__(
-        self,
-        paths: Sequence[str],
-        y: np.ndarray,
-        targets: dict[str, dict[str, np.ndarray]] | None = None,
-        cache: bool = True,
-        durations: Sequence[float] | None = None,
-        dimensions: np.ndarray | None = None,
-    ):
-        self.paths = list(paths)
-        self.y = np.asarray(y, dtype=np.int64)
-        self.dimensions = (
-            np.full((len(self.paths), 3), np.nan, dtype=np.float32)
-            if dimensions is None
-            else np.asarray(dimensions, dtype=np.float32).reshape(len(self.paths), 3)
-        )
-        self.targets = targets or {}
-        self.audio = [load_audio(p) for p in self.paths] if cache else None
-        if self.audio is not None:
-            self.lengths = np.array([len(a) for a in self.audio])
-        elif durations is not None and all(d > 0 for d in durations):
-            self.lengths = (np.asarray(durations) * SAMPLE_RATE).astype(int)
-        else:
-            self.lengths = np.array([len(load_audio(p)) for p in self.paths])
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    @property
-    def rated(self) -> np.ndarray:
-        """Which utterances have rated dimensions."""
-        return ~np.isnan(self.dimensions).any(-1)
-
-    def samples(self, i: int) -> np.ndarray:
-        return self.audio[i] if self.audio is not None else load_audio(self.paths[i])
-
-
-def crop(samples: np.ndarray, max_samples: int, rng: np.random.Generator) -> np.ndarray:
-    if max_samples <= 0 or len(samples) <= max_samples:
-        return samples
-    start = int(rng.integers(0, len(samples) - max_samples + 1))
-    return samples[start : start + max_samples]
-
-
-def perturb_speed(samples: np.ndarray, spread: float, rng: np.random.Generator) -> np.ndarray:
-    """Kaldi-style speed perturbation: resample by a factor in [1 - spread, 1 + spread], so tempo
-    and pitch move together, as if another speaker said it (0 = off)."""
-    if spread <= 0:
-        return samples
-    return resample(
-        samples, SAMPLE_RATE, int(round(SAMPLE_RATE * rng.uniform(1 - spread, 1 + spread)))
-    )
-
-
-def pad(clips: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = torch.tensor([len(c) for c in clips], dtype=torch.long)
-    audio = torch.zeros(len(clips), int(lengths.max()))
-    for i, c in enumerate(clips):
-        audio[i, : len(c)] = torch.from_numpy(np.asarray(c, dtype=np.float32))
-    return audio, lengths
-
-
-def bucketed_batches(
-    lengths: np.ndarray,
-    batch_size: int,
-    bucket_size: int,
-    seed: int,
-    epoch: int,
-    rank: int = 0,
-    world: int = 1,
-) -> list[np.ndarray]:
-    """This process's batches for one epoch: shuffled, then sorted by length within buckets of
-    ``bucket_size`` batches (limits padding), batch order shuffled again. Every process gets the
-    same number of batches (the last few wrap around to the start)."""
-    rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(len(lengths))
-    span = batch_size * max(1, bucket_size)
-    batches = []
-    for start in range(0, len(order), span):
-        bucket = order[start : start + span]
-        bucket = bucket[np.argsort(lengths[bucket], kind="stable")]
-        batches += [bucket[i : i + batch_size] for i in range(0, len(bucket), batch_size)]
-    batches = [batches[i] for i in rng.permutation(len(batches))]
-    per_rank = math.ceil(len(batches) / world)
-    batches = (batches * 2)[: per_rank * world] if per_rank * world > len(batches) else batches
-    return batches[rank::world]
 
 
 @dataclass
@@ -206,42 +108,6 @@ def param_groups(student: Student, opts: StudentOptions) -> list[dict]:
         }
         for (part, decay), params in groups.items()
     ]
-
-
-class EpochBatches(torch.utils.data.Dataset):
-    """One epoch's batches as a map-style dataset, so DataLoader workers can decode and crop."""
-
-    def __init__(
-        self,
-        data: AudioSet,
-        batches: list[np.ndarray],
-        max_samples: int,
-        seed: int,
-        epoch: int,
-        speed_perturb: float = 0.0,
-    ):
-        self.data, self.batches = data, batches
-        self.max_samples, self.seed, self.epoch = max_samples, seed, epoch
-        self.speed_perturb = speed_perturb
-
-    def clip(self, i: int) -> np.ndarray:
-        rng = np.random.default_rng(item_seed(self.seed, self.epoch, i))
-        return crop(
-            perturb_speed(self.data.samples(i), self.speed_perturb, rng), self.max_samples, rng
-        )
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __getitem__(self, b: int):
-        idx = self.batches[b]
-        audio, lengths = pad([self.clip(int(i)) for i in idx])
-        targets = {
-            t: {k: torch.from_numpy(v[idx]) for k, v in parts.items()}
-            for t, parts in self.data.targets.items()
-        }
-        rated = torch.from_numpy(self.data.dimensions[idx])
-        return audio, lengths, torch.from_numpy(self.data.y[idx]), rated, targets
 
 
 def _to_device(batch, device):
@@ -311,55 +177,6 @@ def release_host_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
         pass
-
-
-@contextmanager
-def checkpoint(target: Path) -> Iterator[Path]:
-    """Write a checkpoint folder aside (``<target>.tmp``) and swap it in whole: a process
-    killed while writing leaves the previous checkpoint intact, never new weights beside an
-    old trainer state."""
-    tmp, old = target.with_name(target.name + ".tmp"), target.with_name(target.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    yield tmp
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)  # a kill just before this leaves only .old: recover_checkpoints
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def recover_checkpoints(*targets: Path) -> None:
-    """After a kill: a half-written ``.tmp`` is dropped; a ``.old`` without its replacement
-    (killed between the two renames) is the last complete checkpoint and comes back."""
-    for target in targets:
-        tmp, old = target.with_name(target.name + ".tmp"), target.with_name(target.name + ".old")
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not target.exists():
-            old.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def rng_states() -> dict:
-    """The global random states a training epoch draws from (time masking, LayerDrop, dropout,
-    the data loader's seed): saved with each epoch so that a resumed run draws what the
-    uninterrupted one would have, instead of restarting from the seed."""
-    states = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def set_rng_states(states: dict) -> None:
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    torch.set_rng_state(states["torch"].cpu())
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
 
 
 def train_student(

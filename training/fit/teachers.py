@@ -1,4 +1,5 @@
-"""Fine-tuning and inference shared by both teachers (single process; teachers are cheap).
+"""The teachers' fit: fine-tuning, inference, and each teacher's training run (single process;
+teachers are cheap).
 
 A teacher is an ``nn.Module`` whose ``forward(**inputs)`` returns ``(logits, embedding)``;
 ``collate(items) -> inputs`` turns a list of per-utterance inputs into a batch. Selection is on
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,8 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from training.loop import warmup_cosine
-from training.metrics import compute_metrics
+from training.data.utterance import Utterance
+from training.eval.metrics import compute_metrics
+from training.fit.loop import warmup_cosine
+from training.models.teachers import LinguisticTeacher, ProsodicTeacher
+from training.models.teachers.linguistic import make_collate, texts
+from training.models.teachers.prosodic import collate as prosodic_collate
 
 log = logging.getLogger("emodistill.training")
 
@@ -192,3 +198,73 @@ def fit_and_test(
         "history": result.history,
         "embedding_dim": model.embedding_dim,
     }
+
+
+def cropping_collate(max_frames: int, seed: int) -> Collate:
+    """Random crops of at most ``max_frames`` frames (an augmentation; 0 = whole utterances)."""
+    rng = np.random.default_rng(seed)
+
+    def crop(feats: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
+        out = []
+        for f in feats:
+            start = int(rng.integers(0, len(f) - max_frames + 1)) if len(f) > max_frames else 0
+            out.append(f[start : start + max_frames])
+        return prosodic_collate(out)
+
+    return crop if max_frames > 0 else prosodic_collate
+
+
+def train_prosodic(
+    feats: dict[str, list[np.ndarray]],
+    y: dict[str, np.ndarray],
+    labels: Sequence[str],
+    *,
+    hidden: int,
+    layers: int,
+    dropout: float,
+    max_frames: int,
+    opts: FitOptions,
+    out_dir: Path,
+) -> dict:
+    """Train on normalised ``feats["train"]``, select on valid UA, save, return metrics."""
+    torch.manual_seed(opts.seed)
+    teacher = ProsodicTeacher(len(labels), feats["train"][0].shape[1], hidden, layers, dropout)
+    report = fit_and_test(
+        teacher,
+        prosodic_collate,
+        {part: (feats[part], y[part]) for part in ("train", "valid", "test")},
+        labels,
+        opts,
+        train_collate=cropping_collate(max_frames, opts.seed),
+    )
+    teacher.cpu().save(out_dir)
+    return report
+
+
+def train_linguistic(
+    parts: dict[str, list[Utterance]],
+    y: dict[str, np.ndarray],
+    labels: Sequence[str],
+    *,
+    model: str,
+    dropout: float,
+    max_tokens: int,
+    opts: FitOptions,
+    out_dir: Path,
+) -> dict:
+    """Fine-tune on ``parts["train"]`` transcripts, select on valid UA, save, return metrics."""
+    missing = sum(not u.transcript for u in parts["train"])
+    if missing == len(parts["train"]):
+        raise ValueError("the linguistic teacher needs transcripts; the training part has none")
+    torch.manual_seed(opts.seed)  # the new head's initialisation
+    teacher, tokenizer = LinguisticTeacher.from_pretrained(model, len(labels), dropout)
+    collate = make_collate(tokenizer, max_tokens)
+    report = fit_and_test(
+        teacher,
+        collate,
+        {part: (texts(parts[part]), y[part]) for part in ("train", "valid", "test")},
+        labels,
+        opts,
+    )
+    teacher.cpu().save(out_dir, tokenizer)
+    return {**report, "model": model}

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from training.data.utterance import EMOTIONS
-from training.student import Student, build_classifier, load_student, save_student
+from training.models.student import Student, build_classifier, load_student, save_student
 
 
 def _padded(xs):
@@ -77,7 +77,7 @@ def test_min_samples_is_the_shortest_input_with_a_frame(name, expected):
 
 def test_log_mel_front_end_matches_a_reference_spectrogram():
     """The in-graph log-mel (conv with a windowed DFT basis) equals torch.stft + the filterbank."""
-    from training.mel_hubert import LOG_FLOOR, LogMelFeatureEncoder, MelHubertConfig
+    from training.models.mel_hubert import LOG_FLOOR, LogMelFeatureEncoder, MelHubertConfig
 
     config = MelHubertConfig()
     encoder = LogMelFeatureEncoder(config)
@@ -92,7 +92,7 @@ def test_log_mel_front_end_matches_a_reference_spectrogram():
 
 
 def test_log_mel_stays_float32_under_bf16_autocast():
-    from training.mel_hubert import LogMelFeatureEncoder, MelHubertConfig
+    from training.models.mel_hubert import LogMelFeatureEncoder, MelHubertConfig
 
     encoder = LogMelFeatureEncoder(MelHubertConfig())
     x = torch.randn(2, 8000)
@@ -107,7 +107,7 @@ def test_masked_group_norm_statistics_stay_float32_under_bf16_autocast():
     count (up to ~1e5 frames) in bf16, shifting every frame of a channel by the rounding of its
     statistics. Reference: the same bf16 convolution output normalised in float64; only the
     output's own bf16 rounding (unbiased) may remain."""
-    from training.student import MaskedGroupNormConvLayer, masked_normalise
+    from training.models.student import MaskedGroupNormConvLayer, masked_normalise
 
     torch.manual_seed(0)
     student = Student(build_classifier("tiny", EMOTIONS)).eval()

@@ -7,7 +7,7 @@ Two encoder families, both fed raw 16 kHz audio:
   per-utterance normalisation over the valid samples happens inside the model, and the first
   GroupNorm of group-norm feature encoders (hubert-base, wav2vec2-base) normalises over valid
   frames only, so an utterance's logits do not depend on its batch mates;
-* Whisper encoders (training/whisper_encoder.py): Whisper's own log-mel front end in the graph,
+* Whisper encoders (training/models/whisper_encoder.py): Whisper's own log-mel front end in the graph,
   variable length, masked attention and pooling.
 
 Pretrained students pool a learned softmax-weighted sum of all hidden layers by default
@@ -34,8 +34,8 @@ from transformers import (
 
 from emocore.audio import MIN_SAMPLES
 from training.data.utterance import DIMENSION_SCALE, DIMENSIONS
-from training.mel_hubert import MelHubertForSequenceClassification
-from training.whisper_encoder import (
+from training.models.mel_hubert import MelHubertForSequenceClassification
+from training.models.whisper_encoder import (
     HOP_LENGTH,
     WhisperAudioClassifier,
     encoder_frames,
@@ -67,7 +67,7 @@ NAMED_CONFIGS: dict[str, dict] = {
 # The demo student: "tiny-layer" without HuBERT's time masking and layer drop, which kept the
 # from-scratch model at chance for several epochs on the demo corpus.
 NAMED_CONFIGS["tiny-demo"] = dict(NAMED_CONFIGS["tiny-layer"], mask_time_prob=0.0, layerdrop=0.0)
-# The same transformer over a log-mel front end (training/mel_hubert.py): learns on a CPU in
+# The same transformer over a log-mel front end (training/models/mel_hubert.py): learns on a CPU in
 # minutes. Its model class (and so its config class) is not plain HuBERT.
 NAMED_CONFIGS["tiny-mel"] = dict(NAMED_CONFIGS["tiny-demo"])
 # A Whisper encoder of Whisper tiny's shape but 2 small layers, randomly initialised: tests.
@@ -183,7 +183,7 @@ def dimension_spec() -> dict:
 
 def to_scale(normalised: torch.Tensor, scale) -> torch.Tensor:
     """Normalised units (-1 .. 1 spans the scale) -> the scale's units (the inverse is
-    ``training.losses.normalised``)."""
+    ``training.fit.losses.normalised``)."""
     low, high = scale
     return (low + high) / 2 + (high - low) / 2 * normalised
 

@@ -1,4 +1,4 @@
-"""training.stages: rank-0 work the other ranks wait for outside any collective (issue 12)."""
+"""training.runs: rank-0 work the other ranks wait for outside any collective (issue 12)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.stages import MainFirst, read_stages, stage
+from training.runs import MainFirst, read_stages, stage
 
 BUSY_S = 4  # rank 0's work: longer than the process group's timeout below
 TIMEOUT_S = 2
@@ -32,12 +32,12 @@ def _worker(rank: int, port: int, root: str, use_main_first: bool) -> None:
     torch.distributed.init_process_group("gloo", timeout=timedelta(seconds=TIMEOUT_S))
     from accelerate import Accelerator
 
-    from training import stages
+    from training import runs
 
     # Rank 1 polls for rank 0's marker every POLL_S (2 s), then both meet in a short barrier
     # that also runs under TIMEOUT_S: at 2 s, a poll just missed left rank 0 in it past the
     # timeout (seen in a full run). A quick poll keeps that barrier short, as it is in real runs.
-    stages.POLL_S = 0.1
+    runs.POLL_S = 0.1
 
     accelerator = Accelerator(cpu=True)
 

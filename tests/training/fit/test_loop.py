@@ -1,5 +1,6 @@
-"""The student loop at full fidelity (issue 12): DDP with LayerDrop and time masking, no
-accelerator references left behind by a finished student, resume of a GPU-saved state."""
+"""The student loop at full fidelity: DDP with LayerDrop and time masking, no accelerator
+references left behind by a finished student, resume (of a GPU-saved state, after a kill while
+saving), and the learning-rate schedule."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ import pytest
 import soundfile as sf
 import torch
 
-from training import loop
 from training.data.utterance import EMOTIONS
-from training.loop import TRAINER_STATE, AudioSet, StudentOptions, train_student
-from training.losses import LossWeights
-from training.metrics import compute_metrics
+from training.eval.metrics import compute_metrics
+from training.fit import loop
+from training.fit.batches import AudioSet
+from training.fit.checkpoints import TRAINER_STATE
+from training.fit.loop import StudentOptions, train_student, warmup_cosine
+from training.fit.losses import LossWeights
 
 N_TRAIN, N_VALID, EMB = 32, 8, 8
 
@@ -203,3 +206,16 @@ def test_a_kill_while_saving_a_checkpoint_resumes_from_the_last_complete_one(tmp
     resumed = train_student(train, valid, _opts(epochs=3), out, accelerator, _score)
     for a, b in zip(clean["history"], resumed["history"], strict=True):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-6), (a, b)
+
+
+def test_warmup_then_cosine():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = warmup_cosine(opt, total_steps=100, warmup_ratio=0.1)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:], strict=False))
+    assert lrs[-1] < 0.01

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.calibration import (
+from training.data.utterance import EMOTIONS
+from training.eval.calibration import (
     calibration_report,
     ece,
     fit_temperature,
@@ -13,8 +14,7 @@ from training.calibration import (
     plot_reliability,
     softmax,
 )
-from training.data.utterance import EMOTIONS
-from training.student import Student, build_classifier
+from training.models.student import Student, build_classifier
 
 
 def overconfident(n: int, seed: int, true_t: float = 3.0) -> tuple[np.ndarray, np.ndarray]:

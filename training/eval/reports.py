@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from training.data.utterance import DIMENSIONS
-from training.metrics import ccc_per_dimension, compute_metrics, plot_confusion
+from training.eval.metrics import ccc_per_dimension, compute_metrics, plot_confusion
 
 SUMMARY_KEYS = ("ua", "wa", "macro_f1")
 # (column title, result key, metric) of the results table, in order.

@@ -1,10 +1,9 @@
-"""Pieces of the student loop: batching, crops, augmentation, schedule."""
+"""The student's batches: length buckets, sharding over ranks, crops, speed perturbation."""
 
 import numpy as np
 import pytest
-import torch
 
-from training.loop import bucketed_batches, crop, perturb_speed, warmup_cosine
+from training.fit.batches import bucketed_batches, crop, perturb_speed
 
 
 def test_buckets_cover_everything_once_and_limit_padding():
@@ -40,16 +39,3 @@ def test_crop_and_speed_perturbation():
     lengths = [len(perturb_speed(x, 0.2, rng)) for _ in range(20)]
     assert min(lengths) >= 0.8 * 32000 - 1 and max(lengths) <= 1.2 * 32000 + 1
     assert len(set(lengths)) > 1
-
-
-def test_warmup_then_cosine():
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = warmup_cosine(opt, total_steps=100, warmup_ratio=0.1)
-    lrs = []
-    for _ in range(100):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:], strict=False))
-    assert lrs[-1] < 0.01

@@ -1,6 +1,6 @@
 """The prosodic teacher: strided convs + BiGRU over eGeMAPS LLD frames + attentive pooling.
 
-Its inputs are normalised per speaker by the caller (``training.prosody.SpeakerNormalizer``):
+Its inputs are normalised per speaker by the caller (``training.features.prosody.SpeakerNormalizer``):
 without it a prototype teacher scored 0.74 UA on validation speakers but 0.59 on new ones and
 taught the student nothing (an earlier prototype on this machine).
 """
@@ -16,8 +16,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from training.prosody import N_LLD
-from training.teachers.fit import Collate, FitOptions, fit_and_test
+from training.features.prosody import N_LLD
 
 SUBSAMPLE_LAYERS = 2  # strided convs: 100 -> 25 frames/s before the GRU
 
@@ -108,44 +107,3 @@ def collate(feats: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
     for i, f in enumerate(feats):
         batch[i, : len(f)] = torch.from_numpy(np.asarray(f, dtype=np.float32))
     return {"feats": batch, "lengths": lengths}
-
-
-def cropping_collate(max_frames: int, seed: int) -> Collate:
-    """Random crops of at most ``max_frames`` frames (an augmentation; 0 = whole utterances)."""
-    rng = np.random.default_rng(seed)
-
-    def crop(feats: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
-        out = []
-        for f in feats:
-            start = int(rng.integers(0, len(f) - max_frames + 1)) if len(f) > max_frames else 0
-            out.append(f[start : start + max_frames])
-        return collate(out)
-
-    return crop if max_frames > 0 else collate
-
-
-def train_prosodic(
-    feats: dict[str, list[np.ndarray]],
-    y: dict[str, np.ndarray],
-    labels: Sequence[str],
-    *,
-    hidden: int,
-    layers: int,
-    dropout: float,
-    max_frames: int,
-    opts: FitOptions,
-    out_dir: Path,
-) -> dict:
-    """Train on normalised ``feats["train"]``, select on valid UA, save, return metrics."""
-    torch.manual_seed(opts.seed)
-    teacher = ProsodicTeacher(len(labels), feats["train"][0].shape[1], hidden, layers, dropout)
-    report = fit_and_test(
-        teacher,
-        collate,
-        {part: (feats[part], y[part]) for part in ("train", "valid", "test")},
-        labels,
-        opts,
-        train_collate=cropping_collate(max_frames, opts.seed),
-    )
-    teacher.cpu().save(out_dir)
-    return report

@@ -3,10 +3,10 @@ import pytest
 import torch
 
 from training.data.utterance import EMOTIONS
-from training.teachers import LinguisticTeacher, ProsodicTeacher
-from training.teachers.fit import FitOptions, fit, predict
-from training.teachers.linguistic import make_collate
-from training.teachers.prosodic import collate, cropping_collate
+from training.fit.teachers import FitOptions, cropping_collate, fit, predict
+from training.models.teachers import LinguisticTeacher, ProsodicTeacher
+from training.models.teachers.linguistic import make_collate
+from training.models.teachers.prosodic import collate
 
 
 def _toy_lld(n: int, seed: int) -> tuple[list[np.ndarray], np.ndarray]:

@@ -6,8 +6,8 @@ import torch
 from transformers import WhisperFeatureExtractor
 
 from training.data.utterance import EMOTIONS
-from training.student import Student, build_classifier
-from training.whisper_encoder import encoder_frames, mel_frames
+from training.models.student import Student, build_classifier
+from training.models.whisper_encoder import encoder_frames, mel_frames
 
 # fp32 DFT by convolution vs the extractor's numpy STFT: log10 units, values ~[-1, 2].
 FRONT_END_TOLERANCE = 1e-4
@@ -87,7 +87,7 @@ def test_loads_a_plain_whisper_checkpoint(tmp_path):
     as the student: every encoder weight is taken, the decoder is dropped."""
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
-    from training.student import NAMED_CONFIGS
+    from training.models.student import NAMED_CONFIGS
 
     torch.manual_seed(1)
     config = WhisperConfig(
@@ -127,7 +127,8 @@ def test_training_evaluation_scores_clips_longer_than_30_s(tmp_path):
     import soundfile as sf
     from accelerate import Accelerator
 
-    from training.loop import AudioSet, predict
+    from training.fit.batches import AudioSet
+    from training.fit.loop import predict
 
     student = whisper_student()
     assert student.max_samples == 30 * 16_000

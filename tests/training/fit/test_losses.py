@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.losses import VARIANTS, LossWeights, distill_loss, embedding_loss, kd_loss
+from training.fit.losses import VARIANTS, LossWeights, distill_loss, embedding_loss, kd_loss
 
 
 def _batch(seed=0, n=6, c=4, d=8):
@@ -135,7 +135,7 @@ def _rated(seed=6, n=8):
 
 
 def test_ccc_matches_its_definition_and_bounds():
-    from training.losses import ccc, ccc_loss
+    from training.fit.losses import ccc, ccc_loss
 
     pred, truth, _ = _rated()
     assert ccc_loss(truth, truth).item() == pytest.approx(0.0, abs=1e-6)
@@ -151,7 +151,7 @@ def test_ccc_matches_its_definition_and_bounds():
 
 
 def test_ccc_masks_unrated_utterances():
-    from training.losses import ccc_loss
+    from training.fit.losses import ccc_loss
 
     pred, truth, _ = _rated()
     holes = truth.clone()

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, calibration, and the reports (tables and plots) of a run."""

@@ -1,0 +1,1 @@
+"""The models: the distilled student (its encoders) and the two teachers."""
