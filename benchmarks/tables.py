@@ -14,6 +14,7 @@ import difflib
 import json
 import re
 import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -399,14 +400,16 @@ def reliability_summary(data: dict) -> list[str]:
          f"{failing['ready_after_a_success']}",
          _verdict(data, "model raises")],
         ["missing / corrupt / wrong-version model dir",
-         " / ".join(f"exit {d['exit_code']} in {d['seconds']:.1f} s" for d in dirs.values())
+         " / ".join(dict.fromkeys(f"exit {d['exit_code']} in {d['seconds']:.1f} s"
+                                  for d in dirs.values()))
          + ", each one `emodistill: cannot start: ...` line",
          _verdict(data, "model dir")],
         ["client gone while queued",
          f"dropped {faults['client_gone_while_queued']['dropped_cancelled']:.0f}, inferred "
          f"{faults['client_gone_while_queued']['utterances_inferred']:.0f} (of the 2 sent)",
          _verdict(data, "client gone")],
-        ["SIGTERM under load",
+        [f"SIGTERM under load ({len(sigterm['http_status'])} requests, "
+         f"{len(sigterm['stream_close_codes'])} streams)",
          f"exit {sigterm['exit_code']} in {sigterm['exit_s']:.1f} s; "
          f"{sigterm['http_status'].count(200)}/{len(sigterm['http_status'])} requests 200; finals "
          f"{sigterm['finals_received']}/{sigterm['finals_expected']}, close "
@@ -489,13 +492,20 @@ TABLES: dict[str, Callable[[dict], list[str]]] = {
 }
 
 
+def _wrap(line: str) -> list[str]:
+    """Prose lines wrapped as the pages are (table rows stay whole)."""
+    if line.startswith("|") or not line:
+        return [line]
+    return textwrap.wrap(line, 96, break_long_words=False, break_on_hyphens=False)
+
+
 def render_table(name: str, results: Path = RESULTS) -> str:
     """The text a table's markers enclose, from its source JSON."""
     if name not in TABLES:
         raise KeyError(f"unknown table {name!r}; known: {', '.join(TABLES)}")
     source = results / f"{name.split(':')[0]}.json"
     data = json.loads(source.read_text(encoding="utf-8"))
-    return "\n".join(TABLES[name](data)) + "\n"
+    return "\n".join(out for line in TABLES[name](data) for out in _wrap(line)) + "\n"
 
 
 def render(text: str, results: Path = RESULTS) -> str:
