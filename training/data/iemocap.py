@@ -102,6 +102,7 @@ def load_iemocap(root: str | Path) -> list[Utterance]:
                         session=session_of(utt_id),
                         duration=round(float(match["end"]) - float(match["start"]), 4),
                         dimensions=dimensions,
+                        corpus="iemocap",
                         extra={"raw_label": match["label"], "dialog": dialog},
                     )
                 )

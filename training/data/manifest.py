@@ -1,4 +1,5 @@
-"""Generic dataset adapter: a CSV or JSONL manifest with ``path,label[,text,speaker,session,split]``
+"""Generic dataset adapter: a CSV or JSONL manifest with
+``path,label[,text,speaker,session,split,id,corpus]``
 and optionally ``arousal,valence,dominance`` (dimensional affect on the 1-5 scale: all three or
 none per row; a row may leave all three blank).
 
@@ -19,7 +20,7 @@ import soundfile as sf
 from training.data.utterance import DIMENSIONS, EMOTIONS, Utterance, check_dimensions
 
 REQUIRED_COLUMNS = ("path", "label")
-OPTIONAL_COLUMNS = ("text", "speaker", "session", "split", "id", *DIMENSIONS)
+OPTIONAL_COLUMNS = ("text", "speaker", "session", "split", "id", "corpus", *DIMENSIONS)
 VALID_SPLITS = ("", "train", "valid", "test")
 MAX_LISTED_PROBLEMS = 20
 
@@ -115,6 +116,7 @@ def load_manifest(path: str | Path, labels: Sequence[str] = EMOTIONS) -> list[Ut
                     duration=float(duration),
                     split=split,
                     dimensions=dimensions,
+                    corpus=row.get("corpus", ""),
                 )
             )
     if problems:

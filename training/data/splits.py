@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from training.data.utterance import Utterance
 
-PROTOCOLS = ("loso", "lospk", "speakers", "manifest", "final")
+PROTOCOLS = ("loso", "lospk", "speakers", "manifest", "corpus", "final")
 FINAL_FOLD = "final"
 DEFAULT_VALID_SPEAKERS = 2
 DEFAULT_TEST_SPEAKERS = 2
@@ -102,15 +102,16 @@ def _held_out(
     return [_fold("test-" + "+".join(sorted(test)), utterances, test, valid)]
 
 
-def _manifest(utterances: Sequence[Utterance]) -> list[Fold]:
+def _fixed(utterances: Sequence[Utterance], name: str, source: str) -> list[Fold]:
+    """One fold ``name`` from each utterance's ``split``, set by ``source``."""
     bad = sorted({u.split for u in utterances} - set(MANIFEST_SPLITS))
     if bad:
         raise SplitError(f"split values must be one of {MANIFEST_SPLITS}, found {bad}")
-    parts = {name: [u for u in utterances if u.split == name] for name in MANIFEST_SPLITS}
-    empty = [name for name, part in parts.items() if not part]
+    parts = {part: [u for u in utterances if u.split == part] for part in MANIFEST_SPLITS}
+    empty = [part for part, utts in parts.items() if not utts]
     if empty:
-        raise SplitError(f"the manifest's split column leaves {empty} empty")
-    return [Fold("manifest", parts["train"], parts["valid"], parts["test"])]
+        raise SplitError(f"{source} leaves {empty} empty")
+    return [Fold(name, parts["train"], parts["valid"], parts["test"])]
 
 
 def check_speaker_independent(fold: Fold) -> None:
@@ -137,6 +138,8 @@ def make_folds(
     - "lospk": one fold per speaker (IEMOCAP: 10).
     - "speakers": one fold; test = ``test_speakers`` or 2 chosen by ``seed``.
     - "manifest": one fold from the manifest's ``split`` column.
+    - "corpus": one fold "corpus" from the split each real corpus sets (RAVDESS actors 1-16
+      train, 17-20 validation, 21-24 test; TESS train only: training/data/ravdess.py, tess.py).
     - "final": one fold "final" whose training part is every utterance (no validation or
       test part): the model for export, trained for an epoch count chosen by a protocol above.
     In the first three, ``valid_speakers`` speakers drawn from the remaining (training)
@@ -151,7 +154,13 @@ def make_folds(
     elif protocol == "speakers":
         folds = _held_out(utterances, valid_speakers, seed, test_speakers)
     elif protocol == "manifest":
-        folds = _manifest(utterances)
+        folds = _fixed(utterances, "manifest", "the manifest's split column")
+    elif protocol == "corpus":
+        folds = _fixed(
+            utterances,
+            "corpus",
+            "the corpora's own protocol (RAVDESS holds out actors; TESS only trains)",
+        )
     elif protocol == "final":
         folds = [Fold(FINAL_FOLD, list(utterances), [], [])]
     else:

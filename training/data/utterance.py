@@ -63,9 +63,10 @@ class Utterance:
     speaker: str = ""
     session: str = ""
     duration: float = 0.0
-    split: str = ""  # optional fixed split from a manifest ("train" / "valid" / "test")
+    split: str = ""  # optional fixed split from a manifest or a corpus ("train" / "valid" / "test")
     # (arousal, valence, dominance) on DIMENSION_SCALE, or None when the dataset has none
     dimensions: tuple[float, float, float] | None = None
+    corpus: str = ""  # the corpus it comes from ("iemocap", "ravdess", "tess"; "" = unnamed)
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def to_json(self) -> str:
