@@ -199,12 +199,16 @@ def bench_server(data: dict) -> list[str]:
         ["lone 3 s request p50, server / bare (fp32)", *lone("fp32")],
         ["lone 3 s request p50, server / bare (int8)", *lone("int8")],
     ]
-    loads = "; ".join(
-        f"{_threads_label(t, data['machine']['cpus'])}: load average {_load(by[t]['load_average_before'])} -> "
-        f"{_load(by[t]['load_average_after'])}"
-        for t in keys
+    rounds = data["config"]["rounds"]
+    return [*_table(header, rows), "", f"Medians of {rounds} rounds; {_server_loads(data)}."]
+
+
+def _server_loads(data: dict) -> str:
+    return "; ".join(
+        f"{_threads_label(t, data['machine']['cpus'])}: load average "
+        f"{_load(entry['load_average_before'])} -> {_load(entry['load_average_after'])}"
+        for t, entry in data["by_threads"].items()
     )
-    return [*_table(header, rows), "", f"Medians of {data['config']['rounds']} rounds; {loads}."]
 
 
 def bench_server_detail(data: dict) -> list[str]:
@@ -253,7 +257,7 @@ def bench_server_detail(data: dict) -> list[str]:
         "",
         f"Goals (server fp32 >= {goals['fp32_vs_pipeline']}x and int8 >= "
         f"{goals['int8_vs_pipeline']}x the pipeline, lone-request overhead <= "
-        f"{goals['lone_overhead_max']}x): met in {', '.join(met)}.",
+        f"{goals['lone_overhead_max']}x): met in {', '.join(met)}. {_server_loads(data)}.",
     ]
 
 
