@@ -2,10 +2,12 @@
 
 Inputs are the client's messages (`text`, `audio`), the answers of inferences it asked for
 (`inferred`, `failed`), the clock (`tick`, and `now` on every input) and the server's
-`shutdown`. Outputs are actions for the driver (server/stream/session.py) to perform: `Send`
-an event, `Infer` a span with a priority, `Cancel` an inference, `Close` the socket. Nothing
-here reads a socket, sleeps or reads the clock, so every path is tested without a server
-(tests/server/test_stream_machine.py, with hypothesis).
+`shutdown`. Outputs are actions (server/stream/actions.py) for the driver
+(server/stream/session.py) to perform: `Send` an event, `Infer` a span with a priority,
+`Cancel` an inference, `Close` the socket. Nothing here reads a socket, sleeps or reads the
+clock, so every path is tested without a server (tests/server/stream/test_machine.py, with
+hypothesis). The intake and its deadlines are server/stream/intake.py, the inferences (finals
+queue, speculation, partials) server/stream/inferences.py.
 
 Rules it keeps, whatever the client does:
 - every utterance gets exactly one `final`, in utterance order, unless the session fails;
@@ -21,21 +23,20 @@ Rules it keeps, whatever the client does:
 from __future__ import annotations
 
 import dataclasses
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-import soxr
 
-from emocore.audio import SAMPLE_RATE
+from emocore.audio import MIN_RATE, SAMPLE_RATE
 from emocore.model_dir import Dimensions
-from emocore.scoring import dimension_fields, verdict
-from emocore.segments import WINDOW, SegmentParams, ms_to_samples
-from server.inference.batcher import Inference, Priority
-from server.inference.vad import SileroVad
+from emocore.scoring import STREAM_SECONDS_DIGITS, seconds
+from emocore.segments import WINDOW, SegmentParams
+from server.inference.batcher import Inference
+from server.inference.vad import SileroVad, segment_params
 from server.settings import Settings
+from server.stream.actions import Action, Close, Send
 from server.stream.endpointer import (
     Endpoint,
     Endpointer,
@@ -44,122 +45,25 @@ from server.stream.endpointer import (
     SpeechStarted,
     StreamEvent,
 )
+from server.stream.inferences import Final, Inferences, Job, speculate_after
+from server.stream.intake import Intake
+from server.stream.limits import Limits, stream_defaults
 from server.stream.protocol import (
     BYTES_PER_SAMPLE,
     CLOSE_GOING_AWAY,
     CLOSE_NORMAL,
     CLOSE_POLICY,
     CLOSE_TOO_BIG,
-    MIN_RATE,
-    SCORE_DIGITS,
     StreamConfig,
     StreamError,
+    closing_event,
     decode_pcm,
     error_event,
     event,
     parse_config,
     parse_message,
-    seconds,
+    result_event,
 )
-
-# Speculation starts when the pause left to wait is this many times the recent model time
-# (queue + inference), so the answer is ready about when the endpoint becomes certain; before
-# any measurement, halfway through min_silence_ms.
-SPECULATION_LEAD = 1.5
-MODEL_TIME_SMOOTHING = 0.3  # weight of the newest measurement in the running average
-
-
-# Actions -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Send:
-    payload: dict[str, Any]
-    certain_at: float | None = None  # a final's: when its endpoint became certain (metrics)
-
-
-@dataclass(frozen=True)
-class Infer:
-    key: int
-    audio: np.ndarray
-    priority: Priority
-
-
-@dataclass(frozen=True)
-class Cancel:
-    key: int
-
-
-@dataclass(frozen=True)
-class Promote:
-    """A guess in flight became its utterance's final: serve it at final priority."""
-
-    key: int
-
-
-@dataclass(frozen=True)
-class Close:
-    code: int
-    reason: str
-
-
-Action = Send | Infer | Cancel | Promote | Close
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What the server allows a stream (from Settings; docs/streaming.md)."""
-
-    max_frame_bytes: int = 512 * 1024
-    max_text_bytes: int = 4096
-    max_json_depth: int = 8
-    max_session_s: float = 3600.0
-    idle_timeout_s: float = 15.0
-    intake_rate: float = 10.0
-    intake_burst_s: float = 10.0
-    max_pending: int = 4
-    speculate: bool = True
-    max_utterance_s: float = 30.0  # the most a client may ask for (max_seconds)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Limits:
-        return cls(
-            max_frame_bytes=settings.stream_max_frame_bytes,
-            max_text_bytes=settings.stream_max_text_bytes,
-            max_json_depth=settings.stream_max_json_depth,
-            max_session_s=settings.stream_max_session_s,
-            idle_timeout_s=settings.stream_idle_timeout_s,
-            intake_rate=settings.stream_intake_rate,
-            intake_burst_s=settings.stream_intake_burst_s,
-            max_pending=settings.stream_max_pending,
-            speculate=settings.stream_speculate,
-            max_utterance_s=settings.max_seconds,
-        )
-
-
-@dataclass
-class _Job:
-    kind: Literal["final", "speculative", "partial"]
-    utterance: int
-    start: int
-    end: int
-    audio: np.ndarray | None
-    result: Inference | None = None  # a speculation answered before its endpoint was certain
-
-
-@dataclass
-class _Final:
-    """An utterance whose endpoint is certain, until its final is sent."""
-
-    utterance: int
-    start: int
-    end: int
-    audio: np.ndarray | None  # kept until answered: a failed speculation is inferred again
-    detected_at: int
-    certain_at: float
-    key: int
-    speculative: bool
-    result: Inference | None = None
 
 
 @dataclass
@@ -193,25 +97,34 @@ class StreamMachine:
         self._make_vad = vad
         self.config: StreamConfig | None = None
         self.endpointer: Endpointer | None = None
-        self._resampler: soxr.ResampleStream | None = None
-        self._intake: deque[np.ndarray] = deque()  # 16 kHz audio received, not yet fed
-        self._intake_samples = 0
-        self._received = 0  # 16 kHz samples received in all (intake rate)
-        self._session_ends = now + limits.max_session_s
-        self._idle_from = now
-        self._rate_from = now
-        self._was_paused = False
-        self._keys = 0
-        self._jobs: dict[int, _Job] = {}
-        self._finals: deque[_Final] = deque()
-        self._speculation: int | None = None
-        self._partial: int | None = None
-        self._last_partial_at = -np.inf
-        self._model_s: float | None = None
-        self.utterances = 0  # finals queued so far
+        self._intake = Intake(limits, now)
+        self._inferences = Inferences()
         self._ending: _Ending | None = None
         self.closed: Close | None = None
         self.reason: str | None = None  # why it ended: "stop", "shutting_down" or an error code
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        min_samples: int,
+        labels: list[str],
+        session_id: str,
+        now: float,
+        dimensions: Dimensions | None = None,
+    ) -> StreamMachine:
+        """A session under the server's limits, defaults and segmentation rule; `min_samples`
+        is the model's shortest input."""
+        return cls(
+            Limits.from_settings(settings),
+            stream_defaults(settings),
+            segment_params(settings, min_samples=min_samples),
+            labels=labels,
+            session_id=session_id,
+            now=now,
+            dimensions=dimensions,
+        )
 
     # Queries (the driver's) ---------------------------------------------------------------
 
@@ -221,9 +134,14 @@ class StreamMachine:
         return self.endpointer.position if self.endpointer else 0
 
     @property
+    def utterances(self) -> int:
+        """Finals queued so far."""
+        return self._inferences.utterances
+
+    @property
     def paused(self) -> bool:
         """More finals await the model than a stream may queue: no audio is fed."""
-        return len(self._finals) > self.limits.max_pending
+        return self._inferences.pending > self.limits.max_pending
 
     @property
     def wants_input(self) -> bool:
@@ -232,26 +150,21 @@ class StreamMachine:
 
     def read_delay(self, now: float) -> float:
         """Seconds to wait before reading more audio: the intake rate, after the burst."""
-        allowed = self.limits.intake_burst_s + self.limits.intake_rate * (now - self._rate_from)
-        return max(0.0, (self._received / SAMPLE_RATE - allowed) / self.limits.intake_rate)
+        return self._intake.read_delay(now)
 
     def next_deadline(self) -> float:
         """When `tick` has something to check: the session limit, the idle limit while
         reading, a drain's deadline."""
-        deadlines = [self._session_ends]
-        if self.wants_input:
-            deadlines.append(self._idle_from + self.limits.idle_timeout_s)
+        deadline = self._intake.deadline(reading=self.wants_input)
         if self._ending is not None and self._ending.deadline is not None:
-            deadlines.append(self._ending.deadline)
-        return min(deadlines)
+            deadline = min(deadline, self._ending.deadline)
+        return deadline
 
     @property
     def held_samples(self) -> int:
         """Audio this session holds (allocated buffer, unfed intake, spans awaiting the model)."""
         buffer = self.endpointer.buffer_capacity if self.endpointer else 0
-        arrays = {id(job.audio): job.audio for job in self._jobs.values() if job.audio is not None}
-        arrays |= {id(f.audio): f.audio for f in self._finals if f.audio is not None}
-        return buffer + self._intake_samples + sum(a.shape[0] for a in arrays.values())
+        return buffer + self._intake.samples + self._inferences.held_samples()
 
     def audio_bound(self) -> int:
         """The most `held_samples` can reach: the endpointer's buffer, one frame resampled from
@@ -280,7 +193,7 @@ class StreamMachine:
 
     def failed(self, key: int, error: StreamError, now: float) -> list[Action]:
         """An inference failed; `error` is what it means for a final (overloaded, ...)."""
-        return self._guard(lambda: self._failed(key, error, now))
+        return self._guard(lambda: self._inferences.failed(key, error))
 
     def tick(self, now: float) -> list[Action]:
         return self._guard(lambda: self._tick(now))
@@ -294,7 +207,7 @@ class StreamMachine:
         if self.closed is not None:
             return []
         self.closed, self.reason = Close(CLOSE_NORMAL, reason), reason
-        return self._cancel_all()
+        return self._inferences.cancel_all()
 
     # Internals ----------------------------------------------------------------------------
 
@@ -304,19 +217,9 @@ class StreamMachine:
         try:
             return step()
         except StreamError as error:
-            return self._fail(error)
-
-    def _fail(self, error: StreamError) -> list[Action]:
-        actions: list[Action] = [Send(error_event(error, self.position)), *self._cancel_all()]
-        self.closed, self.reason = Close(error.close_code, error.code), error.code
-        return [*actions, self.closed]
-
-    def _cancel_all(self) -> list[Action]:
-        keys = [key for key, job in self._jobs.items() if job.result is None]
-        self._jobs.clear()
-        self._finals.clear()
-        self._speculation = self._partial = None
-        return [Cancel(key) for key in keys]
+            actions = [Send(error_event(error, self.position)), *self._inferences.cancel_all()]
+            self.closed, self.reason = Close(error.close_code, error.code), error.code
+            return [*actions, self.closed]
 
     def _start(self, values: Mapping[str, Any], now: float) -> list[Action]:
         if self.config is not None:
@@ -328,28 +231,16 @@ class StreamMachine:
         partials = config.partial_interval_ms if config.interim else None
         self.endpointer = Endpointer(params, partial_interval_ms=partials, vad=self._make_vad())
         if self.limits.speculate:
-            self.endpointer.speculate_after = ms_to_samples(config.min_silence_ms / 2)
-        if config.sample_rate != SAMPLE_RATE:
-            self._resampler = soxr.ResampleStream(
-                config.sample_rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ"
-            )
+            self.endpointer.speculate_after = speculate_after(config.min_silence_ms, None)
+        self._intake.start(config.sample_rate, now)
         self.config = config
-        self._rate_from = self._idle_from = now
-        limits = self.limits
         ready = {
             "type": "ready",
             "session_id": self.session_id,
             **config.model_dump(),
             "labels": list(self.labels),
             **({"dimensions": self.dimensions.describe()} if self.dimensions else {}),
-            "limits": {
-                "max_frame_bytes": limits.max_frame_bytes,
-                "max_text_bytes": limits.max_text_bytes,
-                "max_session_s": limits.max_session_s,
-                "idle_timeout_s": limits.idle_timeout_s,
-                "intake_rate": limits.intake_rate,
-                "max_pending": limits.max_pending,
-            },
+            "limits": self.limits.describe(),
         }
         return [Send(ready)]
 
@@ -392,40 +283,18 @@ class StreamMachine:
                 f"a frame holds at most {self.limits.max_frame_bytes} bytes; got {len(data)}",
                 CLOSE_TOO_BIG,
             )
-        samples = decode_pcm(data, self.config)
-        if self._resampler is not None:
-            samples = self._resampler.resample_chunk(samples)
-        self._take_in(samples)
-        self._idle_from = now + self.read_delay(now)
+        self._intake.receive(decode_pcm(data, self.config), now)
         return self._advance(now)
-
-    def _take_in(self, samples: np.ndarray) -> None:
-        if samples.shape[0]:
-            self._intake.append(samples.astype(np.float32, copy=False))
-            self._intake_samples += samples.shape[0]
-            self._received += samples.shape[0]
 
     def _end(self, code: int, reason: str, now: float, deadline: float | None = None) -> list:
         """Stop reading; feed what was received (and the resampler's tail), flush, send the
         remaining finals, then close with `code`."""
         self._ending = _Ending(code, reason, deadline)
-        if self._resampler is not None:
-            self._take_in(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
-            self._resampler = None
+        self._intake.finish()
         return self._advance(now)
 
     def _shutdown(self, now: float, deadline: float) -> list[Action]:
-        notice = Send(
-            event(
-                "closing",
-                time=self.position,
-                utterance=None,
-                reason="shutting_down",
-                message="the server is shutting down: send no more audio; the finals of what "
-                "was received follow, then the stream closes 1001",
-                deadline_s=round(max(0.0, deadline - now), 3),
-            )
-        )
+        notice = Send(closing_event(self.position, deadline - now))
         if self._ending is not None:  # already stopping: finish that, within the deadline
             self._ending.deadline = deadline
             return [notice]
@@ -434,25 +303,13 @@ class StreamMachine:
     def _tick(self, now: float) -> list[Action]:
         ending = self._ending
         if ending is not None and ending.deadline is not None and now >= ending.deadline:
-            first = self._finals[0].utterance if self._finals else None
             raise StreamError(
                 "shutting_down",
                 "the server is shutting down; the remaining finals were not ready in time",
                 CLOSE_GOING_AWAY,
-                first,
+                self._inferences.first_pending,
             )
-        if now >= self._session_ends:
-            raise StreamError(
-                "session_too_long",
-                f"sessions last at most {self.limits.max_session_s:g} s",
-                CLOSE_POLICY,
-            )
-        if self.wants_input and now >= self._idle_from + self.limits.idle_timeout_s:
-            raise StreamError(
-                "idle_timeout",
-                f"no audio for {self.limits.idle_timeout_s:g} s (keepalives do not count)",
-                CLOSE_POLICY,
-            )
+        self._intake.check(now, reading=self.wants_input)
         return []
 
     def _advance(self, now: float) -> list[Action]:
@@ -461,12 +318,7 @@ class StreamMachine:
         actions: list[Action] = []
         while True:
             while self._intake and not self.paused:
-                piece = self._intake.popleft()
-                if piece.shape[0] > WINDOW:
-                    piece, rest = piece[:WINDOW], piece[WINDOW:]
-                    self._intake.appendleft(rest)
-                self._intake_samples -= piece.shape[0]
-                actions += self._handle(self.endpointer.feed(piece), now)
+                actions += self._handle(self.endpointer.feed(self._intake.take()), now)
             sent = self._send_ready_finals()
             actions += sent
             # A final answered by its speculation is ready as it is queued: it can pause the
@@ -476,160 +328,55 @@ class StreamMachine:
         if self._ending is not None and not self._intake and self.endpointer is not None:
             actions += self._handle(self.endpointer.flush(), now)
             actions += self._send_ready_finals()
-        if self._was_paused and not self.paused:
-            self._idle_from = max(self._idle_from, now)  # waiting for the model is not idling
-        self._was_paused = self.paused
-        if self._ending is not None and not self._intake and not self._finals:
-            actions += self._cancel_all()
-            self.closed, self.reason = (
-                Close(self._ending.code, self._ending.reason),
-                self._ending.reason,
-            )
+        self._intake.paused(self.paused, now)
+        if self._ending is not None and not self._intake and not self._inferences.pending:
+            actions += self._inferences.cancel_all()
+            self.closed = Close(self._ending.code, self._ending.reason)
+            self.reason = self._ending.reason
             actions.append(self.closed)
         return actions
 
     def _handle(self, events: list[StreamEvent], now: float) -> list[Action]:
         actions: list[Action] = []
+        inferences = self._inferences
         for item in events:
             if isinstance(item, SpeechStarted):
                 payload = event(
                     "speech_start",
                     time=self.position,
                     utterance=item.utterance,
-                    start=seconds(item.start),
+                    start=seconds(item.start, STREAM_SECONDS_DIGITS),
                 )
                 actions.append(Send(payload))
             elif isinstance(item, PartialDue):
-                actions += self._maybe_partial(item, now)
+                assert self.config is not None
+                actions += inferences.partial(item, now, self.config.partial_interval_ms / 1000)
             elif isinstance(item, EndpointLikely):
-                actions += self._speculate(item)
+                actions += inferences.speculate(item)
             elif isinstance(item, Endpoint):
-                actions += self._queue_final(item, now)
-        speculation = self._jobs.get(self._speculation) if self._speculation is not None else None
-        if speculation is not None and (speculation.start, speculation.end) != (
-            self.endpointer.likely_span if self.endpointer else None
-        ):
-            actions += self._drop(self._speculation)  # speech came back: not the end
-            self._speculation = None
-        return actions
-
-    def _infer(self, job: _Job, priority: Priority) -> tuple[int, Infer]:
-        key = self._keys
-        self._keys += 1
-        self._jobs[key] = job
-        return key, Infer(key, job.audio, priority)
-
-    def _drop(self, key: int) -> list[Action]:
-        """Forget a job; cancel its inference if it is still in flight."""
-        job = self._jobs.pop(key, None)
-        return [Cancel(key)] if job is not None and job.result is None else []
-
-    def _maybe_partial(self, due: PartialDue, now: float) -> list[Action]:
-        """At most one interim inference in flight, and at most one per interval of wall time
-        too (a client sending faster than real time gets no more partials per second)."""
-        assert self.config is not None
-        interval = self.config.partial_interval_ms / 1000
-        if self._partial is not None or now - self._last_partial_at < interval:
-            return []
-        self._last_partial_at = now
-        job = _Job("partial", due.utterance, due.start, due.end, due.audio)
-        self._partial, action = self._infer(job, Priority.PARTIAL)
-        return [action]
-
-    def _speculate(self, likely: EndpointLikely) -> list[Action]:
-        actions = self._drop(self._speculation) if self._speculation is not None else []
-        job = _Job("speculative", likely.utterance, likely.start, likely.end, likely.audio)
-        self._speculation, action = self._infer(job, Priority.SPECULATIVE)
-        return [*actions, action]
-
-    def _queue_final(self, endpoint: Endpoint, now: float) -> list[Action]:
-        self.utterances = endpoint.utterance + 1
-        actions: list[Action] = []
-        key, speculation = self._speculation, None
-        self._speculation = None
-        if key is not None:
-            speculation = self._jobs[key]
-            if (speculation.utterance, speculation.start, speculation.end) != (
-                endpoint.utterance,
-                endpoint.start,
-                endpoint.end,
-            ):
-                actions += self._drop(key)
-                speculation = None
-        final = _Final(
-            endpoint.utterance,
-            endpoint.start,
-            endpoint.end,
-            endpoint.audio,
-            detected_at=self.position,
-            certain_at=now,
-            key=-1,
-            speculative=speculation is not None,
-        )
-        if speculation is not None:
-            final.key, speculation.kind = key, "final"
-            final.result = speculation.result
-            if final.result is not None:
-                self._jobs.pop(key)
-                final.audio = None
-            else:
-                actions.append(Promote(key))
-        else:
-            final.key, action = self._infer(
-                _Job("final", endpoint.utterance, endpoint.start, endpoint.end, endpoint.audio),
-                Priority.FINAL,
-            )
-            actions.append(action)
-        self._finals.append(final)
-        return actions
+                actions += inferences.queue_final(item, self.position, now)
+        likely = self.endpointer.likely_span if self.endpointer else None
+        return actions + inferences.check_speculation(likely)
 
     def _inferred(self, key: int, inference: Inference, now: float) -> list[Action]:
-        job = self._jobs.get(key)
+        job = self._inferences.answered(key, inference)
         if job is None:
             return []  # cancelled meanwhile
         if job.kind == "partial":
-            del self._jobs[key]
-            self._partial = None
             if job.utterance >= self.utterances:  # never after the utterance's final
-                payload = self._result("partial", job.utterance, job.start, job.end, inference)
-                return [Send(payload)]
+                return [Send(self._result("partial", job, inference))]
             return []
-        self._observe(inference)
-        if job.kind == "speculative":
-            job.result = inference  # kept for its endpoint
-            return []
-        del self._jobs[key]
-        for final in self._finals:
-            if final.key == key:
-                final.result, final.audio = inference, None
-        return self._advance(now)
-
-    def _failed(self, key: int, error: StreamError, now: float) -> list[Action]:
-        job = self._jobs.pop(key, None)
-        if job is None:
-            return []
-        if job.kind == "partial":
-            self._partial = None  # interim results are best effort
-            return []
-        if job.kind == "speculative":
-            self._speculation = None  # its endpoint, if it comes, takes the ordinary path
-            return []
-        for final in self._finals:
-            if final.key == key and final.speculative and final.audio is not None:
-                # The guess failed (crowded, ...): the certain span goes the ordinary way.
-                final.speculative = False
-                final.key, action = self._infer(
-                    _Job("final", final.utterance, final.start, final.end, final.audio),
-                    Priority.FINAL,
-                )
-                return [action]
-        error.utterance = job.utterance
-        raise error
+        # Start speculating the model's recent time before an endpoint.
+        if self.endpointer is not None and self.endpointer.speculate_after is not None:
+            assert self.config is not None
+            self.endpointer.speculate_after = speculate_after(
+                self.config.min_silence_ms, self._inferences.model_s
+            )
+        return [] if job.kind == "speculative" else self._advance(now)
 
     def _send_ready_finals(self) -> list[Action]:
         actions: list[Action] = []
-        while self._finals and self._finals[0].result is not None:
-            final = self._finals.popleft()
+        for final in self._inferences.ready_finals():
             inference = final.result
             timing = {
                 "queue_s": round(inference.queue_wait_s, 4),
@@ -637,71 +384,23 @@ class StreamMachine:
                 "batch_size": inference.batch_size,
                 "speculative": final.speculative,
             }
-            payload = self._result(
-                "final", final.utterance, final.start, final.end, inference, final.detected_at
-            )
+            payload = self._result("final", final, inference, final.detected_at)
             actions.append(Send(payload | {"timing": timing}, certain_at=final.certain_at))
         return actions
 
     def _result(
-        self,
-        kind: str,
-        utterance: int,
-        start: int,
-        end: int,
-        inference: Inference,
-        detected_at: int | None = None,
+        self, kind: str, span: Job | Final, inference: Inference, time: int | None = None
     ) -> dict[str, Any]:
         assert self.config is not None  # results exist only after the session started
-        return event(
+        names = self.dimensions.names if self.dimensions else None
+        return result_event(
             kind,
-            time=self.position if detected_at is None else detected_at,
-            utterance=utterance,
-            start=seconds(start),
-            end=seconds(end),
-            **verdict(
-                self.labels,
-                inference.probabilities,
-                self.config.min_confidence,
-                digits=SCORE_DIGITS,
-            ),
-            **dimension_fields(
-                self.dimensions.names if self.dimensions else None,
-                inference.dimensions,
-                SCORE_DIGITS,
-            ),
+            time=self.position if time is None else time,
+            utterance=span.utterance,
+            span=(span.start, span.end),
+            labels=self.labels,
+            min_confidence=self.config.min_confidence,
+            probabilities=inference.probabilities,
+            dimension_names=names,
+            dimensions=inference.dimensions,
         )
-
-    def _observe(self, inference: Inference) -> None:
-        """Track the model time and start speculating that long before an endpoint."""
-        took = inference.queue_wait_s + inference.inference_s
-        previous = self._model_s if self._model_s is not None else took
-        self._model_s = (1 - MODEL_TIME_SMOOTHING) * previous + MODEL_TIME_SMOOTHING * took
-        if self.endpointer is not None and self.endpointer.speculate_after is not None:
-            assert self.config is not None
-            lead_ms = SPECULATION_LEAD * self._model_s * 1000
-            self.endpointer.speculate_after = ms_to_samples(
-                max(0.0, self.config.min_silence_ms - lead_ms)
-            )
-
-
-def stream_defaults(settings: Settings) -> StreamConfig:
-    """The session config a client gets for the keys it does not set."""
-    return StreamConfig(
-        min_silence_ms=settings.stream_min_silence_ms,
-        partial_interval_ms=settings.stream_partial_interval_ms,
-        max_utterance_s=settings.stream_max_utterance_s,
-        min_confidence=settings.min_confidence,
-    )
-
-
-__all__ = [
-    "Action",
-    "Cancel",
-    "Close",
-    "Infer",
-    "Limits",
-    "Send",
-    "StreamMachine",
-    "stream_defaults",
-]

@@ -6,14 +6,14 @@ docs/streaming.md is the user-facing description of the same protocol.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from emocore.audio import MAX_RATE, MIN_RATE, SAMPLE_RATE
-from emocore.scoring import STREAM_SECONDS_DIGITS, seconds
+from emocore.scoring import STREAM_SECONDS_DIGITS, dimension_fields, seconds, verdict
 
 Encoding = Literal["pcm_s16le", "f32le"]
 ENCODINGS: tuple[str, ...] = ("pcm_s16le", "f32le")
@@ -184,7 +184,45 @@ def event(kind: str, *, time: int, utterance: int | None, **fields: Any) -> dict
     }
 
 
+def closing_event(time: int, left_s: float) -> dict[str, Any]:
+    """The server shuts down: the finals of what was received follow within ``left_s``."""
+    return event(
+        "closing",
+        time=time,
+        utterance=None,
+        reason="shutting_down",
+        message="the server is shutting down: send no more audio; the finals of what "
+        "was received follow, then the stream closes 1001",
+        deadline_s=round(max(0.0, left_s), 3),
+    )
+
+
 def error_event(error: StreamError, time: int) -> dict[str, Any]:
     return event(
         "error", time=time, utterance=error.utterance, code=error.code, message=error.message
+    )
+
+
+def result_event(
+    kind: str,
+    *,
+    time: int,
+    utterance: int,
+    span: tuple[int, int],
+    labels: Sequence[str],
+    min_confidence: float,
+    probabilities: np.ndarray,
+    dimension_names: Sequence[str] | None,
+    dimensions: np.ndarray | None,
+) -> dict[str, Any]:
+    """A `partial` or `final` event: the verdict on one utterance span (samples), its floats
+    rounded to SCORE_DIGITS."""
+    return event(
+        kind,
+        time=time,
+        utterance=utterance,
+        start=seconds(span[0], STREAM_SECONDS_DIGITS),
+        end=seconds(span[1], STREAM_SECONDS_DIGITS),
+        **verdict(labels, probabilities, min_confidence, digits=SCORE_DIGITS),
+        **dimension_fields(dimension_names, dimensions, SCORE_DIGITS),
     )

@@ -32,19 +32,9 @@ from server.inference.batcher import (
     QueueFull,
     RequestTimeout,
 )
-from server.inference.vad import segment_params
 from server.settings import Settings
-from server.stream.machine import (
-    Action,
-    Cancel,
-    Close,
-    Infer,
-    Limits,
-    Promote,
-    Send,
-    StreamMachine,
-    stream_defaults,
-)
+from server.stream.actions import Action, Cancel, Close, Infer, Promote, Send
+from server.stream.machine import StreamMachine
 from server.stream.metrics import StreamMetrics, count_audio
 from server.stream.protocol import (
     CLOSE_GOING_AWAY,
@@ -82,10 +72,9 @@ class StreamSession:
         self.settings = settings
         self.batcher = batcher
         self.metrics = metrics
-        self.machine = StreamMachine(
-            Limits.from_settings(settings),
-            stream_defaults(settings),
-            segment_params(settings, min_samples=batcher.runtime.min_samples),
+        self.machine = StreamMachine.from_settings(
+            settings,
+            min_samples=batcher.runtime.min_samples,
             labels=list(labels),
             session_id=uuid.uuid4().hex,
             now=time.monotonic(),

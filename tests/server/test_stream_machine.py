@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 from emocore.audio import SAMPLE_RATE
 from emocore.segments import WINDOW, SegmentEnd, SegmentParams, SegmentTracker
 from server.inference.batcher import Inference, Priority
-from server.stream.machine import Cancel, Close, Infer, Limits, Promote, Send, StreamMachine
+from server.stream.actions import Cancel, Close, Infer, Promote, Send
+from server.stream.limits import Limits
+from server.stream.machine import StreamMachine
 from server.stream.protocol import StreamConfig, StreamError
 
 RULE = SegmentParams(threshold=0.5, min_silence_ms=100, min_speech_ms=100, pad_ms=30)
