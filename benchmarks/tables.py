@@ -526,14 +526,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--check", action="store_true", help="change nothing; exit 1 on a difference"
     )
+    parser.add_argument(
+        "--root", type=Path, default=ROOT, help="the repository (default: this one)"
+    )
     args = parser.parse_args(argv)
     stale = []
-    for page in pages():
+    for page in pages(args.root):
         text = page.read_text(encoding="utf-8")
-        new = render(text)
+        new = render(text, args.root / "benchmarks" / "results")
         if new == text:
             continue
-        name = page.relative_to(ROOT).as_posix()
+        name = page.relative_to(args.root).as_posix()
         stale.append(name)
         if args.check:
             sys.stdout.writelines(
