@@ -165,7 +165,7 @@ def build_classifier(
         model_class = NAMED_MODELS.get(name_or_path, HubertForSequenceClassification)
         config = model_class.config_class(**NAMED_CONFIGS[name_or_path], **label_kw, **overrides)
         return model_class(config)
-    from training.whisper_ct2 import resolve
+    from training.weights.bundles import resolve
 
     path = resolve(name_or_path)
     config: PretrainedConfig = AutoConfig.from_pretrained(path)

