@@ -136,13 +136,24 @@ def test_masked_group_norm_statistics_stay_float32_under_bf16_autocast():
 
 def test_time_masking_skips_batches_shorter_than_a_mask_span():
     """HuBERT's time masking (mask_time_length 10 frames) raised on a batch of clips under
-    ~0.2 s while training (found by the full-size rehearsal); such a batch is now unmasked,
-    and a longer batch is still masked."""
+    ~0.2 s while training; such a batch is now unmasked, and a longer batch is still masked:
+    some of its frames enter the transformer as HuBERT's learned mask embedding."""
     torch.manual_seed(0)
     student = Student(build_classifier("tiny", EMOTIONS)).train()
     assert student.config.mask_time_prob > 0
+    base = student.classifier.base_model
+    masked_frames = []
+    apply_mask = base._mask_hidden_states
+
+    def counting(*args, **kwargs):
+        hidden = apply_mask(*args, **kwargs)
+        masked_frames.append(int((hidden == base.masked_spec_embed).all(-1).sum()))
+        return hidden
+
+    base._mask_hidden_states = counting
     short = torch.randn(2, 2000)  # 6 frames
     logits, _ = student(short, torch.tensor([2000, 1500]))
     logits.sum().backward()
     long = torch.randn(2, 16000)
     student(long, torch.tensor([16000, 12000]))
+    assert masked_frames[0] == 0 and masked_frames[1] > 0
