@@ -1,4 +1,4 @@
-"""training.runs: rank-0 work the other ranks wait for outside any collective (issue 12)."""
+"""training.runs: rank-0 work the other ranks wait for outside any collective."""
 
 from __future__ import annotations
 

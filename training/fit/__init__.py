@@ -1,1 +1,1 @@
-"""Fitting: the student's batches, loop, losses and checkpoints; the teachers' fit; their targets."""
+"""Fitting: the student's batches, loop, losses and checkpoints; the teachers' fit; targets."""

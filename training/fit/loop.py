@@ -168,7 +168,8 @@ def freeze(student: Student, opts: StudentOptions) -> Student:
 def release_host_memory() -> None:
     """Hand freed heap memory back to the OS (glibc keeps it otherwise): each hubert-base student
     allocates ~1.5 GB of weights, gradients and Adam state on a CPU run, and without this the
-    next student's peak RSS starts above the last one's (measured in the rehearsal)."""
+    next student's peak RSS started above the last one's (measured over consecutive hubert-base
+    students on CPU)."""
     import ctypes
     import gc
 
@@ -191,8 +192,9 @@ def train_student(
 
     Resumes from ``out_dir/last`` when it exists. ``metric_fn(y_true, logits) -> dict`` scores
     validation (the best epoch's validation logits come back as ``best_valid_logits``, or None
-    when that epoch ran before a resume; its dimensions as ``best_valid_dimensions``). An empty ``valid`` set (a refit on all non-test speakers, or the ``final``
-    protocol) trains the fixed number of epochs: best is then the last epoch. Returns
+    when that epoch ran before a resume; its dimensions as ``best_valid_dimensions``). An empty
+    ``valid`` set (a refit on all non-test speakers, or the ``final`` protocol) trains the fixed
+    number of epochs: best is then the last epoch. Returns
     {"history", "best_epoch", "best_valid"}. The accelerator keeps no reference to this
     student's model or optimizer afterwards (one accelerator serves many students).
     """

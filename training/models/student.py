@@ -7,8 +7,8 @@ Two encoder families, both fed raw 16 kHz audio:
   per-utterance normalisation over the valid samples happens inside the model, and the first
   GroupNorm of group-norm feature encoders (hubert-base, wav2vec2-base) normalises over valid
   frames only, so an utterance's logits do not depend on its batch mates;
-* Whisper encoders (training/models/whisper_encoder.py): Whisper's own log-mel front end in the graph,
-  variable length, masked attention and pooling.
+* Whisper encoders (training/models/whisper_encoder.py): Whisper's own log-mel front end in the
+  graph, variable length, masked attention and pooling.
 
 Pretrained students pool a learned softmax-weighted sum of all hidden layers by default
 (``use_weighted_layer_sum``); one projection head per teacher is used only by the distillation

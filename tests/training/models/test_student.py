@@ -103,7 +103,7 @@ def test_log_mel_stays_float32_under_bf16_autocast():
 
 
 def test_masked_group_norm_statistics_stay_float32_under_bf16_autocast():
-    """Issue 12: under bf16 autocast the masked GroupNorm computed its mean, variance and frame
+    """Under bf16 autocast the masked GroupNorm once computed its mean, variance and frame
     count (up to ~1e5 frames) in bf16, shifting every frame of a channel by the rounding of its
     statistics. Reference: the same bf16 convolution output normalised in float64; only the
     output's own bf16 rounding (unbiased) may remain."""

@@ -1,8 +1,8 @@
 """The prosodic teacher: strided convs + BiGRU over eGeMAPS LLD frames + attentive pooling.
 
-Its inputs are normalised per speaker by the caller (``training.features.prosody.SpeakerNormalizer``):
-without it a prototype teacher scored 0.74 UA on validation speakers but 0.59 on new ones and
-taught the student nothing (an earlier prototype on this machine).
+Its inputs are normalised per speaker by the caller
+(``training.features.prosody.SpeakerNormalizer``): without it a teacher scored 0.74 UA on
+validation speakers but 0.59 on new ones and taught the student nothing.
 """
 
 from __future__ import annotations
