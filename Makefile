@@ -93,7 +93,7 @@ bench: $(VENV)/.dev
 # The results tables of README.md and docs/*.md, rewritten from benchmarks/results/*.json
 # between their `<!-- table: NAME -->` markers (run it after a benchmark; the tests check them).
 tables: | $(PY)
-	$(PY) benchmarks/tables.py
+	$(PY) -m benchmarks.tables
 
 # Load, overload, faults and recovery, training faults: one table (docs/reliability.md), a few
 # minutes. Longer: `make reliability RELIABILITY_ARGS="--soak-minutes 5"`.

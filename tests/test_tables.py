@@ -17,7 +17,7 @@ def test_page_tables_match_their_json(page):
     assert text.count("<!-- table: ") == text.count("<!-- /table -->"), "a marker is not closed"
     assert tables.render(text) == text, (
         f"{page.relative_to(ROOT)} differs from its benchmarks/results JSON: run `make tables` "
-        "(`.venv/bin/python benchmarks/tables.py --check` shows the difference)"
+        "(`.venv/bin/python -m benchmarks.tables --check` shows the difference)"
     )
 
 
