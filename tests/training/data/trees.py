@@ -18,11 +18,12 @@ TESS_FOLDERS = {
 }
 
 
-def _clip(path: Path, index: int) -> Path:
+def _clip(path: Path, index: int, seconds: float) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fmt = path.suffix[1:]
     kind = "sine" if index % 2 else "noise"
-    return write_clip(path, fmt, seconds=0.05, kind=kind, freq=200.0 + 10 * (index % 7), seed=index)
+    freq = 200.0 + 10 * (index % 7)
+    return write_clip(path, fmt, seconds=seconds, kind=kind, freq=freq, seed=index)
 
 
 def ravdess_name(emotion: str, intensity: str, statement: str, repetition: str, actor: int) -> str:
@@ -36,6 +37,7 @@ def make_ravdess(
     statements=("01",),
     repetitions=("01",),
     fmt: str = "wav",
+    seconds: float = 0.05,
 ) -> Path:
     """Actor_NN/<name>.<fmt> for every combination, intensity 01 (and 02 for all but neutral)."""
     index = 0
@@ -45,7 +47,7 @@ def make_ravdess(
                 for statement in statements:
                     for repetition in repetitions:
                         name = ravdess_name(emotion, intensity, statement, repetition, actor)
-                        _clip(root / f"Actor_{actor:02d}" / f"{name}.{fmt}", index)
+                        _clip(root / f"Actor_{actor:02d}" / f"{name}.{fmt}", index, seconds)
                         index += 1
     return root
 
@@ -63,12 +65,13 @@ def make_tess(
     words=("back", "bite", "chair"),
     emotions=TESS_EMOTIONS,
     fmt: str = "wav",
+    seconds: float = 0.05,
 ) -> Path:
     index = 0
     for speaker in speakers:
         for emotion in emotions:
             folder = TESS_FOLDERS.get((speaker, emotion), f"{speaker}_{emotion}")
             for word in words:
-                _clip(root / folder / f"{tess_name(speaker, word, emotion)}.{fmt}", index)
+                _clip(root / folder / f"{tess_name(speaker, word, emotion)}.{fmt}", index, seconds)
                 index += 1
     return root
