@@ -136,3 +136,17 @@ def test_summary_command(corpora_dir, capsys):
     assert counts["ravdess"]["splits"] == {"test": 28, "train": 112, "valid": 28}
     assert main(["tess=/nonexistent/tess"]) == 1
     assert "problem: tess: " in capsys.readouterr().out
+
+
+def test_other_adapters_name_their_corpus(tmp_path, tess_root):
+    """IEMOCAP utterances say so; a manifest may carry a corpus column (e.g. a combined set
+    written out as a manifest)."""
+    from training.data.fake_iemocap import make_fake_iemocap
+    from training.data.manifest import load_manifest
+
+    root = make_fake_iemocap(tmp_path / "iemocap", per_class=1, sessions=1)
+    assert {u.corpus for u in load_dataset("iemocap", root)} == {"iemocap"}
+    clip = next(tess_root.rglob("*.flac"))
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"path,label,id,corpus\n{clip},sad,a,tess\n{clip},happy,b,\n")
+    assert [u.corpus for u in load_manifest(manifest)] == ["tess", ""]
