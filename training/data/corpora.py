@@ -118,7 +118,7 @@ def load_corpora(
     listing every problem of every corpus."""
     utterances, problems = scan_corpora(spec, labels, corpora_dir)
     if problems:
-        raise CorpusError("corpora", corpora_dir or ", ".join(map(str, search_dirs())), problems)
+        raise CorpusError("corpora", spec if isinstance(spec, str) else ",".join(spec), problems)
     return utterances
 
 

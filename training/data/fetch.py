@@ -163,9 +163,8 @@ def verify_tree(
         return 0, exc.problems
     if clips and len(utterances) != source.clips:
         problems.append(f"{len(utterances)} clips, the release has {source.clips}")
-    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES):
-        if file_hashes is None:
-            break
+    audio = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+    for path in audio if file_hashes is not None else []:
         expected = file_hashes.get(path.name)
         alg, _, digest = (expected or "").partition(":")
         if expected is None:

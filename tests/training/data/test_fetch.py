@@ -151,6 +151,20 @@ def test_resume_from_kept_bytes_and_a_server_without_ranges(
     assert len(load_ravdess(root)) == 2 * 7
 
 
+@pytest.mark.parametrize("extra", [0, 10])
+def test_kept_bytes_of_the_whole_file_or_more(tmp_path, server, ravdess_zip, small_sources, extra):
+    """The server answers 416: kept bytes that are the whole archive are it; more start anew."""
+    server.files["/a.zip"] = ravdess_zip
+    part = tmp_path / "downloads" / f"{SOURCES['ravdess'].archive}.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(ravdess_zip + b"x" * extra)
+    url = f"{server.url}/a.zip"
+    root = fetch_corpus(SOURCES["ravdess"], tmp_path, url=url, progress=False, retries=1)
+    assert len(load_ravdess(root)) == 2 * 7
+    asked = [(f"bytes={len(ravdess_zip) + extra}-")] + ([None] if extra else [])
+    assert [wanted for _, wanted in server.log] == asked
+
+
 def test_corrupt_archive(tmp_path, server, ravdess_zip, small_sources):
     url = f"{server.url}/a.zip"
     server.files["/a.zip"] = b"PK\x03\x04 not really a zip" + ravdess_zip[100:200]
