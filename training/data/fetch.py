@@ -114,7 +114,8 @@ class ResumableDownloader:
         if check_only:
             return requests.head(url, timeout=self.timeout, allow_redirects=True).ok
         have = self.part.stat().st_size if self.part.exists() else 0
-        headers = {"Range": f"bytes={have}-"} if have else {}
+        # identity: the bytes counted are the file's (a compressed transfer would not add up)
+        headers = {"Accept-Encoding": "identity", **({"Range": f"bytes={have}-"} if have else {})}
         with requests.get(url, headers=headers, stream=True, timeout=self.timeout) as response:
             if response.status_code == 416:  # nothing after `have`: complete, or longer
                 total = response.headers.get("Content-Range", "").rpartition("/")[2]
@@ -271,7 +272,9 @@ def publisher_hashes(source: Source, url: str | None, known_hash: str | None) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("names", nargs="+", choices=list(SOURCES), metavar="corpus")
+    parser.add_argument(
+        "names", nargs="+", choices=list(SOURCES), metavar="corpus", help=" or ".join(SOURCES)
+    )
     parser.add_argument("--to", type=Path, default=DEFAULT_DIR, help="where corpora land")
     parser.add_argument("--corpora", type=Path, help=f"already extracted corpora ({ENV_VAR})")
     parser.add_argument("--url", action="append", default=[], help="NAME=URL of a mirror")
