@@ -1,4 +1,4 @@
-"""End to end: ``training.distill`` on a tiny synthetic corpus (a few seconds per run)."""
+"""End to end: the recipe (``training.distill.run``) on a tiny synthetic corpus (seconds a run)."""
 
 import json
 import logging
@@ -9,6 +9,7 @@ import pytest
 from training import distill
 from training.config import load_config
 from training.runs import read_stages
+from training.stages import students
 
 # Small enough for seconds on 2 CPU cores, large enough that the loss visibly falls.
 TINY = [
@@ -146,7 +147,7 @@ def test_killed_run_resumes(corpus, tmp_path, monkeypatch, caplog, tiny_text_mod
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     run_dir = tmp_path / "run"
     cfg = _config(corpus, run_dir, "--variant=ce+ling", f"--ling_model={tiny_text_model}")
-    real_scorer = distill.scorer
+    real_scorer = students.scorer
     calls = {"n": 0}
 
     def dying_scorer(labels):
@@ -160,7 +161,7 @@ def test_killed_run_resumes(corpus, tmp_path, monkeypatch, caplog, tiny_text_mod
 
         return wrapped
 
-    monkeypatch.setattr(distill, "scorer", dying_scorer)
+    monkeypatch.setattr(students, "scorer", dying_scorer)
     with pytest.raises(KeyboardInterrupt):
         distill.run(cfg)
     fold_dir = _fold_dir(run_dir)
@@ -169,7 +170,7 @@ def test_killed_run_resumes(corpus, tmp_path, monkeypatch, caplog, tiny_text_mod
     assert not (fold_dir / "student" / "result.json").exists()
     assert (fold_dir / "student" / "last" / "trainer.pt").is_file()
 
-    monkeypatch.setattr(distill, "scorer", real_scorer)
+    monkeypatch.setattr(students, "scorer", real_scorer)
     with caplog.at_level(logging.INFO, logger="emodistill.training"):
         distill.run(cfg)
     text = (run_dir / "log.txt").read_text()

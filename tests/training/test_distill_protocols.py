@@ -1,7 +1,7 @@
-"""Issue 12 in the recipe: cross-fitted teacher targets, the refit on all non-test speakers,
-the final protocol, the speakers stated in results, resume without prosody, the prosody
-normaliser beside its teacher, no trainer state kept by finished students, ``--labels`` for
-manifests."""
+"""The recipe's protocols and what they write: cross-fitted teacher targets, the refit on all
+non-test speakers, the final protocol, the speakers stated in results, resume without prosody,
+the prosody normaliser beside its teacher, no trainer state kept by finished students,
+``--labels`` for manifests."""
 
 from __future__ import annotations
 
@@ -12,7 +12,11 @@ import soundfile as sf
 
 from tests.training.test_distill import _config, _fold_dir
 from training import distill
+from training.config import ConfigError, load_config
+from training.data.utterance import Utterance, read_jsonl
 from training.features.prosody import ProsodyCache, SpeakerNormalizer
+from training.stages.data import PARTS, capped, load_utterances
+from training.stages.students import share_identical_files
 
 
 def _json(path):
@@ -28,7 +32,7 @@ def test_crossfit_targets_refit_and_speakers(corpus, tmp_path, monkeypatch, tiny
     )  # fmt: skip
     distill.run(cfg)
     fold_dir = _fold_dir(run_dir)
-    parts = {p: distill.read_jsonl(fold_dir / f"{p}.jsonl") for p in distill.PARTS}
+    parts = {p: read_jsonl(fold_dir / f"{p}.jsonl") for p in PARTS}
     train_speakers = {u.speaker for u in parts["train"]}
     log = (run_dir / "log.txt").read_text()
     for teacher in ("ling", "pros"):
@@ -91,7 +95,7 @@ def test_final_protocol_trains_on_every_speaker_and_exports(corpus, tmp_path, mo
     )  # fmt: skip
     distill.run(cfg)
     fold_dir = run_dir / "folds" / "final"
-    train = distill.read_jsonl(fold_dir / "train.jsonl")
+    train = read_jsonl(fold_dir / "train.jsonl")
     assert len(train) == 64 and not (fold_dir / "valid.jsonl").read_text().strip()
     result = _json(fold_dir / "student" / "result.json")
     assert len(result["speakers"]["train"]) == 16 and not result["speakers"]["test"]
@@ -108,36 +112,34 @@ def test_manifest_adapter_honours_labels(tmp_path):
         rows.append(f"{i}.wav,{label},hello,s{i}")
     manifest = tmp_path / "data.csv"
     manifest.write_text("\n".join(rows) + "\n")
-    cfg = distill.load_config(
+    cfg = load_config(
         "iemocap",
         overrides=["--dataset=manifest", f"--data_path={manifest}", "--labels=neutral,calm"],
     )
-    utts = distill.load_utterances(cfg, None)
+    utts = load_utterances(cfg, None)
     assert sorted(u.label for u in utts) == ["calm", "calm", "neutral", "neutral"]
 
 
 def test_presets_choose_targets_and_protocols():
-    demo, iemocap = distill.load_config("demo"), distill.load_config("iemocap")
+    demo, iemocap = load_config("demo"), load_config("iemocap")
     assert (demo.teacher_targets, demo.refit) == ("insample", False)
     assert (iemocap.teacher_targets, iemocap.refit) == ("crossfit", True)
-    with pytest.raises(distill.ConfigError):
-        distill.load_config("demo", overrides=["--teacher_targets=oof"])
+    with pytest.raises(ConfigError):
+        load_config("demo", overrides=["--teacher_targets=oof"])
 
 
 def test_capped_scoring_keeps_the_length_range_and_order():
-    from training.data.utterance import Utterance
-
     utts = [
         Utterance(id=f"u{i}", audio_path=f"{i}.wav", label="neu", duration=(i * 7) % 50 / 10)
         for i in range(50)
     ]
-    kept = distill.capped(utts, 10)
+    kept = capped(utts, 10)
     assert len(kept) == 10 and len({u.id for u in kept}) == 10
     durations = [u.duration for u in kept]
     assert min(durations) == 0.0 and max(durations) == 4.9  # both ends of the length range
     assert [u.id for u in kept] == [u.id for u in utts if u in kept]  # original order
-    assert distill.capped(utts, 0) is utts and distill.capped(utts, 50) is utts
-    assert len(distill.capped(utts, 1)) == 1
+    assert capped(utts, 0) is utts and capped(utts, 50) is utts
+    assert len(capped(utts, 1)) == 1
 
 
 def test_identical_checkpoint_files_are_stored_once(tmp_path):
@@ -148,11 +150,11 @@ def test_identical_checkpoint_files_are_stored_once(tmp_path):
     (best / "model.bin").write_bytes(b"x" * 5000)
     (last / "model.bin").write_bytes(b"x" * 4999 + b"y")  # same size, other weights
     (last / "heads.pt").write_bytes(b"z" * 100)  # only in last
-    assert distill.share_identical_files(best, last) == len('{"a": 1}')
+    assert share_identical_files(best, last) == len('{"a": 1}')
     assert (last / "config.json").samefile(best / "config.json")
     assert not (last / "model.bin").samefile(best / "model.bin")
     assert (last / "model.bin").read_bytes().endswith(b"y")
     assert (last / "heads.pt").read_bytes() == b"z" * 100
     assert sorted(f.name for f in last.iterdir()) == ["config.json", "heads.pt", "model.bin"]
-    assert distill.share_identical_files(best, last) == 0  # already shared
-    assert distill.share_identical_files(best, tmp_path / "missing") == 0
+    assert share_identical_files(best, last) == 0  # already shared
+    assert share_identical_files(best, tmp_path / "missing") == 0
