@@ -30,9 +30,7 @@ def main() -> int:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        runtime = Runtime.load(
-            settings.model_dir, device=settings.device, int8=settings.int8, threads=settings.threads
-        )
+        runtime = Runtime.from_settings(settings)
         runtime.check_settings(settings)
     except (ModelDirError, ProviderError) as exc:
         print(f"emodistill: cannot start: {exc}", file=sys.stderr)

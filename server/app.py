@@ -33,20 +33,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loaded = runtime or Runtime.load(
-            settings.model_dir, device=settings.device, int8=settings.int8, threads=settings.threads
-        )
+        loaded = runtime or Runtime.from_settings(settings)
         loaded.check_settings(settings)
-        batcher = Batcher(
-            loaded,
-            max_batch_size=settings.max_batch_size,
-            max_wait_ms=settings.max_wait_ms,
-            queue_size=settings.queue_size,
-            timeout_s=settings.request_timeout_s,
-            max_backlog_s=settings.max_backlog_s,
-            max_length_ratio=settings.max_length_ratio,
-            observer=app.state.metrics,
-        )
+        batcher = Batcher.from_settings(loaded, settings, observer=app.state.metrics)
         batcher.seed_capacity(*loaded.warm_up(batcher.max_batch_size))
         app.state.runtime = loaded
         app.state.batcher = batcher
@@ -91,13 +80,16 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
 
 def _include_streaming(app: FastAPI) -> None:
-    """The websocket route and its web page (server/stream/route.py, server/static/)."""
+    """The websocket route, the streams' shared state and the web page (server/stream/,
+    server/static/)."""
     try:
         from server.stream.route import router as stream_router
+        from server.stream.state import StreamState
     except ModuleNotFoundError as exc:
-        if exc.name != "server.stream.route":
+        if exc.name not in ("server.stream.route", "server.stream.state"):
             raise
         return
+    app.state.streams = StreamState(app.state.metrics.registry)
     app.include_router(stream_router)
     # One GET route per file rather than a catch-all mount at "/": API paths keep their own
     # 404/405 answers (a mount would answer GET /predict with 404).
@@ -115,7 +107,9 @@ async def drain_open_streams(app: FastAPI, budget_s: float) -> None:
         if exc.name != "server.stream.route":
             raise
         return
-    await drain_streams(app.state, budget_s)
+    streams = getattr(app.state, "streams", None)
+    if streams is not None:
+        await drain_streams(streams, budget_s)
 
 
 def _static_file(path: Path):

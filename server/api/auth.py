@@ -20,6 +20,7 @@ from urllib.parse import unquote_plus
 
 from fastapi import Request
 
+from server.api.dependencies import SettingsDep
 from server.api.errors import ApiError
 
 SUBPROTOCOL = "emodistill.v1"
@@ -72,9 +73,9 @@ def key_accepted(keys: Sequence[str], presented: str | None) -> bool:
     return any(matches)
 
 
-async def require_api_key(request: Request) -> None:
+async def require_api_key(request: Request, settings: SettingsDep) -> None:
     """FastAPI dependency: 401 unless no keys are configured or a configured key was sent."""
-    if not key_accepted(request.app.state.settings.api_keys, presented_key(request.headers)):
+    if not key_accepted(settings.api_keys, presented_key(request.headers)):
         raise ApiError(
             401,
             "unauthorized",

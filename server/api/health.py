@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 
 from server.api.auth import require_api_key
+from server.api.dependencies import (
+    BatcherDep,
+    MetricsDep,
+    OptionalBatcherDep,
+    OptionalRuntimeDep,
+    ReadyDep,
+    RuntimeDep,
+)
 from server.api.errors import ApiError
 
 router = APIRouter()
 
 
 @router.get("/health", summary="Liveness: the process answers and its batcher runs")
-async def health(request: Request) -> JSONResponse:
+async def health(runtime: OptionalRuntimeDep, batcher: OptionalBatcherDep) -> JSONResponse:
     """200 ``ok``, or 503 ``unhealthy`` with the reason once the batcher is down for good
     (restart the process); ``degraded`` (200) while inference keeps failing."""
-    runtime = getattr(request.app.state, "runtime", None)
-    batcher = getattr(request.app.state, "batcher", None)
     body = {"status": "ok", "provider": runtime.provider if runtime else None}
     reason = batcher.unready_reason if batcher is not None else None
     if batcher is not None and batcher.fault is not None:
@@ -27,9 +33,8 @@ async def health(request: Request) -> JSONResponse:
 
 
 @router.get("/ready", summary="Readiness: model loaded, warmed up, not shutting down")
-async def ready(request: Request) -> dict:
-    batcher = getattr(request.app.state, "batcher", None)
-    if not request.app.state.ready or batcher is None or batcher.closing:
+async def ready(ready: ReadyDep, runtime: OptionalRuntimeDep, batcher: OptionalBatcherDep) -> dict:
+    if not ready or runtime is None or batcher is None or batcher.closing:
         raise ApiError(
             503, "not_ready", "the model is not loaded and warmed up yet, or the server is stopping"
         )
@@ -37,21 +42,18 @@ async def ready(request: Request) -> dict:
         raise ApiError(503, "not_ready", batcher.unready_reason)
     return {
         "status": "ready",
-        "provider": request.app.state.runtime.provider,
+        "provider": runtime.provider,
         "queue_depth": batcher.depth,
     }
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(request: Request) -> Response:
-    registry = request.app.state.metrics
+async def metrics(registry: MetricsDep) -> Response:
     return Response(registry.render(), media_type=registry.content_type)
 
 
 @router.get("/v1/model", summary="The served model", dependencies=[Depends(require_api_key)])
-async def model(request: Request) -> dict:
-    runtime = request.app.state.runtime
-    batcher = request.app.state.batcher
+async def model(runtime: RuntimeDep, batcher: BatcherDep) -> dict:
     return {
         "labels": runtime.labels,
         "provider": runtime.provider,

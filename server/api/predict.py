@@ -24,10 +24,12 @@ from starlette.requests import ClientDisconnect
 from emocore import scoring
 from emocore.audio import ACCEPTED_FORMATS, SAMPLE_RATE, AudioError, load_audio
 from server.api.auth import require_api_key
+from server.api.dependencies import BatcherDep, MetricsDep, RuntimeDep, SettingsDep
 from server.api.errors import ApiError
+from server.api.metrics import Metrics
 from server.api.schemas import ErrorResponse, Prediction, PredictResponse
-from server.inference.batcher import (
-    Batcher,
+from server.inference.batcher import Batcher
+from server.inference.requests import (
     BatcherClosed,
     BatcherUnavailable,
     Inference,
@@ -35,6 +37,7 @@ from server.inference.batcher import (
     QueueFull,
     RequestTimeout,
 )
+from server.inference.runtime import Runtime
 from server.inference.vad import segment_params, utterance_spans
 from server.settings import Settings
 
@@ -82,6 +85,16 @@ class Upload:
     data: bytes
 
 
+@dataclass(frozen=True)
+class Serving:
+    """What answering one request's files takes from the app."""
+
+    settings: Settings
+    runtime: Runtime
+    batcher: Batcher
+    metrics: Metrics
+
+
 @router.post(
     "/predict",
     response_model=PredictResponse,
@@ -92,6 +105,10 @@ class Upload:
 )
 async def predict(
     request: Request,
+    settings: SettingsDep,
+    runtime: RuntimeDep,
+    batcher: BatcherDep,
+    metrics: MetricsDep,
     top_k: Annotated[
         int | None, Query(ge=1, description="also list the k most probable labels")
     ] = None,
@@ -109,11 +126,10 @@ async def predict(
         ),
     ] = None,
 ) -> PredictResponse:
-    settings: Settings = request.app.state.settings
-    labels: list[str] = request.app.state.runtime.labels
+    labels = runtime.labels
     if top_k is not None and top_k > len(labels):
         raise ApiError(422, "invalid_request", f"top_k must be between 1 and {len(labels)}")
-    if (full := request.app.state.batcher.backlog_full()) is not None:
+    if (full := batcher.backlog_full()) is not None:
         raise queue_full(full)  # before reading and decoding what would be refused anyway
     uploads = await read_uploads(request, settings.max_files)
     options = dict(
@@ -127,10 +143,10 @@ async def predict(
     )
     # A request's files and segments share its slots: it never holds more of the queue than
     # one batch, however many files and segments it brings.
-    batcher: Batcher = request.app.state.batcher
     slots = asyncio.Semaphore(max(1, min(batcher.max_batch_size, batcher.queue_size)))
+    serving = Serving(settings, runtime, batcher, metrics)
     work = [
-        _predict_one(request, upload, index, len(uploads), segment, options, slots)
+        _predict_one(serving, upload, index, len(uploads), segment, options, slots)
         for index, upload in enumerate(uploads)
     ]
     results = await until_disconnected(request, all_or_nothing(work))
@@ -165,7 +181,7 @@ async def _read_uploads(request: Request, max_files: int) -> list[Upload]:
 
 
 async def _predict_one(
-    request: Request,
+    serving: Serving,
     upload: Upload,
     index: int,
     count: int,
@@ -173,8 +189,7 @@ async def _predict_one(
     options: dict,
     slots: asyncio.Semaphore,
 ) -> Prediction:
-    settings: Settings = request.app.state.settings
-    runtime = request.app.state.runtime
+    settings, runtime, batcher = serving.settings, serving.runtime, serving.batcher
     started = time.perf_counter()
     limit = settings.max_segmented_seconds if segment else settings.max_seconds
     try:
@@ -187,13 +202,13 @@ async def _predict_one(
     except AudioError as exc:
         raise audio_error(exc, upload, index, count, segment) from None
     decoded = time.perf_counter()
-    request.app.state.metrics.audio_seconds.inc(len(audio) / SAMPLE_RATE)
+    serving.metrics.audio_seconds.inc(len(audio) / SAMPLE_RATE)
     common = dict(filename=upload.filename, duration_s=scoring.seconds(len(audio)))
     labels = runtime.labels
     names = runtime.dimension_names
     if not segment:
         async with slots:
-            inference = await infer(request.app.state.batcher, audio, options["deadline"])
+            inference = await infer(batcher, audio, options["deadline"])
         timings = _timings(
             inference,
             decode_ms=scoring.ms(decoded - started),
@@ -211,7 +226,6 @@ async def _predict_one(
         utterance_spans, audio, max_samples, runtime.min_samples, params
     )
     found = time.perf_counter()
-    batcher: Batcher = request.app.state.batcher
     # Admission for the whole file at once (the work queued ahead of it, as before its
     # body was read): refused now, never halfway through its segments. Admitted, it has the
     # request's deadline plus its own inference time (an hour of audio is minutes of work).

@@ -24,6 +24,10 @@ restarted, at most ``MAX_RESTARTS`` times; after that the batcher is unhealthy (
 and ``/health`` answer 503 with the reason) and everything queued fails at once instead of
 waiting for its timeout. ``FAILURES_UNREADY`` failed batches in a row make it unready until a
 batch succeeds again.
+
+Over 400 lines as one class: the queue, the collector, its supervision and admission all read
+and change the same queue; what requests carry and raise is server/inference/requests.py, the
+speed figures server/inference/speed.py.
 """
 
 from __future__ import annotations
@@ -37,63 +41,29 @@ import time
 from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Protocol
 
 import numpy as np
 
 from emocore.model_dir import pad_batch
 from emocore.scoring import softmax
+from server.inference.requests import (
+    BatcherClosed,
+    BatcherUnavailable,
+    Inference,
+    InferenceFailed,
+    Priority,
+    QueueFull,
+    RequestTimeout,
+)
 from server.inference.runtime import Runtime
 from server.inference.speed import InferenceSpeed
+from server.settings import Settings
 
 log = logging.getLogger("emodistill.batcher")
 
 MAX_RESTARTS = 3  # collector crashes survived per batcher; one more and it stays down
 FAILURES_UNREADY = 3  # consecutive failed batches that turn /ready false
-
-
-class Priority(IntEnum):
-    """Lower runs first: certain work, then guesses, then interim results."""
-
-    FINAL = 0  # a stream's final, or an HTTP request
-    SPECULATIVE = 1  # a final's inference started before its endpoint is certain
-    PARTIAL = 2  # an interim result: best effort
-
-
-class QueueFull(RuntimeError):
-    """The bounded queue has no room: the caller should retry after ``retry_after_s``."""
-
-    def __init__(self, retry_after_s: int):
-        super().__init__(f"the inference queue is full; retry in {retry_after_s} s")
-        self.retry_after_s = retry_after_s
-
-
-class RequestTimeout(RuntimeError):
-    """Queue wait plus inference took longer than the per-request timeout."""
-
-
-class BatcherClosed(RuntimeError):
-    """The server is shutting down and takes no new work."""
-
-
-class InferenceFailed(RuntimeError):
-    """ONNX Runtime raised while running a batch (a server fault, not the client's)."""
-
-
-class BatcherUnavailable(BatcherClosed):
-    """The collector crashed more than MAX_RESTARTS times: no inference until a restart."""
-
-
-@dataclass(frozen=True)
-class Inference:
-    logits: np.ndarray  # [C]
-    probabilities: np.ndarray  # [C]
-    embedding: np.ndarray  # [D]
-    queue_wait_s: float
-    inference_s: float
-    batch_size: int
-    dimensions: np.ndarray | None = None  # [len(names)]; None: the model has none
 
 
 class BatchObserver(Protocol):
@@ -152,6 +122,21 @@ class Batcher:
         self._batches = itertools.count(1)  # batch ids: a failure's answer and log line match
         self.speed = InferenceSpeed()
         self._waiting: list[tuple[Priority, float, asyncio.Future]] = []  # for room, wait=True
+
+    @classmethod
+    def from_settings(
+        cls, runtime: Runtime, settings: Settings, *, observer: BatchObserver | None = None
+    ) -> Batcher:
+        return cls(
+            runtime,
+            max_batch_size=settings.max_batch_size,
+            max_wait_ms=settings.max_wait_ms,
+            queue_size=settings.queue_size,
+            timeout_s=settings.request_timeout_s,
+            max_backlog_s=settings.max_backlog_s,
+            max_length_ratio=settings.max_length_ratio,
+            observer=observer,
+        )
 
     @property
     def depth(self) -> int:

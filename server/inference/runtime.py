@@ -22,6 +22,7 @@ from emocore.model_dir import (
     load_model_dir,
     pad_batch,
 )
+from server.settings import Settings
 
 log = logging.getLogger("emodistill.runtime")
 
@@ -123,6 +124,13 @@ class Runtime:
         )
         return cls(model, session, provider)
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Runtime:
+        """The server's model directory, device, precision and threads."""
+        return cls.load(
+            settings.model_dir, device=settings.device, int8=settings.int8, threads=settings.threads
+        )
+
     def _check_io(self) -> None:
         inputs = {i.name for i in self.session.get_inputs()}
         outputs = {o.name for o in self.session.get_outputs()}
@@ -166,7 +174,7 @@ class Runtime:
         """model.json's dimension names in output order; None: the model has none."""
         return self.dimensions.names if self.dimensions else None
 
-    def check_settings(self, settings) -> None:
+    def check_settings(self, settings: Settings) -> None:
         """Refuse limits the model cannot honour (a 60 s clip for a 30 s Whisper encoder would
         otherwise fail at inference, as a 5xx)."""
         self.model.check_limits(

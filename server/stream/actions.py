@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from server.inference.batcher import Priority
+from server.inference.requests import Priority
 
 
 @dataclass(frozen=True)

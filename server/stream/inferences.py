@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 
 from emocore.segments import ms_to_samples
-from server.inference.batcher import Inference, Priority
+from server.inference.requests import Inference, Priority
 from server.inference.speed import moving_average
 from server.stream.actions import Action, Cancel, Infer, Promote
 from server.stream.endpointer import Endpoint, EndpointLikely, PartialDue

@@ -33,7 +33,7 @@ from emocore.audio import MIN_RATE, SAMPLE_RATE
 from emocore.model_dir import Dimensions
 from emocore.scoring import STREAM_SECONDS_DIGITS, seconds
 from emocore.segments import WINDOW, SegmentParams
-from server.inference.batcher import Inference
+from server.inference.requests import Inference
 from server.inference.vad import SileroVad, segment_params
 from server.settings import Settings
 from server.stream.actions import Action, Close, Send

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
-from starlette.datastructures import State
 
 from server.api.metrics import LATENCY_BUCKETS, PREFIX
 
@@ -50,13 +49,6 @@ class StreamMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
-
-
-def stream_metrics(state: State) -> StreamMetrics:
-    """The app's stream metrics, registered on first use."""
-    if getattr(state, "stream_metrics", None) is None:
-        state.stream_metrics = StreamMetrics(state.metrics.registry)
-    return state.stream_metrics
 
 
 def demand_share(metrics: StreamMetrics) -> float:

@@ -24,7 +24,7 @@ from fastapi import WebSocket
 
 from emocore.audio import SAMPLE_RATE
 from emocore.scoring import STREAM_SECONDS_DIGITS, seconds
-from server.inference.batcher import (
+from server.inference.requests import (
     BatcherClosed,
     Inference,
     InferenceFailed,

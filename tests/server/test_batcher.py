@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from server.api.metrics import Metrics
-from server.inference.batcher import (
-    Batcher,
+from server.inference.batcher import Batcher
+from server.inference.requests import (
     BatcherClosed,
     InferenceFailed,
     Priority,

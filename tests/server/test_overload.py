@@ -16,7 +16,7 @@ import soundfile as sf
 from starlette.testclient import WebSocketDenialResponse
 
 from server.api.metrics import Metrics
-from server.inference.batcher import QueueFull, RequestTimeout
+from server.inference.requests import QueueFull, RequestTimeout
 from tests.fixtures import encode_clip
 from tests.server.speech_clips import three_utterances
 from tests.server.test_batcher import SR, FakeRuntime, clip, run, started
@@ -274,7 +274,7 @@ def test_streams_past_the_measured_capacity_are_refused_at_the_handshake(make_cl
                 error["code"] == "overloaded" and "about 2.5 real-time streams" in error["message"]
             )
             # measured: streams send a quarter of their audio to inference -> 10 streams fit
-            state.stream_metrics.heard_s, state.stream_metrics.inferred_s = 100.0, 25.0
+            state.streams.metrics.heard_s, state.streams.metrics.inferred_s = 100.0, 25.0
             with client.websocket_connect(url) as three:
                 assert three.receive_json()["type"] == "ready"
                 three.send_text('{"type": "stop"}')
@@ -295,7 +295,7 @@ def test_streams_measure_the_audio_they_send_and_what_it_costs(make_client):
     with make_client(stream_speculate=False) as client:
         with client.websocket_connect("/v1/stream?sample_rate=16000") as ws:
             events, code = send_then_stop(ws, encode(speech.samples, "pcm_s16le"))
-        metrics = client.app.state.stream_metrics
+        metrics = client.app.state.streams.metrics
     assert code == 1000 and len(finals(events)) == 3
     assert abs(metrics.heard_s - len(speech.samples) / 16000) < 0.05
     spoken = sum(f["end"] - f["start"] for f in finals(events))

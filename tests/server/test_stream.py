@@ -15,7 +15,7 @@ from starlette.testclient import WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
 from emocore.audio import SAMPLE_RATE
-from server.inference.batcher import BatcherClosed, InferenceFailed, QueueFull
+from server.inference.requests import BatcherClosed, InferenceFailed, QueueFull
 from tests.server.speech_clips import three_utterances
 
 TOLERANCE_S = 0.150

@@ -73,7 +73,7 @@ def test_twenty_concurrent_streams_each_get_their_three_finals(server):
         probabilities = [f["probabilities"] for f in result.events if f["type"] == "final"]
         for mine, theirs in zip(probabilities, first, strict=True):
             assert mine == pytest.approx(theirs, abs=1e-4)
-    assert wait_until(lambda: server.app.state.open_streams == 0)
+    assert wait_until(lambda: server.app.state.streams.open == 0)
 
 
 def test_client_vanishing_mid_utterance_frees_everything_quietly(server, caplog):
@@ -91,7 +91,7 @@ def test_client_vanishing_mid_utterance_frees_everything_quietly(server, caplog)
 
     asyncio.run(vanish())
     state = server.app.state
-    assert wait_until(lambda: state.open_streams == 0)
+    assert wait_until(lambda: state.streams.open == 0)
     assert wait_until(lambda: state.batcher.depth == 0)
     assert wait_until(lambda: any("(disconnected" in r.getMessage() for r in caplog.records))
     noisy = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from emocore.audio import SAMPLE_RATE
 from emocore.segments import WINDOW, SegmentEnd, SegmentParams, SegmentTracker
-from server.inference.batcher import Inference, Priority
+from server.inference.requests import Inference, Priority
 from server.stream.actions import Cancel, Close, Infer, Promote, Send
 from server.stream.limits import Limits
 from server.stream.machine import StreamMachine

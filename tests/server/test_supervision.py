@@ -12,12 +12,8 @@ import logging
 import pytest
 import soundfile as sf
 
-from server.inference.batcher import (
-    FAILURES_UNREADY,
-    MAX_RESTARTS,
-    BatcherUnavailable,
-    InferenceFailed,
-)
+from server.inference.batcher import FAILURES_UNREADY, MAX_RESTARTS
+from server.inference.requests import BatcherUnavailable, InferenceFailed
 from tests.fixtures import encode_clip
 from tests.server.test_batcher import FakeRuntime, clip, run, started
 
