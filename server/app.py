@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 
-from server.api import health, predict
+from server.api import predict, status
 from server.api.auth import install_log_redaction
 from server.api.errors import install_error_handlers
 from server.api.metrics import Metrics
@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.state.ready = False
     install_error_handlers(app)
     app.include_router(predict.router)
-    app.include_router(health.router)
+    app.include_router(status.router)
     _include_streaming(app)
     # Added innermost first: metrics see every answer, including 413s from the body limit.
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)

@@ -1,7 +1,7 @@
 """Measured inference speed: the moving average of timings, and the batcher's speed figures.
 
 `moving_average` is the one smoothing of measured times in the server: the batcher's speed
-and capacity (`InferenceSpeed`) and a stream's model time (server/stream/speculation.py).
+and capacity (`InferenceSpeed`) and a stream's model time (server/stream/inferences.py).
 """
 
 from __future__ import annotations
