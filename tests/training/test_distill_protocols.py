@@ -62,7 +62,9 @@ def test_crossfit_targets_refit_and_speakers(corpus, tmp_path, monkeypatch, tiny
     assert refit["train_utterances"] == len(parts["train"]) + len(parts["valid"])
     valid_speakers = {u.speaker for u in parts["valid"]}
     assert set(refit["speakers"]["train"]) == train_speakers | valid_speakers
-    assert 0 <= refit["test"]["ua"] <= 1
+    # trained for the chosen epochs, scored on every test utterance
+    assert [h["epoch"] for h in refit["history"]] == list(range(1, refit["epochs"] + 1))
+    assert sum(map(sum, refit["test"]["confusion"])) == len(parts["test"])
     summary = _json(fold_dir / "student" / "refit" / "last" / "summary.json")
     assert summary["refit"] and summary["speakers"] == refit["speakers"]
     results = (run_dir / "results.md").read_text()
