@@ -1,5 +1,5 @@
 """``kill -9`` during a student's epoch, then the same command again: does it resume and reach
-the uninterrupted run's final metrics? Shared by tests/training/test_kill_resume.py and
+the uninterrupted run's final metrics? Shared by tests/training/test_faults.py and
 ``make reliability`` (benchmarks/reliability.py).
 
 The recipe is the tiny one of tests/training/test_distill.py (seconds per epoch on 2 cores), as

@@ -53,7 +53,7 @@ def ensure_synthetic_corpus(cfg: Config) -> None:
                 f"{root} holds a synthetic corpus with {found}, the config asks for {wanted}; "
                 "choose another data_path or delete the folder"
             )
-        if not has_dimensions(root):  # a corpus from before dimensional affect: no new audio
+        if not has_dimensions(root):  # a corpus written without them: no new audio
             made = summary["config"]
             add_dimensions(
                 dataclasses.replace(synth, p_words=made["p_words"], p_prosody=made["p_prosody"]),
