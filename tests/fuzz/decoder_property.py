@@ -1,5 +1,5 @@
 """The decoder's property, checked by the atheris target (tests/fuzz/fuzz_audio.py) and by
-the replay of its kept corpus (tests/server/test_fuzz_corpus.py)."""
+the replay of its kept corpus (tests/emocore/test_fuzz_corpus.py)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 or raise AudioError with a clean message; nothing else may escape, and no decode may hold more
 than its memory budget. Run by `make fuzz` for FUZZ_SECONDS (seeded with the hostile corpus);
 inputs that found a bug are kept in tests/fuzz/corpus/ and replayed by
-tests/server/test_fuzz_corpus.py in every `make test`.
+tests/emocore/test_fuzz_corpus.py in every `make test`.
 
     python tests/fuzz/fuzz_audio.py CORPUS_DIR [libFuzzer flags, e.g. -max_total_time=60]
 """

@@ -1,5 +1,5 @@
 """Fault scenarios against a real ``python -m server`` process, shared by the tests
-(tests/server/test_faults.py, small and fast) and ``make reliability`` (benchmarks/reliability.py,
+(tests/server/inference/test_faults.py, small and fast) and ``make reliability`` (benchmarks/reliability.py,
 the same scenarios measured under load).
 
 * ``faulty_model_dir``: a model directory whose ONNX graph raises for clips of ``fail_from_s``

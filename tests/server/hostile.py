@@ -20,7 +20,7 @@ from functools import cache
 import numpy as np
 import soundfile as sf
 
-# The settings the corpus is sent with (tests/server/test_hostile.py): small limits so that a
+# The settings the corpus is sent with (tests/server/api/test_hostile.py): small limits so that a
 # bomb only a few hundred KB long is already 10x over them.
 MAX_SECONDS = 30.0
 MAX_SEGMENTED_SECONDS = 120.0

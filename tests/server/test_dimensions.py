@@ -25,16 +25,15 @@ from emocore.model_dir import (
     Dimensions,
     ModelDirError,
     load_model_dir,
-    parse_dimensions,
     sha256_file,
 )
 from server.inference.runtime import Runtime
 from server.score import LocalScorer, RemoteScorer, main
 from tests.fixtures import encode_clip, write_clip
-from tests.server import test_stream_machine
 from tests.server.conftest import DIMENSIONS, softmax
 from tests.server.speech_clips import three_utterances
-from tests.server.test_stream import encode, finals, predict_span, stream_file
+from tests.server.stream import test_machine as test_stream_machine
+from tests.server.stream.test_route import encode, finals, predict_span, stream_file
 
 NAMES = DIMENSIONS["names"]
 LABELS = ["neutral", "happy", "angry", "sad"]
@@ -77,30 +76,6 @@ def test_model_json_dimensions_are_read(dims_model_dir, tiny_model_dir):
     assert model.summary()["dimensions"] == {"names": NAMES, "scale": [1.0, 5.0]}
     assert load_model_dir(tiny_model_dir).dimensions is None
     assert load_model_dir(tiny_model_dir).summary()["dimensions"] is None
-
-
-@pytest.mark.parametrize(
-    ("value", "message"),
-    [
-        ([1, 5], "null or an object"),
-        ({"scale": [1, 5]}, "names must be a non-empty list of strings"),
-        ({"names": [], "scale": [1, 5]}, "names must be a non-empty list of strings"),
-        ({"names": "arousal", "scale": [1, 5]}, "names must be a non-empty list of strings"),
-        ({"names": ["arousal", 2], "scale": [1, 5]}, "names must be a non-empty list of strings"),
-        ({"names": ["arousal", "arousal"], "scale": [1, 5]}, "names repeat"),
-        ({"names": NAMES}, "scale must be two increasing numbers"),
-        ({"names": NAMES, "scale": [5, 1]}, "scale must be two increasing numbers"),
-        ({"names": NAMES, "scale": [1, 1]}, "scale must be two increasing numbers"),
-        ({"names": NAMES, "scale": [1, 3, 5]}, "scale must be two increasing numbers"),
-        ({"names": NAMES, "scale": ["1", "5"]}, "scale must be two increasing numbers"),
-        ({"names": NAMES, "scale": [False, True]}, "scale must be two increasing numbers"),
-        ({"names": NAMES, "scale": [1, float("inf")]}, "scale must be two increasing numbers"),
-    ],
-)
-def test_bad_dimensions_keys_are_refused(value, message):
-    with pytest.raises(ModelDirError, match=message):
-        parse_dimensions(value, Path("model.json"))
-    assert parse_dimensions(None, Path("model.json")) is None
 
 
 def test_a_bad_key_stops_loading(dims_model_dir, tmp_path):

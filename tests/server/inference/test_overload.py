@@ -18,9 +18,9 @@ from starlette.testclient import WebSocketDenialResponse
 from server.api.metrics import Metrics
 from server.inference.requests import QueueFull, RequestTimeout
 from tests.fixtures import encode_clip
+from tests.server.inference.test_batcher import SR, FakeRuntime, clip, run, started
 from tests.server.speech_clips import three_utterances
-from tests.server.test_batcher import SR, FakeRuntime, clip, run, started
-from tests.server.test_stream import collect, encode, finals, send_then_stop
+from tests.server.stream.test_route import collect, encode, finals, send_then_stop
 
 
 class SlowRuntime(FakeRuntime):
@@ -234,24 +234,31 @@ def test_new_streams_are_refused_while_the_server_is_backed_up(make_client, monk
 
 def test_capacity_is_seeded_then_learnt_from_batches_at_least_half_full():
     """Small batches measure per-call overhead, not what the model serves: they leave the
-    capacity alone (else an idle server would look slow and refuse streams)."""
+    capacity alone (else an idle server would look slow and refuse streams). Both figures are
+    moving averages that give the newest batch a weight of 0.3."""
 
     async def main():
         batcher = await started(SlowRuntime(0.1), max_batch_size=4, max_wait_ms=50)
-        assert batcher.capacity is None
+        assert batcher.capacity is None and batcher.work_s(SR) is None
         batcher.seed_capacity(16000, 0.5)  # the warm-up: 1 s of audio in 0.5 s
         assert batcher.capacity == 32000
-        await batcher.infer(clip(1.0))  # a batch of 1 out of 4: not counted
-        after_small = batcher.capacity
-        await asyncio.gather(*(batcher.infer(clip(1.0, seed=i)) for i in range(4)))
-        after_full = batcher.capacity
+        small = await batcher.infer(clip(1.0))  # a batch of 1 out of 4: not counted
+        after_small = batcher.capacity, batcher.work_s(SR)
+        full = await asyncio.gather(*(batcher.infer(clip(1.0, seed=i)) for i in range(4)))
+        after_full = batcher.capacity, batcher.work_s(SR)
         await batcher.close()
-        return after_small, after_full
+        return small, full, after_small, after_full
 
-    after_small, after_full = run(main())
-    assert after_small == 32000
-    # 0.1 s per audio second is 160000 samples/s: the average moves from the seed towards it
-    assert 32000 < after_full < 160000
+    small, full, after_small, after_full = run(main())
+    assert [answer.batch_size for answer in full] == [4, 4, 4, 4]
+    small_speed = SR / small.inference_s  # samples per second of inference
+    full_speed = 4 * SR / full[0].inference_s
+    # The first batch is the speed as measured; the capacity keeps its seed.
+    assert after_small == (32000, pytest.approx(SR / small_speed, rel=1e-9))
+    # A full batch moves both averages 0.3 of the way towards its speed.
+    capacity, work_s = after_full
+    assert capacity == pytest.approx(0.7 * 32000 + 0.3 * full_speed, rel=1e-9)
+    assert work_s == pytest.approx(SR / (0.7 * small_speed + 0.3 * full_speed), rel=1e-9)
 
 
 def test_streams_past_the_measured_capacity_are_refused_at_the_handshake(make_client):

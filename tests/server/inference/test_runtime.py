@@ -20,7 +20,6 @@ from server.inference.runtime import (
     ProviderError,
     Runtime,
     active_provider,
-    pad_batch,
     requested_providers,
 )
 
@@ -82,12 +81,6 @@ def test_io_binding_path_equals_plain_run(tiny_model_dir):
     bound = runtime.run_clips(clips)
     for a, b in zip(plain, bound, strict=True):
         np.testing.assert_array_equal(a, b)
-
-
-def test_pad_batch():
-    audio, lengths = pad_batch([np.ones(3, np.float32), np.ones(5, np.float32)])
-    assert audio.shape == (2, 5) and audio.dtype == np.float32 and lengths.dtype == np.int64
-    assert lengths.tolist() == [3, 5] and audio[0, 3:].sum() == 0
 
 
 @pytest.fixture

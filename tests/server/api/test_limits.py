@@ -1,4 +1,5 @@
-"""Bad input and limits: every client mistake is a 4xx with a JSON error, never a 5xx."""
+"""Bad input and limits: every client mistake is the 4xx and error code docs/api.md gives it,
+with a JSON error, never a 5xx."""
 
 from __future__ import annotations
 
@@ -34,10 +35,12 @@ def test_undecodable_audio_is_415_naming_the_formats(client):
         assert name in message
 
 
-def test_truncated_file_is_a_client_error(client):
+def test_truncated_file_is_415_undecodable(client):
     data = encode_clip("flac", seconds=1.0, kind="noise")
-    response = client.post("/predict", content=data[: len(data) // 3])
-    assert 400 <= response.status_code < 500 and "error" in response.json()
+    message = assert_error(
+        client.post("/predict", content=data[: len(data) // 3]), 415, "undecodable"
+    )
+    assert "accepted formats" in message
 
 
 def test_empty_body_is_422(client):
@@ -145,11 +148,18 @@ def test_multipart_without_file_part_is_422(client):
     )
 
 
-def test_too_many_files_is_a_client_error(make_client):
+def test_too_many_files_is_400_bad_request(make_client):
     with make_client(max_files=2) as client:
         files = [("file", (f"{i}.wav", encode_clip("wav"))) for i in range(3)]
-        response = client.post("/predict", files=files)
-        assert 400 <= response.status_code < 500 and "error" in response.json()
+        assert_error(client.post("/predict", files=files), 400, "bad_request")
+        assert client.post("/predict", files=files[:2]).status_code == 200
+
+
+def test_malformed_multipart_is_400_bad_request(client):
+    headers = {"content-type": "multipart/form-data"}  # no boundary
+    assert_error(
+        client.post("/predict", content=b"--x\r\n\r\n", headers=headers), 400, "bad_request"
+    )
 
 
 @pytest.mark.parametrize("query", ["top_k=0", "top_k=5", "top_k=two", "segment=maybe"])

@@ -21,7 +21,7 @@ from server.settings import Settings
 from tests.server.speech_clips import three_utterances
 from tests.server.uvicorn_thread import live_server
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TOLERANCE_S = 0.150
 
 

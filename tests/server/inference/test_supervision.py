@@ -1,7 +1,7 @@
 """A batcher that cannot die silently: its collector is restarted or readiness says why,
 repeated inference failures flip readiness, failures and timeouts are counted once each, and
 one request never holds more queue slots than the queue has (failure and timeout counts:
-tests/server/test_batcher.py)."""
+tests/server/inference/test_batcher.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import soundfile as sf
 from server.inference.batcher import FAILURES_UNREADY, MAX_RESTARTS
 from server.inference.requests import BatcherUnavailable, InferenceFailed
 from tests.fixtures import encode_clip
-from tests.server.test_batcher import FakeRuntime, clip, run, started
+from tests.server.inference.test_batcher import FakeRuntime, clip, run, started
 
 
 def crash_collector(batcher, times: int | None) -> list[int]:

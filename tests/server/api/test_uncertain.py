@@ -12,7 +12,7 @@ import soundfile as sf
 from server.score import main
 from tests.fixtures import encode_clip, write_clip
 from tests.server.speech_clips import three_utterances
-from tests.server.test_stream import collect, stream_file
+from tests.server.stream.test_route import collect, stream_file
 
 # The tiny random model answers with confidences near 1/4: above 0.01, below 0.99.
 LOW, HIGH = 0.01, 0.99
