@@ -18,6 +18,8 @@ from pathlib import Path
 
 import tomllib
 
+from training.data import DATASET_KINDS
+from training.data.splits import PROTOCOLS
 from training.data.utterance import EMOTIONS
 from training.fit.losses import TEACHER_WEIGHTINGS, VARIANTS
 
@@ -39,11 +41,20 @@ def _list(text: str, default: list):
 @dataclass
 class Config:
     # --- data -------------------------------------------------------------------------------
-    dataset: str = _help("iemocap | manifest | synthetic", "synthetic")
-    data_path: str = _help("dataset root / manifest file / synthetic corpus dir", "data/synthetic")
+    dataset: str = _help(" | ".join(DATASET_KINDS), "synthetic")
+    data_path: str = _help(
+        "dataset root / manifest file / synthetic corpus dir; ravdess, tess: the corpus folder "
+        "(empty = look it up); corpora: several, e.g. 'ravdess,tess,synthetic=DIR'",
+        "data/synthetic",
+    )
+    corpora_dir: str = _help(
+        "folder holding ravdess/ and tess/, searched before $EMODISTILL_CORPORA and data/corpora",
+        "",
+    )
     protocol: str = _help(
-        "loso | lospk | speakers | manifest | final (all speakers train one model for export, "
-        "for `epochs` epochs, no validation or test; see training.data.splits)",
+        "loso | lospk | speakers | manifest | corpus (each corpus's own held-out speakers) | "
+        "final (all speakers train one model for export, for `epochs` epochs, no validation or "
+        "test; see training.data.splits)",
         "speakers",
     )
     folds: str = _help("'first', 'all', or comma-separated fold names", "first")
@@ -172,8 +183,8 @@ class Config:
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "dataset": ("iemocap", "manifest", "synthetic"),
-    "protocol": ("loso", "lospk", "speakers", "manifest", "final"),
+    "dataset": DATASET_KINDS,
+    "protocol": PROTOCOLS,
     "teacher_targets": ("crossfit", "insample"),
     "pros_norm": ("speaker", "global", "none"),
     "mixed_precision": ("auto", "no", "bf16", "fp16"),

@@ -30,7 +30,9 @@ from tqdm.auto import tqdm
 
 from training import recipe
 from training.config import Config, ConfigError, describe, load_config, preset_names
+from training.data.corpus import CorpusError
 from training.data.manifest import ManifestError
+from training.data.splits import SplitError
 from training.stages.export import ExportFailed
 
 log = logging.getLogger("emodistill.training")
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     gc.freeze()
     try:
         run(cfg)
-    except (ConfigError, ManifestError) as exc:  # the data, found before any training
+    except (ConfigError, ManifestError, CorpusError, SplitError) as exc:  # before any training
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except ExportFailed as exc:

@@ -57,6 +57,7 @@ def run(cfg: Config, accelerator: Accelerator) -> dict:
         audio = data.student_data(cfg, fold.name, parts)
         cached = load_targets(fold_dir / "targets", needed, [u.id for u in parts["train"]])
         carriers = data.test_carriers(cfg, parts)
+        corpora = data.test_corpora(cfg, parts)
         for variant, seed in plan:
             sdir = students.student_dir(cfg, fold_dir, variant, seed)
             info = {"fold": fold.name, "variant": variant, "seed": seed}
@@ -64,7 +65,7 @@ def run(cfg: Config, accelerator: Accelerator) -> dict:
                 record["skipped"] = (sdir / students.DONE).is_file()
                 result = students.run_student(
                     cfg, fold.name, fold_dir, variant, seed, audio, cached, accelerator,
-                    carriers, data.speakers_by_part(parts),
+                    carriers, data.speakers_by_part(parts), corpora,
                 )  # fmt: skip
             if cfg.refit and parts["valid"]:
                 with stage("refit", run_dir, rank, **info) as record:

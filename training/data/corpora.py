@@ -2,6 +2,12 @@
 (``load_corpora``): ids stay unique, each utterance keeps its ``corpus``, every corpus's
 problems are listed together.
 
+The synthetic words corpus can join them (``synthetic=DIR``, a folder written by
+``python -m training.data.synthetic``): its utterances are named ``synthetic/<id>`` and held
+out by voice (2 test and 2 validation voices, drawn with seed 0), so ``--protocol=corpus``
+tests on held-out voices of every corpus. Real voices carry real prosody with emotionally
+neutral texts; the synthetic sentences carry the emotion words.
+
 A corpus is looked for, in order, in ``corpora_dir/<name>`` (``--corpora DIR``), then
 ``$EMODISTILL_CORPORA/<name>``, then ``data/corpora/<name>`` (where
 ``python -m training.data.fetch`` puts it); the first existing folder wins.
@@ -12,21 +18,44 @@ A corpus is looked for, in order, in ``corpora_dir/<name>`` (``--corpora DIR``),
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from training.data.corpus import ACTED_LABELS, CorpusError
+from training.data.manifest import ManifestError, load_manifest
 from training.data.ravdess import scan_ravdess
+from training.data.splits import with_held_out_split
+from training.data.synthetic import MANIFEST_NAME, with_carriers
 from training.data.tess import scan_tess
 from training.data.utterance import EMOTIONS, Utterance
 
 ENV_VAR = "EMODISTILL_CORPORA"
 DEFAULT_DIR = Path("data/corpora")
 Scan = Callable[[Path, Iterable[str]], tuple[list[Utterance], list[str]]]
+SYNTHETIC = "synthetic"
+
+
+def scan_synthetic(root: Path, labels: Iterable[str]) -> tuple[list[Utterance], list[str]]:
+    """The synthetic corpus in ``root`` as a member of a combined dataset (see above)."""
+    try:
+        utterances = with_carriers(load_manifest(root / MANIFEST_NAME), root)
+    except (ManifestError, OSError) as exc:
+        return [], [f"{root}: {exc}"]
+    kept = [
+        dataclasses.replace(u, id=f"{SYNTHETIC}/{u.id}", corpus=SYNTHETIC)
+        for u in utterances
+        if u.label in set(labels)
+    ]
+    return with_held_out_split(kept), []
+
+
 SCANS: dict[str, Scan] = {"ravdess": scan_ravdess, "tess": scan_tess}
+# The real corpora, which find_corpora looks up; the synthetic one always names its folder.
 CORPORA = tuple(SCANS)
+SCANS[SYNTHETIC] = scan_synthetic
 
 
 def _names(names: Iterable[str]) -> list[str]:
@@ -49,6 +78,10 @@ def find_corpora(
     """``{name: the corpus folder, or None where no searched folder has it}``."""
     found: dict[str, Path | None] = {}
     for name in _names(names):
+        if name == SYNTHETIC:
+            raise ValueError(
+                "the synthetic corpus is not looked up: name its folder, synthetic=DIR"
+            )
         places = [d / name for d in search_dirs(corpora_dir) if (d / name).is_dir()]
         found[name] = places[0].resolve() if places else None
     return found
@@ -85,6 +118,9 @@ def scan_corpora(
     utterances: list[Utterance] = []
     problems: list[str] = []
     for name, root in parse_spec(spec):
+        if root is None and name == SYNTHETIC:
+            problems.append("synthetic: name the corpus folder (synthetic=DIR)")
+            continue
         root = root or find_corpora([name], corpora_dir)[name]
         if root is None:
             problems.append(not_found(name, corpora_dir))

@@ -218,6 +218,40 @@ def subset_table(students: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def corpus_table(students: Sequence[dict]) -> str:
+    """Markdown: test UA and WA per corpus and student variant (best-validation and last
+    checkpoints), and each corpus's test ECE before and after the temperature fitted on the
+    validation speakers of all corpora (empty when the test speakers come from one corpus)."""
+    runs = [s for s in students if "corpora_best" in s]
+    if not runs:
+        return ""
+    corpora = list(dict.fromkeys(c for s in runs for c in s["corpora_best"]))
+    counts = ", ".join(f"{c} {runs[0]['corpora_best'][c]['n']}" for c in corpora)
+    lines = [
+        "",
+        f"Per corpus, test speakers (utterances: {counts}); UA / WA in %, ECE in % (15 bins).",
+        "",
+        "| model | corpus | UA (best valid) | WA (best valid) | UA (last) | ECE before | ECE after |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for variant in dict.fromkeys(s["variant"] for s in runs):
+        mine = [s for s in runs if s["variant"] == variant]
+        for c in corpora:
+
+            def values(key: str, metric: str, mine=mine, c=c) -> list[float]:
+                return [s[key][c][metric] for s in mine if c in s.get(key, {})]
+
+            cells = [
+                fmt(values("corpora_best", "ua")),
+                fmt(values("corpora_best", "wa")),
+                fmt(values("corpora_last", "ua") or values("corpora_best", "ua")),
+                fmt(values("calibration_corpora", "test_ece_before")),
+                fmt(values("calibration_corpora", "test_ece_after")),
+            ]
+            lines.append(f"| student: {variant} | {c} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 CALIBRATION_COLUMNS = (
     ("T", "temperature", 1.0),
     ("test ECE before", "test_ece_before", 100.0),

@@ -17,6 +17,7 @@ import numpy as np
 
 from training.config import Config, ConfigError
 from training.data import load_dataset
+from training.data.corpora import SYNTHETIC, parse_spec
 from training.data.splits import Fold, make_folds
 from training.data.synthetic import (
     MANIFEST_NAME,
@@ -34,8 +35,18 @@ log = logging.getLogger("emodistill.training")
 PARTS = ("train", "valid", "test")
 
 
-def ensure_synthetic_corpus(cfg: Config) -> None:
-    root = Path(cfg.data_path)
+def synthetic_root(cfg: Config) -> Path | None:
+    """Where the run's synthetic corpus lives: the dataset itself, or the ``synthetic=DIR``
+    member of a combined one; None when the run uses none."""
+    if cfg.dataset == "synthetic":
+        return Path(cfg.data_path)
+    if cfg.dataset == "corpora":
+        roots = [root for name, root in parse_spec(cfg.data_path) if name == SYNTHETIC]
+        return roots[0] if roots and roots[0] is not None else None
+    return None
+
+
+def ensure_synthetic_corpus(cfg: Config, root: Path) -> None:
     voices = {"voices": tuple(cfg.synth_voices)} if cfg.synth_voices else {}
     synth = SyntheticConfig(
         n=cfg.synth_n,
@@ -68,9 +79,12 @@ def ensure_synthetic_corpus(cfg: Config) -> None:
 def load_utterances(cfg: Config, main_first: MainFirst | None) -> list[Utterance]:
     """The dataset's utterances with labels in ``cfg.labels`` (a synthetic corpus is generated
     first, by rank 0, while the others wait)."""
-    if cfg.dataset == "synthetic":
-        main_first.run("corpus", lambda: ensure_synthetic_corpus(cfg))
-    utts = load_dataset(cfg.dataset, cfg.data_path, tuple(cfg.labels))
+    root = synthetic_root(cfg)
+    if root is not None:
+        main_first.run("corpus", lambda: ensure_synthetic_corpus(cfg, root))
+    utts = load_dataset(
+        cfg.dataset, cfg.data_path, tuple(cfg.labels), corpora_dir=cfg.corpora_dir or None
+    )
     kept = [u for u in utts if u.label in cfg.labels]
     if len(kept) < len(utts):
         log.info("dropped %d utterances with labels outside %s", len(utts) - len(kept), cfg.labels)
@@ -158,6 +172,14 @@ def test_carriers(cfg: Config, parts: dict[str, list[Utterance]]) -> np.ndarray 
     scored = capped(parts["test"], cfg.eval_max_utterances)
     carriers = np.array([u.extra.get("carrier", "") for u in scored])
     return carriers if carriers.any() else None
+
+
+def test_corpora(cfg: Config, parts: dict[str, list[Utterance]]) -> np.ndarray | None:
+    """The corpus of each scored test utterance, for per-corpus results; None when the test
+    speakers come from one corpus."""
+    scored = capped(parts["test"], cfg.eval_max_utterances)
+    corpora = np.array([u.corpus for u in scored])
+    return corpora if len(set(corpora.tolist())) > 1 else None
 
 
 def audio_set(cfg: Config, utts: Sequence[Utterance]) -> AudioSet:

@@ -13,6 +13,7 @@ from training.eval.reports import (
     aggregate,
     calibration_table,
     confusion_png,
+    corpus_table,
     plot_curves,
     plot_layer_weights,
     refit_table,
@@ -67,6 +68,7 @@ def write_report(
         return
     students = scored
     table = results_table(students, teachers, title) + subset_table(students)
+    table += corpus_table(students)
     table += calibration_table(students) + refit_table(students) + speakers
     note = (
         "\nUA/WA in % on the held-out test speakers, mean ± std over (fold, seed) runs; teachers "
@@ -84,6 +86,9 @@ def write_report(
         if main:
             confusion_png(main[0]["test_best"], cfg.labels, run_dir / f"confusion_{fold.name}_student.png",
                           f"student {cfg.variant}, fold {fold.name} (test)")  # fmt: skip
+            for corpus, scores in main[0].get("corpora_best", {}).items():
+                confusion_png(scores, cfg.labels, run_dir / f"confusion_{fold.name}_student_{corpus}.png",
+                              f"student {cfg.variant}, fold {fold.name}, {corpus} (test)")  # fmt: skip
     plot_curves(histories, run_dir / "training_curves.png")
     weighted = [s for s in students if s.get("layer_weights")]
     if weighted:

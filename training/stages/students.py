@@ -106,10 +106,12 @@ def run_student(
     accelerator: Accelerator,
     carriers: np.ndarray | None = None,
     speakers: dict[str, list[str]] | None = None,
+    corpora: np.ndarray | None = None,
 ) -> dict:
     """Train (or resume) one student and score its best and last checkpoints. ``carriers``:
     what carries each test utterance's label (synthetic corpora), for per-subset test UA.
     ``speakers``: who trained, validated and tested (recorded in the result and summary).
+    ``corpora``: each test utterance's corpus, for per-corpus scores and calibration.
     Without validation speakers (the ``final`` protocol) only the last epoch exists."""
     sdir = student_dir(cfg, fold_dir, variant, seed)
     if (sdir / DONE).is_file():
@@ -157,6 +159,12 @@ def run_student(
                     n: {**brief(score(data[part].y[m], logits[m])), "n": int(m.sum())}
                     for n, m in subsets.items()
                 }
+            if part == "test" and corpora is not None:
+                result[f"corpora_{which}"] = {
+                    str(c): {**score(data[part].y[corpora == c], logits[corpora == c]),
+                             "n": int((corpora == c).sum())}
+                    for c in dict.fromkeys(corpora.tolist())
+                }  # fmt: skip
         if which == "best" and student.layer_weights is not None:
             result["layer_weights"] = student.layer_weights
         if which == "best" and has_test:
@@ -164,6 +172,14 @@ def run_student(
             result["calibration"] = calibration_report(
                 scored["valid"], data["valid"].y, scored["test"], data["test"].y
             )
+            if corpora is not None:
+                result["calibration_corpora"] = {
+                    str(c): calibration_report(
+                        scored["valid"], data["valid"].y,
+                        scored["test"][corpora == c], data["test"].y[corpora == c],
+                    )
+                    for c in dict.fromkeys(corpora.tolist())
+                }  # fmt: skip
             if accelerator.is_main_process:
                 plot_reliability(
                     scored["test"], data["test"].y, result["calibration"]["temperature"],
