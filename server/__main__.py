@@ -16,6 +16,7 @@ from server.api.auth import install_log_redaction
 from server.app import create_app, drain_open_streams
 from server.inference.runtime import ProviderError, Runtime
 from server.settings import Settings, settings_problem
+from server.state import app_state
 
 REFUSE_MARGIN_S = 1.0  # before uvicorn's grace deadline, queued work is refused (503)
 
@@ -91,13 +92,13 @@ class DrainingServer(uvicorn.Server):
     def _refuse_after_s(self) -> float:
         """The HTTP grace less a margin for the batch running then (twice the last one's time,
         at least REFUSE_MARGIN_S)."""
-        batcher = getattr(self.app.state, "batcher", None)
+        batcher = app_state(self.app).batcher
         running = 2 * batcher.last_batch_s if batcher is not None else 0.0
         grace = self.config.timeout_graceful_shutdown or 0
         return max(0.0, grace - max(REFUSE_MARGIN_S, running))
 
     def _refuse(self) -> None:
-        batcher = getattr(self.app.state, "batcher", None)
+        batcher = app_state(self.app).batcher
         if batcher is not None and (refused := batcher.refuse_queued()):
             logging.getLogger("emodistill").warning(
                 "shutdown grace running out: refused %d queued utterances (503)", refused

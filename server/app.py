@@ -14,11 +14,11 @@ from fastapi.responses import FileResponse
 from server.api import predict, status
 from server.api.auth import install_log_redaction
 from server.api.errors import install_error_handlers
-from server.api.metrics import Metrics
 from server.api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from server.inference.batcher import Batcher
 from server.inference.runtime import Runtime
 from server.settings import Settings
+from server.state import AppState, app_state
 
 log = logging.getLogger("emodistill.app")
 STATIC_DIR = Path(__file__).parent / "static"
@@ -30,17 +30,18 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     server`` loads it before uvicorn starts, so a bad model directory is one clear message."""
     settings = settings or Settings()
     install_log_redaction()
+    state = AppState(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loaded = runtime or Runtime.from_settings(settings)
         loaded.check_settings(settings)
-        batcher = Batcher.from_settings(loaded, settings, observer=app.state.metrics)
+        batcher = Batcher.from_settings(loaded, settings, observer=state.metrics)
         batcher.seed_capacity(*loaded.warm_up(batcher.max_batch_size))
-        app.state.runtime = loaded
-        app.state.batcher = batcher
+        state.runtime = loaded
+        state.batcher = batcher
         batcher.start()
-        app.state.ready = True
+        state.ready = True
         log.info("ready: %s on %s", settings.model_dir, loaded.provider)
         try:
             yield
@@ -48,7 +49,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             # uvicorn has stopped accepting and let in-flight requests finish; streams still
             # open (hosts other than `python -m server`, which drains them first) get their
             # finals; then the queue is finished.
-            app.state.ready = False
+            state.ready = False
             await drain_open_streams(app, settings.stream_drain_budget_s)
             await batcher.close()
             log.info("stopped")
@@ -59,9 +60,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         description="Speech emotion recognition: batched utterance-level predictions from ONNX.",
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.metrics = Metrics()
-    app.state.ready = False
+    app.state.server = state
     install_error_handlers(app)
     app.include_router(predict.router)
     app.include_router(status.router)
@@ -75,21 +74,18 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "X-API-Key", "Content-Type"],
         )
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     return app
 
 
 def _include_streaming(app: FastAPI) -> None:
-    """The websocket route, the streams' shared state and the web page (server/stream/,
-    server/static/)."""
+    """The websocket route and its web page (server/stream/route.py, server/static/)."""
     try:
         from server.stream.route import router as stream_router
-        from server.stream.state import StreamState
     except ModuleNotFoundError as exc:
-        if exc.name not in ("server.stream.route", "server.stream.state"):
+        if exc.name != "server.stream.route":
             raise
         return
-    app.state.streams = StreamState(app.state.metrics.registry)
     app.include_router(stream_router)
     # One GET route per file rather than a catch-all mount at "/": API paths keep their own
     # 404/405 answers (a mount would answer GET /predict with 404).
@@ -107,9 +103,7 @@ async def drain_open_streams(app: FastAPI, budget_s: float) -> None:
         if exc.name != "server.stream.route":
             raise
         return
-    streams = getattr(app.state, "streams", None)
-    if streams is not None:
-        await drain_streams(streams, budget_s)
+    await drain_streams(app_state(app).streams, budget_s)
 
 
 def _static_file(path: Path):

@@ -1,8 +1,8 @@
-"""What routes take from the app, as FastAPI dependencies: settings, runtime, batcher, metrics
-and the streams' shared state.
+"""What routes take from the app, as FastAPI dependencies: its typed state (server/state.py)
+and the settings, runtime, batcher, metrics and stream state in it.
 
-The lifespan (server/app.py) puts the runtime and the batcher in place once the model is
-loaded; until then the `Optional` forms give None (the health routes answer without them).
+`RuntimeDep` and `BatcherDep` are for routes that run only once the model is loaded (the
+lifespan loads it before serving); the health routes take the `Optional` forms.
 """
 
 from __future__ import annotations
@@ -16,40 +16,49 @@ from server.api.metrics import Metrics
 from server.inference.batcher import Batcher
 from server.inference.runtime import Runtime
 from server.settings import Settings
+from server.state import AppState, app_state
 from server.stream.state import StreamState
 
 
-def get_settings(connection: HTTPConnection) -> Settings:
-    return connection.app.state.settings
+def get_state(connection: HTTPConnection) -> AppState:
+    return app_state(connection.app)
 
 
-def get_metrics(connection: HTTPConnection) -> Metrics:
-    return connection.app.state.metrics
+StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_runtime(connection: HTTPConnection) -> Runtime:
-    return connection.app.state.runtime
+def get_settings(state: StateDep) -> Settings:
+    return state.settings
 
 
-def get_batcher(connection: HTTPConnection) -> Batcher:
-    return connection.app.state.batcher
+def get_metrics(state: StateDep) -> Metrics:
+    return state.metrics
 
 
-def loaded_runtime(connection: HTTPConnection) -> Runtime | None:
-    return getattr(connection.app.state, "runtime", None)
+def get_runtime(state: StateDep) -> Runtime:
+    assert state.runtime is not None, "the lifespan loads the model before serving"
+    return state.runtime
 
 
-def loaded_batcher(connection: HTTPConnection) -> Batcher | None:
-    return getattr(connection.app.state, "batcher", None)
+def get_batcher(state: StateDep) -> Batcher:
+    assert state.batcher is not None, "the lifespan starts the batcher before serving"
+    return state.batcher
 
 
-def is_ready(connection: HTTPConnection) -> bool:
-    """Loaded, warmed up and not shutting down (the lifespan's flag)."""
-    return connection.app.state.ready
+def loaded_runtime(state: StateDep) -> Runtime | None:
+    return state.runtime
 
 
-def get_streams(connection: HTTPConnection) -> StreamState:
-    return connection.app.state.streams
+def loaded_batcher(state: StateDep) -> Batcher | None:
+    return state.batcher
+
+
+def is_ready(state: StateDep) -> bool:
+    return state.ready
+
+
+def get_streams(state: StateDep) -> StreamState:
+    return state.streams
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -1,8 +1,8 @@
 """What the streams of one app share: the open sessions, their counts per API key and per
 client address, whether the server is draining them, and their metrics.
 
-Created by the app factory (server/app.py) and reached through one dependency
-(server/api/dependencies.py `StreamStateDep`).
+Part of the app's typed state (server/state.py `AppState.streams`); the route takes it as
+`StreamStateDep` (server/api/dependencies.py).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The app under a real uvicorn in a background thread of the test process, so tests can look
-into app.state (open streams, batcher queue) while websocket clients and a browser use it."""
+into the app's state (open streams, batcher queue) while websocket clients and a browser use it."""
 
 from __future__ import annotations
 

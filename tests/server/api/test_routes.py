@@ -103,7 +103,7 @@ def held_worker():
     entered = threading.Event()
 
     def hold(client):
-        runtime = client.app.state.runtime
+        runtime = client.app.state.server.runtime
         run = runtime.run
 
         def held(audio, lengths):

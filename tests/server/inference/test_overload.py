@@ -118,7 +118,7 @@ def test_a_backed_up_server_refuses_before_reading_and_decoding_the_body(make_cl
         predict, "load_audio", lambda *a, **k: decoded.append(1) or real_load(*a, **k)
     )
     with make_client() as client:
-        batcher = client.app.state.batcher
+        batcher = client.app.state.server.batcher
         monkeypatch.setattr(batcher, "_backlog_s", lambda samples: 100.0)  # minutes queued
         response = client.post("/predict", content=encode_clip("wav", seconds=1.0))
         assert response.status_code == 503 and response.json()["error"]["code"] == "queue_full"
@@ -168,7 +168,7 @@ def test_a_requests_files_and_segments_share_one_deadline(make_client, monkeypat
     clip3 = three_utterances()
     wav = encode_clip("wav", seconds=1.0)
     with make_client(request_timeout_s=7) as client:
-        batcher = client.app.state.batcher
+        batcher = client.app.state.server.batcher
         real_infer = batcher.infer
         seen: list[tuple[float, float, bool]] = []
 
@@ -201,7 +201,7 @@ def test_a_requests_files_and_segments_share_one_deadline(make_client, monkeypat
 
 def test_a_backed_up_server_refuses_a_long_file_before_its_segments_queue(make_client, monkeypatch):
     with make_client() as client:
-        batcher = client.app.state.batcher
+        batcher = client.app.state.server.batcher
         checks = iter([0.0, 100.0])  # room when the body arrives, backed up after the VAD
         monkeypatch.setattr(batcher, "_backlog_s", lambda samples: next(checks))
         queued = []
@@ -216,7 +216,7 @@ def test_new_streams_are_refused_while_the_server_is_backed_up(make_client, monk
     overloaded + Retry-After) instead of being accepted to have its finals refused later."""
     url = "/v1/stream?sample_rate=16000"
     with make_client(max_backlog_s=5) as client:
-        batcher = client.app.state.batcher
+        batcher = client.app.state.server.batcher
         monkeypatch.setattr(batcher, "_backlog_s", lambda samples: 12.0)
         with pytest.raises(WebSocketDenialResponse) as refused:
             with client.websocket_connect(url):
@@ -267,7 +267,7 @@ def test_streams_past_the_measured_capacity_are_refused_at_the_handshake(make_cl
     of the batcher's capacity, a new stream is 503 overloaded (Retry-After); 0 disables."""
     url = "/v1/stream?sample_rate=16000"
     with make_client(stream_capacity_share=0.8) as client:
-        state = client.app.state
+        state = client.app.state.server
         state.batcher.speed.capacity = 2.5 * 16000 / 0.8  # 2.5 streams of continuous speech
         with client.websocket_connect(url) as one, client.websocket_connect(url) as two:
             assert one.receive_json()["type"] == two.receive_json()["type"] == "ready"
@@ -290,7 +290,9 @@ def test_streams_past_the_measured_capacity_are_refused_at_the_handshake(make_cl
                 ws.send_text('{"type": "stop"}')
                 assert collect(ws)[1] == 1000
     with make_client(stream_capacity_share=0) as client:
-        client.app.state.batcher.speed.capacity = 1.0  # hopelessly slow, but the limit is off
+        client.app.state.server.batcher.speed.capacity = (
+            1.0  # hopelessly slow, but the limit is off
+        )
         with client.websocket_connect(url) as ws:
             assert ws.receive_json()["type"] == "ready"
             ws.send_text('{"type": "stop"}')
@@ -302,7 +304,7 @@ def test_streams_measure_the_audio_they_send_and_what_it_costs(make_client):
     with make_client(stream_speculate=False) as client:
         with client.websocket_connect("/v1/stream?sample_rate=16000") as ws:
             events, code = send_then_stop(ws, encode(speech.samples, "pcm_s16le"))
-        metrics = client.app.state.streams.metrics
+        metrics = client.app.state.server.streams.metrics
     assert code == 1000 and len(finals(events)) == 3
     assert abs(metrics.heard_s - len(speech.samples) / 16000) < 0.05
     spoken = sum(f["end"] - f["start"] for f in finals(events))

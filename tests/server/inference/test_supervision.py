@@ -97,7 +97,7 @@ def test_requests_waiting_for_room_fail_fast_when_the_collector_stays_down():
 
 def test_ready_and_health_say_why_the_batcher_is_down(make_client):
     with make_client() as client:
-        crash_collector(client.app.state.batcher, times=None)
+        crash_collector(client.app.state.server.batcher, times=None)
         response = client.post("/predict", content=encode_clip("wav"))
         assert response.status_code in (500, 503)
         assert response.status_code != 503 or response.json()["error"]["code"] == "unavailable"
@@ -112,7 +112,7 @@ def test_ready_and_health_say_why_the_batcher_is_down(make_client):
 
 def test_repeated_inference_failures_flip_readiness_until_a_success(make_client):
     with make_client() as client:
-        runtime = client.app.state.runtime
+        runtime = client.app.state.server.runtime
         original = runtime.run
 
         def broken(*args):
@@ -150,7 +150,7 @@ def test_many_segmented_files_never_hold_more_than_the_queue(make_client):
     """4 files x 3 utterances with segment=true, on a queue of 4 that fills for 300 ms:
     the request's utterances wait for its own slots instead of overflowing the queue."""
     with make_client(queue_size=4, max_batch_size=4, max_wait_ms=300, max_files=8) as client:
-        batcher = client.app.state.batcher
+        batcher = client.app.state.server.batcher
         deepest = []
         original = batcher._report_depth
 

@@ -73,7 +73,7 @@ def test_twenty_concurrent_streams_each_get_their_three_finals(server):
         probabilities = [f["probabilities"] for f in result.events if f["type"] == "final"]
         for mine, theirs in zip(probabilities, first, strict=True):
             assert mine == pytest.approx(theirs, abs=1e-4)
-    assert wait_until(lambda: server.app.state.streams.open == 0)
+    assert wait_until(lambda: server.app.state.server.streams.open == 0)
 
 
 def test_client_vanishing_mid_utterance_frees_everything_quietly(server, caplog):
@@ -90,7 +90,7 @@ def test_client_vanishing_mid_utterance_frees_everything_quietly(server, caplog)
             ws.transport.abort()  # the TCP connection drops: no close frame
 
     asyncio.run(vanish())
-    state = server.app.state
+    state = server.app.state.server
     assert wait_until(lambda: state.streams.open == 0)
     assert wait_until(lambda: state.batcher.depth == 0)
     assert wait_until(lambda: any("(disconnected" in r.getMessage() for r in caplog.records))
@@ -130,7 +130,7 @@ def test_a_fast_client_is_slowed_not_buffered(tiny_model_dir):
     samples = np.concatenate([clip.samples] * 4)
     settings = Settings(model_dir=tiny_model_dir, threads=1, stream_max_pending=1)
     with live_server(settings) as running:
-        batcher = running.app.state.batcher
+        batcher = running.app.state.server.batcher
         original = batcher.infer
 
         async def slow_infer(audio, **options):

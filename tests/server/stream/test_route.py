@@ -320,8 +320,8 @@ def test_finals_wait_in_a_bounded_queue_when_inference_is_slow(make_client, monk
     clip = three_utterances()
     data = encode(np.concatenate([clip.samples] * 3), "pcm_s16le")
     with make_client(stream_max_pending=1, stream_speculate=False) as client:
-        model = SlowModel(client.app.state.batcher, 0.3)
-        monkeypatch.setattr(client.app.state.batcher, "infer", model)
+        model = SlowModel(client.app.state.server.batcher, 0.3)
+        monkeypatch.setattr(client.app.state.server.batcher, "infer", model)
         with client.websocket_connect("/v1/stream?sample_rate=16000") as ws:
             events, code = send_then_stop(ws, data)
     assert code == 1000
@@ -347,7 +347,7 @@ def test_inference_failures_end_the_stream_with_the_fitting_code(
         async def failing(audio, **options):
             raise raised
 
-        monkeypatch.setattr(client.app.state.batcher, "infer", failing)
+        monkeypatch.setattr(client.app.state.server.batcher, "infer", failing)
         with client.websocket_connect("/v1/stream?sample_rate=16000") as ws:
             ws.receive_json()
             ws.send_bytes(encode(clip.samples, "pcm_s16le"))
@@ -361,8 +361,8 @@ def test_speculative_inference_gives_the_same_finals(make_client, monkeypatch, s
     """With a slow model, finals start in the pause that ends them; answers are unchanged."""
     clip = three_utterances()
     with make_client(stream_speculate=speculate) as client:
-        model = SlowModel(client.app.state.batcher, 0.1)
-        monkeypatch.setattr(client.app.state.batcher, "infer", model)
+        model = SlowModel(client.app.state.server.batcher, 0.1)
+        monkeypatch.setattr(client.app.state.server.batcher, "infer", model)
         with client.websocket_connect("/v1/stream?sample_rate=16000") as ws:
             events, code = send_then_stop(ws, encode(clip.samples, "pcm_s16le"))
         found = finals(events)
