@@ -1,4 +1,5 @@
-"""Prometheus metrics, one registry per app (so several apps in one process never collide)."""
+"""Prometheus metrics of requests, the queue and batches, in one registry per app (so several
+apps in one process never collide); the stream metrics join it (server/stream/metrics.py)."""
 
 from __future__ import annotations
 

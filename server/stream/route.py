@@ -1,4 +1,4 @@
-"""The /v1/stream websocket route: origin, authentication and admission.
+"""The /v1/stream websocket route: origin, authentication, admission, and the drain at shutdown.
 
 The protocol is in docs/streaming.md; a connection's life is `StreamSession`
 (server/stream/session.py).
