@@ -2,10 +2,14 @@
 
 transformers' ``WhisperEncoder`` takes log-mel features padded to 30 s and attends over the
 padding. This model keeps its modules and weights (so ``from_pretrained("openai/whisper-small")``
-or a converted local checkpoint loads as usual) and changes three things:
+or a converted local checkpoint loads as usual) and changes four things:
 
+* **level normalisation**: each row is brought to zero mean and a fixed RMS over its valid
+  samples (``normalise_level``, ``config.input_level_dbfs``), so the same clip at any gain gets
+  the same answer; Whisper's log-mel alone is not level-invariant (a gain g adds
+  ``log10(g ** 2) / 4`` to every feature the clamps leave alone);
 * **the front end is in the graph**: Whisper's log-mel (25 ms Hann window, 10 ms hop, slaney mel
-  filters, log10, clamp to max - 8, ``(x + 4) / 4``) computed from raw audio, equal to
+  filters, log10, clamp to max - 8, ``(x + 4) / 4``) computed from the normalised audio, equal to
   ``WhisperFeatureExtractor`` on every valid frame: the audio is followed by zeros, as the
   extractor's 30 s padding is, and the clamp's maximum is taken over valid frames only;
 * **variable length**: positional embeddings are sliced to the frames present, attention is masked
@@ -38,6 +42,18 @@ N_FFT = 400
 HOP_LENGTH = 160
 LOG_FLOOR = 1e-10  # WhisperFeatureExtractor's clamp before log10
 DYNAMIC_RANGE = 8.0  # log10 units kept below each utterance's maximum
+# The level each row is scaled to before the log-mel, in dB relative to full scale (RMS of the
+# zero-mean valid samples; full scale = amplitude 1). The pretrained encoder was trained on
+# audio as recorded, whose speech sits around this level: the EBU R128 broadcast loudness target
+# is -23 LUFS, within a few dB of a speech recording's RMS level, and the real speech prompts
+# of the test fixtures (Debian's alsa-utils and asterisk-core-sounds-en-wav) measure -18 to -23
+# dBFS, the demo corpus's eSpeak voice -21.7. Saved in the config (``input_level_dbfs``), so a
+# checkpoint keeps the level it was trained with.
+INPUT_LEVEL_DBFS = -23.0
+# Added to each row's variance before the division: an all-zero row stays zero and finite, and
+# rows quieter than about -70 dBFS RMS (sqrt(1e-7)) are raised less than fully. The same floor
+# as the raw-waveform students' zero-mean unit-variance normalisation.
+LEVEL_EPS = 1e-7
 
 
 def whisper_mel_filters(n_mels: int) -> torch.Tensor:
@@ -78,8 +94,25 @@ def frame_mask(frames: torch.Tensor, steps: int, dtype: torch.dtype) -> torch.Te
     return (torch.arange(steps, device=frames.device)[None, :] < frames[:, None]).to(dtype)
 
 
+def normalise_level(audio: torch.Tensor, lengths: torch.Tensor, level_dbfs: float) -> torch.Tensor:
+    """Zero mean and an RMS of ``level_dbfs`` over each row's valid samples, float32; padding
+    stays zero, so a padded row is scaled as it is alone."""
+    with torch.autocast(device_type=audio.device.type, enabled=False):
+        audio = audio.float()
+        mask = frame_mask(lengths, audio.shape[1], torch.float32)
+        count = lengths.clamp(min=1).to(torch.float32)[:, None]
+        mean = (audio * mask).sum(1, keepdim=True) / count
+        centred = (audio - mean) * mask
+        var = (centred * centred).sum(1, keepdim=True) / count
+        return centred * (10.0 ** (level_dbfs / 20.0) / torch.sqrt(var + LEVEL_EPS))
+
+
 class WhisperAudioConfig(WhisperConfig):
     model_type = MODEL_TYPE
+
+    def __init__(self, input_level_dbfs: float = INPUT_LEVEL_DBFS, **kwargs):
+        super().__init__(**kwargs)
+        self.input_level_dbfs = input_level_dbfs
 
 
 class WhisperAudioClassifier(WhisperForAudioClassification):
@@ -88,7 +121,7 @@ class WhisperAudioClassifier(WhisperForAudioClassification):
     config_class = WhisperAudioConfig
     main_input_name = "input_values"
 
-    def __init__(self, config: WhisperConfig):
+    def __init__(self, config: WhisperAudioConfig):
         super().__init__(config)
         # Constants of the front end: buffers (they follow the model's device), not saved, so
         # a plain Whisper checkpoint loads without missing keys.
@@ -105,7 +138,8 @@ class WhisperAudioClassifier(WhisperForAudioClassification):
             self.mel.copy_(whisper_mel_filters(self.config.num_mel_bins))
 
     def log_mel(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """[batch, samples] -> [batch, n_mels, frames], zero past each row's valid frames."""
+        """[batch, samples] -> [batch, n_mels, frames], zero past each row's valid frames; the
+        audio as given (``hidden_states`` normalises its level first)."""
         # Always float32: under bf16 autocast the power spectrum would lose the quiet bands.
         with torch.autocast(device_type=audio.device.type, enabled=False):
             audio = audio.float() * frame_mask(lengths, audio.shape[1], torch.float32)
@@ -130,6 +164,7 @@ class WhisperAudioClassifier(WhisperForAudioClassification):
         """The input embeddings and every layer's output (the last after the final LayerNorm),
         [batch, frames, d_model] each; frames past a row's end hold values nobody reads."""
         encoder = self.encoder
+        audio = normalise_level(audio, lengths, self.config.input_level_dbfs)
         features = self.log_mel(audio, lengths)
         mels = features.shape[-1]
         hidden = nn.functional.gelu(encoder.conv1(features))
