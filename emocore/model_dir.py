@@ -172,6 +172,8 @@ class ModelDir:
             "parity",
             "int8",
             "training",
+            "corpora",
+            "usage",
             "exporter",
             "created",
         )

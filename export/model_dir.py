@@ -111,6 +111,10 @@ def build_model_dir(
             "parity": parity.to_json(),
             "int8": int8_meta,
             "training": summary,
+            # The corpora it learned from and their licences' terms ("non-commercial" when a
+            # corpus's licence forbids commercial use), said again by /v1/model and the page.
+            "corpora": (summary or {}).get("corpora") or [],
+            "usage": (summary or {}).get("usage"),
             "exporter": exporter_info(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }

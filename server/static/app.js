@@ -159,7 +159,11 @@ async function loadModel() {
     drawAffectAxes();
     const backbone = model.model?.backbone ?? "model";
     const affect = dimensions ? ` Dimensions: ${dimensions.names.join(", ")} (${dimensions.scale.join("–")}).` : "";
-    info.textContent = `Labels: ${labels.join(", ")}; ${backbone} on ${model.provider}.${affect}`;
+    const corpora = (model.model?.corpora ?? []).map((c) => c.name.toUpperCase());
+    const usage = model.model?.usage === "non-commercial"
+      ? ` Trained on ${corpora.join(" and ")}: for non-commercial use only.`
+      : "";
+    info.textContent = `Labels: ${labels.join(", ")}; ${backbone} on ${model.provider}.${affect}${usage}`;
   } catch (error) {
     info.textContent = `Model information unavailable (${error.message}).`;
   }

@@ -18,6 +18,7 @@ def fake_run(run_dir, make_student, folds=("1", "2")):
             "dataset": "synthetic", "protocol": "speaker-independent", "fold": fold,
             "backbone": "tiny", "epoch": 3, "labels": list(EMOTIONS), "valid": scores,
             "test": scores, "seed": 0, "variant": "distill",
+            "corpora": [{"name": "tess", "licence": "CC BY-NC-ND 4.0"}], "usage": "non-commercial",
         }  # fmt: skip
         (best / "summary.json").write_text(json.dumps(summary))
         utterances = []
@@ -31,7 +32,7 @@ def fake_run(run_dir, make_student, folds=("1", "2")):
 
 
 def test_cli_does_not_choose_between_folds_by_validation_ua(tmp_path, make_student, capsys):
-    """Issue 12: each fold validates on other speakers; its UA does not pick the fold."""
+    """Each fold validates on other speakers; its UA does not pick the fold."""
     fake_run(tmp_path / "run", make_student)
     assert main(["--run", str(tmp_path / "run"), "--out", str(tmp_path / "m")]) == 1
     err = capsys.readouterr().err
@@ -47,6 +48,8 @@ def test_cli_exports_named_fold_with_int8_and_triton(tmp_path, make_student, cap
     meta = json.loads((out / "model.json").read_text())
     assert meta["training"]["fold"] == "1"
     assert meta["backbone"] == "tiny"
+    # The training corpora's terms, at the top where /v1/model and the web page read them.
+    assert meta["usage"] == "non-commercial" and meta["corpora"][0]["name"] == "tess"
     int8 = meta["int8"]
     # Calibration and the accuracy check: disjoint halves, both spanning both speakers (the
     # first 64 validation clips had been one speaker's, and the check had included them).

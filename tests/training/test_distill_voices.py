@@ -64,5 +64,8 @@ def test_voices_preset_trains_and_reports_per_corpus(corpora, corpus, tmp_path):
     report = (run_dir / "results.md").read_text()
     assert "| student: full | ravdess |" in report and "| student: full | synthetic |" in report
     assert (run_dir / "confusion_corpus_student_ravdess.png").stat().st_size > 0
+    summary = json.loads((fold_dir / "student" / "best" / "summary.json").read_text())
+    assert [c["name"] for c in summary["corpora"]] == ["ravdess", "tess"]  # synthetic is ours
+    assert summary["usage"] == "non-commercial"
     saved = json.loads((run_dir / "config.json").read_text())
     assert saved["dataset"] == "corpora" and saved["protocol"] == "corpus"

@@ -100,6 +100,14 @@ def parse_spec(spec: str | Sequence[str]) -> list[tuple[str, Path | None]]:
     return pairs
 
 
+def corpus_names(kind: str, path: str | Path) -> list[str]:
+    """The corpora a dataset (``--dataset``, ``--data_path``) is made of: its members for
+    "corpora", the corpus itself for "ravdess", "tess" and "synthetic", none otherwise."""
+    if kind == "corpora":
+        return [name for name, _ in parse_spec(str(path))]
+    return [kind] if kind in SCANS else []
+
+
 def not_found(name: str, corpora_dir: str | Path | None = None) -> str:
     searched = ", ".join(str(d / name) for d in search_dirs(corpora_dir))
     return (

@@ -19,6 +19,8 @@ import numpy as np
 from accelerate import Accelerator
 
 from training.config import Config
+from training.data.corpora import corpus_names
+from training.data.sources import provenance
 from training.eval.calibration import calibration_report, plot_reliability
 from training.eval.reports import brief, ccc_scores, scorer
 from training.fit.batches import AudioSet
@@ -208,13 +210,14 @@ def finish(
     cfg: Config, sdir: Path, checkpoint: str, result: dict, summary: dict, accelerator: Accelerator
 ) -> dict:
     """The closing step of a student's (or a refit's) training: rank 0 writes the checkpoint's
-    ``summary.json`` (``summary`` with the run's dataset, protocol, backbone and labels: what
-    export reads) and ``result.json`` (``result``: marks the training done), and drops the
+    ``summary.json`` (``summary`` with the run's dataset, protocol, backbone, labels and the
+    training corpora's licences: what export reads) and ``result.json`` (``result``: marks the training done), and drops the
     trainer state; every rank waits for it. Returns ``result``."""
     if accelerator.is_main_process:
         summary = {
             "dataset": cfg.dataset, "protocol": cfg.protocol, "backbone": cfg.student_model,
-            "labels": list(cfg.labels), **summary,
+            "labels": list(cfg.labels), **provenance(corpus_names(cfg.dataset, cfg.data_path)),
+            **summary,
         }  # fmt: skip
         (sdir / checkpoint / "summary.json").write_text(
             json.dumps(summary, indent=1), encoding="utf-8"

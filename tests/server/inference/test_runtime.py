@@ -102,6 +102,13 @@ def test_valid_model_dir(model_copy):
     assert "files" not in model.summary()
 
 
+def test_summary_says_what_the_model_may_be_used_for(model_copy):
+    corpora = [{"name": "ravdess", "licence": "CC BY-NC-SA 4.0"}]
+    edit_meta(model_copy, corpora=corpora, usage="non-commercial")
+    summary = load_model_dir(model_copy).summary()
+    assert summary["usage"] == "non-commercial" and summary["corpora"] == corpora
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
