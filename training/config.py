@@ -174,6 +174,30 @@ class Config:
         "below fp32's",
         0.02,
     )
+    # --- augmentation (the student's training clips only; teachers' targets stay clean) -----
+    aug_gain_db: float = _help("random gain in [-x, +x] dB (0 = off)", 0.0)
+    aug_gain_p: float = _help("P(gain) per training clip, with aug_gain_db > 0", 1.0)
+    aug_noise_p: float = _help(
+        "P(coloured noise, white to brown or violet, at an SNR in aug_snr_db) per clip (0 = off)",
+        0.0,
+    )
+    aug_babble_p: float = _help(
+        "P(babble: 3-6 other training utterances at an SNR in aug_snr_db) per clip (0 = off)", 0.0
+    )
+    aug_snr_db: list[float] = _list("SNR range in dB of noise and babble: min,max", [5.0, 30.0])
+    aug_reverb_p: float = _help(
+        "P(reverberation by one of aug_reverb_rooms simulated rooms) per clip (0 = off)", 0.0
+    )
+    aug_reverb_rooms: int = _help(
+        "room impulse responses simulated once per run (pyroomacoustics, seeded by seed)", 64
+    )
+    aug_telephone_p: float = _help(
+        "P(telephone band: 8 kHz sampling, low cut at 200-400 Hz) per clip (0 = off)", 0.0
+    )
+    aug_codec_p: float = _help(
+        "P(codec round trip at a random compression level) per clip (0 = off)", 0.0
+    )
+    aug_codecs: list[str] = _list("codecs of the round trip: mp3 | opus", ["mp3", "opus"])
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

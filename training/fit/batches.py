@@ -1,5 +1,5 @@
-"""The student's training data: the dataset, crops, speed perturbation, padding and the
-length-bucketed batches of each epoch.
+"""The student's training data: the dataset, crops, padding and the length-bucketed batches of
+each epoch, augmented by ``training.fit.augment``.
 
 Sharding of the length-bucketed batches is ours (not ``accelerate``'s), so every process sees
 the same number of batches and resuming reproduces the data order (it depends only on seed and
@@ -18,7 +18,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from emocore.audio import SAMPLE_RATE, load_audio, resample
+from emocore.audio import SAMPLE_RATE, load_audio
+from training.fit.augment import Augmentation, AugmentOptions
 
 
 def item_seed(seed: int, epoch: int, index: int) -> int:
@@ -73,16 +74,6 @@ def crop(samples: np.ndarray, max_samples: int, rng: np.random.Generator) -> np.
     return samples[start : start + max_samples]
 
 
-def perturb_speed(samples: np.ndarray, spread: float, rng: np.random.Generator) -> np.ndarray:
-    """Kaldi-style speed perturbation: resample by a factor in [1 - spread, 1 + spread], so tempo
-    and pitch move together, as if another speaker said it (0 = off)."""
-    if spread <= 0:
-        return samples
-    return resample(
-        samples, SAMPLE_RATE, int(round(SAMPLE_RATE * rng.uniform(1 - spread, 1 + spread)))
-    )
-
-
 def pad(clips: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     lengths = torch.tensor([len(c) for c in clips], dtype=torch.long)
     audio = torch.zeros(len(clips), int(lengths.max()))
@@ -118,7 +109,9 @@ def bucketed_batches(
 
 
 class EpochBatches(torch.utils.data.Dataset):
-    """One epoch's batches as a map-style dataset, so DataLoader workers can decode and crop."""
+    """One epoch's batches as a map-style dataset, so DataLoader workers can decode, augment
+    and crop. Each clip draws from its own generator (``item_seed``): speed, crop, then the
+    other transforms of ``augment`` (none by default)."""
 
     def __init__(
         self,
@@ -127,17 +120,16 @@ class EpochBatches(torch.utils.data.Dataset):
         max_samples: int,
         seed: int,
         epoch: int,
-        speed_perturb: float = 0.0,
+        augment: Augmentation | None = None,
     ):
         self.data, self.batches = data, batches
         self.max_samples, self.seed, self.epoch = max_samples, seed, epoch
-        self.speed_perturb = speed_perturb
+        self.augment = augment or Augmentation(AugmentOptions())
 
     def clip(self, i: int) -> np.ndarray:
         rng = np.random.default_rng(item_seed(self.seed, self.epoch, i))
-        return crop(
-            perturb_speed(self.data.samples(i), self.speed_perturb, rng), self.max_samples, rng
-        )
+        piece = crop(self.augment.speed(self.data.samples(i), rng), self.max_samples, rng)
+        return self.augment(piece, rng, self.data, i)
 
     def __len__(self) -> int:
         return len(self.batches)

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from emocore.audio import SAMPLE_RATE
 from training.eval.metrics import ccc_per_dimension
+from training.fit.augment import Augmentation, AugmentOptions
 from training.fit.batches import AudioSet, EpochBatches, bucketed_batches, pad
 from training.fit.checkpoints import (
     TRAINER_STATE,
@@ -70,6 +71,7 @@ class StudentOptions:
     weighted_layers: bool = False
     max_seconds: float = 3.0
     speed_perturb: float = 0.0
+    augment: AugmentOptions = field(default_factory=AugmentOptions)
     bucket_size: int = 8
     num_workers: int = 0
     seed: int = 0
@@ -232,6 +234,9 @@ def train_student(
     if student.max_samples is not None:  # 0 (whole clips) or longer: the encoder's own limit
         max_samples = min(max_samples or student.max_samples, student.max_samples)
     accelerator.gradient_accumulation_steps = opts.grad_accum
+    # The training clips only (validation is scored on clean whole clips); rooms simulated here.
+    augment = Augmentation(opts.augment, opts.speed_perturb)
+    log.info("%s: augmentation %s", opts.desc, augment.describe())
     for epoch in range(state["epoch"] + 1, opts.epochs + 1):
         model.train()
         started = time.monotonic()
@@ -250,7 +255,7 @@ def train_student(
             batches = batches[: opts.max_steps]
         sums: dict[str, float] = {}
         loader = torch.utils.data.DataLoader(
-            EpochBatches(train, batches, max_samples, opts.seed, epoch, opts.speed_perturb),
+            EpochBatches(train, batches, max_samples, opts.seed, epoch, augment),
             batch_size=None,
             num_workers=opts.num_workers,
         )
