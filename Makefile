@@ -12,7 +12,7 @@ EMODISTILL_MODEL_DIR ?= $(DEMO_MODEL_DIR)
 export EMODISTILL_MODEL_DIR
 DEBIAN_PKGS := alsa-utils asterisk-core-sounds-en-wav espeak-ng chromium
 
-.PHONY: serve test test-fast lint demo-model demo bench reliability sys-deps clean fuzz tables
+.PHONY: serve test test-fast lint demo-model demo corpora bench reliability sys-deps clean fuzz tables
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -42,19 +42,26 @@ sys-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-# The demo model: synthetic corpus -> teachers -> distilled student -> ONNX model directory.
+# The demo model: corpus -> teachers -> distilled student -> ONNX model directory. Trained on
+# real voices (RAVDESS + TESS + synthetic words) when both corpora are found (EMODISTILL_CORPORA
+# or data/corpora: `make corpora`), else on synthetic speech; it prints which and why.
 $(DEMO_MODEL_DIR)/model.json:
 	@$(MAKE) --no-print-directory $(VENV)/.train
-	$(PY) -m training.distill --preset demo --run-dir runs/demo --export $(DEMO_MODEL_DIR)
+	$(PY) -m training.demo --export $(DEMO_MODEL_DIR)
 
 demo-model: $(DEMO_MODEL_DIR)/model.json
+
+# RAVDESS and TESS from their official sources into data/corpora (needs internet; both are
+# licensed for non-commercial use only: the command prints the licences).
+corpora: $(VENV)/.train
+	$(PY) -m training.data.fetch ravdess tess --to data/corpora
 
 # Builds the demo model only when serving the default model directory; any other
 # EMODISTILL_MODEL_DIR must already hold a model (the server says what is missing).
 # The first run installs the training extras (a superset of the serve extras) in one pass.
 serve:
 	@if [ "$(EMODISTILL_MODEL_DIR)" = "$(DEMO_MODEL_DIR)" ] && [ ! -f "$(DEMO_MODEL_DIR)/model.json" ]; then \
-	  echo "No model in $(DEMO_MODEL_DIR): installing (about 2 min) and building the demo model once (about 6 min on 2 idle CPU cores, longer when busy)."; \
+	  echo "No model in $(DEMO_MODEL_DIR): installing (about 2 min) and building the demo model once (synthetic speech: about 6 min on 2 idle CPU cores; real voices, when the corpora are found: longer)."; \
 	  $(MAKE) --no-print-directory demo-model; \
 	else $(MAKE) --no-print-directory $(VENV)/.serve; fi
 	$(PY) -m server
