@@ -53,7 +53,7 @@ TABLES: dict[str, Callable[[dict], list[str]]] = {
     "bench_server": bench_server,
     "bench_server:detail": bench_server_detail,
     "bench_stream": bench_stream,
-    "bench_stream_issue14_idle": bench_stream_idle,
+    "bench_stream_redesign_idle": bench_stream_idle,
     "reliability": reliability,
     "reliability:summary": reliability_summary,
     "rehearsal": rehearsal,

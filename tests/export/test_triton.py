@@ -78,7 +78,7 @@ def test_config_parses_and_names_the_graph_tensors(triton_model):
     config = text_format.Parse((model / "config.pbtxt").read_text(), model_config_class()())
     assert config.platform == "onnxruntime_onnx"
     assert config.max_batch_size > 0
-    # Variable-length audio: Triton would only batch requests of equal length (issue 12), so
+    # Variable-length audio: Triton would only batch requests of equal length, so
     # there is no dynamic batcher; clients send padded batches with lengths.
     assert not config.HasField("dynamic_batching")
     inputs = {i.name: i for i in config.input}
