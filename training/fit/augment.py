@@ -26,7 +26,7 @@ import io
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 import soundfile as sf
@@ -35,9 +35,7 @@ from audiomentations.core.utils import calculate_desired_noise_rms
 from scipy.signal import oaconvolve
 
 from emocore.audio import SAMPLE_RATE, resample
-
-if TYPE_CHECKING:
-    from training.config import Config
+from training.config import Config, ConfigError
 
 # Coloured noise: spectral slope in dB per octave, brown (-6) through white (0) to violet (+6).
 NOISE_DECAY_DB = (-6.0, 6.0)
@@ -56,11 +54,13 @@ MAX_ORDER = 25
 # Telephone: the 8 kHz sampling of a narrow-band line (nothing above 4 kHz) and a low cut.
 TELEPHONE_RATE = 8000
 TELEPHONE_LOW_CUT_HZ = (200.0, 400.0)
-# Codecs: libsndfile's container and subtype, and the compression level drawn (0 = best, 1 =
-# smallest; libsndfile's MP3 encoder refuses 1.0 at 16 kHz). Around 0.9 Opus runs at ~8 kbit/s
-# and MP3 at ~24 kbit/s.
-CODECS = {"mp3": ("MP3", "MPEG_LAYER_III"), "opus": ("OGG", "OPUS")}
-CODEC_LEVEL = (0.3, 0.9)
+# Codecs: libsndfile's container and subtype, and the range of the compression level drawn
+# (0 = best, 1 = smallest; libsndfile's MP3 encoder refuses 1.0 at 16 kHz). On speech-band
+# tones at 16 kHz these ranges gave MP3 at 18-26 kbit/s and Opus at 12-60 kbit/s.
+CODECS = {
+    "mp3": ("MP3", "MPEG_LAYER_III", (0.3, 0.9)),
+    "opus": ("OGG", "OPUS", (0.8, 1.0)),
+}
 
 
 class Utterances(Protocol):
@@ -98,12 +98,17 @@ class AugmentOptions:
 
     @classmethod
     def from_config(cls, cfg: Config) -> AugmentOptions:
-        return cls(
-            gain_db=cfg.aug_gain_db, gain_p=cfg.aug_gain_p, noise_p=cfg.aug_noise_p,
-            babble_p=cfg.aug_babble_p, snr_db=tuple(cfg.aug_snr_db), reverb_p=cfg.aug_reverb_p,
-            rooms=cfg.aug_reverb_rooms, telephone_p=cfg.aug_telephone_p, codec_p=cfg.aug_codec_p,
-            codecs=tuple(cfg.aug_codecs), seed=cfg.seed,
-        )  # fmt: skip
+        """The ``aug_*`` keys (a bad value is a ``ConfigError``); the rooms' seed is ``seed``."""
+        try:
+            return cls(
+                gain_db=cfg.aug_gain_db, gain_p=cfg.aug_gain_p, noise_p=cfg.aug_noise_p,
+                babble_p=cfg.aug_babble_p, snr_db=tuple(cfg.aug_snr_db),
+                reverb_p=cfg.aug_reverb_p, rooms=cfg.aug_reverb_rooms,
+                telephone_p=cfg.aug_telephone_p, codec_p=cfg.aug_codec_p,
+                codecs=tuple(cfg.aug_codecs), seed=cfg.seed,
+            )  # fmt: skip
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def perturb_speed(samples: np.ndarray, spread: float, rng: np.random.Generator) -> np.ndarray:
@@ -276,11 +281,11 @@ class Augmentation:
         """Encoded and decoded in memory by one of ``codecs`` (default: the options') at a
         random compression level; same length out as in."""
         codecs = codecs or self.options.codecs
-        container, subtype = CODECS[codecs[int(rng.integers(len(codecs)))]]
+        container, subtype, levels = CODECS[codecs[int(rng.integers(len(codecs)))]]
         encoded = io.BytesIO()
         sf.write(
             encoded, clip, SAMPLE_RATE, format=container, subtype=subtype,
-            compression_level=float(rng.uniform(*CODEC_LEVEL)),
+            compression_level=float(rng.uniform(*levels)),
         )  # fmt: skip
         encoded.seek(0)
         decoded, _ = sf.read(encoded, dtype="float32")

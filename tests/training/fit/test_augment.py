@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from emocore.audio import SAMPLE_RATE
-from training.config import load_config
+from training.config import ConfigError, load_config
 from training.data.utterance import EMOTIONS
 from training.eval.metrics import compute_metrics
 from training.fit.augment import (
@@ -175,7 +175,7 @@ def test_codec_round_trip_keeps_the_length(codec):
         out = aug(clip, np.random.default_rng(0), Pool(2), 0)
         assert len(out) == n and out.dtype == np.float32
         assert not np.array_equal(out, clip)
-        assert np.corrcoef(out, clip)[0, 1] > 0.9  # aligned, not delayed
+        assert np.corrcoef(out, clip)[0, 1] > 0.7  # aligned, not delayed
 
 
 def test_draws_are_seeded_per_clip_and_leave_the_global_generators_alone():
@@ -200,8 +200,8 @@ def test_config_reaches_the_options():
     options = AugmentOptions.from_config(cfg)
     assert options.noise_p == 0.5 and options.snr_db == (0.0, 10.0)
     assert options.codecs == ("opus",) and options.seed == 4
-    with pytest.raises(ValueError, match="aug_codecs"):
-        AugmentOptions(codec_p=1.0, codecs=("aac",))
+    with pytest.raises(ConfigError, match="aug_codecs"):
+        AugmentOptions.from_config(load_config("demo", overrides=["--aug_codecs=aac"]))
     with pytest.raises(ValueError, match="aug_snr_db"):
         AugmentOptions(snr_db=(10.0, 0.0))
 
