@@ -1,4 +1,5 @@
-"""The Whisper-encoder student: Whisper's log-mel in the graph, variable length, freezing."""
+"""The Whisper-encoder student: level normalisation and Whisper's log-mel in the graph, variable
+length, freezing."""
 
 import numpy as np
 import pytest
@@ -7,7 +8,12 @@ from transformers import WhisperFeatureExtractor
 
 from training.data.utterance import EMOTIONS
 from training.models.student import Student, build_classifier
-from training.models.whisper_encoder import encoder_frames, mel_frames
+from training.models.whisper_encoder import (
+    INPUT_LEVEL_DBFS,
+    encoder_frames,
+    mel_frames,
+    normalise_level,
+)
 
 # fp32 DFT by convolution vs the extractor's numpy STFT: log10 units, values ~[-1, 2].
 FRONT_END_TOLERANCE = 1e-4
@@ -34,6 +40,46 @@ def test_log_mel_matches_whisper_feature_extractor_on_valid_frames(samples):
     frames = int(mel_frames(lengths))
     assert frames == samples // 160
     assert np.abs(ours[:, :frames] - reference[:, :frames]).max() <= FRONT_END_TOLERANCE
+
+
+def test_normalise_level_sets_zero_mean_and_the_rms_over_valid_samples():
+    audio = torch.zeros(3, 20_000)
+    audio[0] = 0.3 * torch.randn(20_000) + 0.1
+    audio[1, :9_000] = 0.05 * torch.randn(9_000) - 0.05
+    lengths = torch.tensor([20_000, 9_000, 5_000])  # the third row: silent
+    out = normalise_level(audio, lengths, -23.0)
+    for row, n in zip(out[:2], (20_000, 9_000), strict=True):
+        valid = row[:n].double()
+        assert abs(float(valid.mean())) <= 1e-6
+        assert abs(20 * float(valid.square().mean().sqrt().log10()) - -23.0) <= 1e-3
+    assert torch.equal(out[1, 9_000:], torch.zeros(11_000))
+    assert torch.equal(out[2], torch.zeros(20_000))  # no division by zero: stays silent
+    alone = normalise_level(audio[1:2, :9_000], lengths[1:2], -23.0)
+    assert (out[1, :9_000] - alone[0]).abs().max() <= 1e-7
+
+
+def test_a_silent_row_gives_finite_outputs():
+    student = whisper_student()
+    with torch.no_grad():
+        logits, embedding = student(torch.zeros(2, 8_000), torch.tensor([8_000, 4_000]))
+    assert torch.isfinite(logits).all() and torch.isfinite(embedding).all()
+
+
+def test_the_level_is_saved_with_the_checkpoint_and_used(tmp_path):
+    """config.input_level_dbfs: the default for a new student, kept by save/load, and what the
+    graph scales to (another level gives other logits)."""
+    student = whisper_student()
+    assert student.config.input_level_dbfs == INPUT_LEVEL_DBFS
+    student.config.input_level_dbfs = -40.0
+    student.classifier.save_pretrained(tmp_path)
+    again = Student(build_classifier(str(tmp_path), EMOTIONS)).eval()
+    assert again.config.input_level_dbfs == -40.0
+    audio, lengths = 0.1 * torch.randn(1, 16_000), torch.tensor([16_000])
+    with torch.no_grad():
+        quiet, _ = again(audio, lengths)
+        again.config.input_level_dbfs = INPUT_LEVEL_DBFS
+        default, _ = again(audio, lengths)
+    assert (quiet - default).abs().max() > 1e-4
 
 
 def test_log_mel_ignores_what_follows_a_row():
