@@ -5,7 +5,8 @@ A generated table sits between two markers that name it and, by its first part, 
 `benchmarks/results/bench_stream.json`; `<!-- table: bench_model:ratios -->` is another view of
 `bench_model.json`. Only the text between the markers is rewritten. `make tables` (`python -m
 benchmarks.tables`) writes them; `--check` changes nothing and exits 1, with a diff, when a page
-differs from what it would write. The views live in tables_speed.py and tables_runs.py.
+differs from what it would write. The views live in tables_speed.py, tables_runs.py and
+tables_voices.py.
 """
 
 from __future__ import annotations
@@ -32,6 +33,16 @@ from benchmarks.tables_speed import (
     bench_server,
     bench_server_detail,
 )
+from benchmarks.tables_voices import (
+    real_voices,
+    real_voices_asterisk,
+    real_voices_calibration,
+    real_voices_confusion,
+    real_voices_gain,
+    real_voices_loco,
+    real_voices_ravdess,
+    real_voices_stages,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -57,6 +68,14 @@ TABLES: dict[str, Callable[[dict], list[str]]] = {
     "reliability": reliability,
     "reliability:summary": reliability_summary,
     "rehearsal": rehearsal,
+    "real_voices": real_voices,
+    "real_voices:confusion": real_voices_confusion,
+    "real_voices:ravdess": real_voices_ravdess,
+    "real_voices:calibration": real_voices_calibration,
+    "real_voices:gain": real_voices_gain,
+    "real_voices:asterisk": real_voices_asterisk,
+    "real_voices:loco": real_voices_loco,
+    "real_voices:stages": real_voices_stages,
 }
 
 

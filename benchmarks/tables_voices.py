@@ -1,0 +1,211 @@
+"""Results-table views of real_voices.json: the real-voices demo run and its exported model."""
+
+from __future__ import annotations
+
+from benchmarks.tables_format import load, num, pct, table
+
+
+def _ran(data: dict) -> str:
+    """The closing line of every view: the command and when (and on what) it ran."""
+    machine, commit = data["machine"], data["git"]["commit"] or "unknown"
+    return (
+        f"`{data['command']}`, run {data['created'].replace('T', ' ')[:16]} UTC at commit "
+        f"{commit[:10]}, load average {load(machine['load_avg_before'])} -> "
+        f"{load(machine['load_avg_after'])}, {data['seconds']:.0f} s."
+    )
+
+
+def _ua_wa(scores: dict | None) -> str:
+    return "-" if not scores else f"{pct(scores['ua'])} / {pct(scores['wa'])}"
+
+
+def _actors(names: list[str]) -> str:
+    """["Actor_21", ..., "Actor_24"] -> "21-24" (a comma list when not a run of numbers)."""
+    numbers = [int(name.rsplit("_", 1)[-1]) for name in names]
+    if numbers == list(range(numbers[0], numbers[0] + len(numbers))) and len(numbers) > 2:
+        return f"{numbers[0]}-{numbers[-1]}"
+    return ", ".join(map(str, numbers))
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+
+
+def real_voices(data: dict) -> list[str]:
+    run, ravdess = data["run"], data["ravdess"]
+    best, last = run["test_best"], run["test_last"]
+    rows = [["student, all test speakers", _ua_wa(best), _ua_wa(last), str(best["n"])]]
+    for corpus, scores in run["corpora_best"].items():
+        rows.append([
+            f"student, {corpus}", _ua_wa(scores), _ua_wa(run["corpora_last"].get(corpus)),
+            str(scores["n"]),
+        ])  # fmt: skip
+    if run["refit_test"]:
+        rows.append(["refit on train + valid speakers", "", _ua_wa(run["refit_test"]),
+                     str(run["refit_test"]["n"])])  # fmt: skip
+    exported = "refit" if data["model"]["training"].get("refit") else "best valid epoch"
+    rows.append([
+        f"model.onnx ({exported}), RAVDESS actors {_actors(ravdess['actors'])}",
+        _ua_wa(ravdess), "", str(ravdess["clips"]),
+    ])  # fmt: skip
+    for name, teacher in run["teachers"].items():
+        rows.append([f"{name} teacher", _ua_wa({"ua": teacher["test_ua"],
+                                                "wa": teacher["test_wa"]}), "", ""])  # fmt: skip
+    stages = ", ".join(f"{name} {_minutes(s['seconds'])}" for name, s in run["stages"].items())
+    return [
+        *table(["test part", "UA / WA %, best valid epoch", "last epoch", "clips"], rows),
+        "",
+        f"Preset {run['preset'] or '(none matches)'}: {run['dataset']} "
+        f"({run['data_path']}), protocol {run['protocol']} (fold {run['fold']}), student "
+        f"{run['student_model']}, {run['epochs']} epochs (best validation epoch "
+        f"{run['best_epoch']}). Run time {_minutes(run['seconds'])} ({stages}). The model row "
+        f"is the exported model on ONNX Runtime (CPU), as served.",
+        "",
+        _ran(data),
+    ]
+
+
+def _confusion(title: str, labels: list[str], matrix: list[list[int]]) -> list[str]:
+    rows = [[label, *map(str, counts)] for label, counts in zip(labels, matrix, strict=True)]
+    return [title, "", *table(["true \\ predicted", *labels], rows), ""]
+
+
+def real_voices_confusion(data: dict) -> list[str]:
+    run, ravdess, labels = data["run"], data["ravdess"], data["model"]["labels"]
+    lines = _confusion(
+        "Student, all test speakers (best validation epoch):",
+        run["labels"], run["test_best"]["confusion"],
+    )  # fmt: skip
+    for corpus, scores in run["corpora_best"].items():
+        lines += _confusion(f"Student, {corpus}:", run["labels"], scores["confusion"])
+    lines += _confusion(
+        f"model.onnx, RAVDESS actors {_actors(ravdess['actors'])}:", labels, ravdess["confusion"]
+    )
+    return [*lines, _ran(data)]
+
+
+def real_voices_ravdess(data: dict) -> list[str]:
+    ravdess, goal = data["ravdess"], data["goals"]["max_class_share"]
+    rows = [
+        [label, pct(ravdess["recall"][label]), str(share["count"]), pct(share["share"])]
+        for label, share in ravdess["predicted"].items()
+    ]
+    verdict = "met" if ravdess["max_class_share"] <= goal else "missed"
+    return [
+        *table(["class", "recall %", "clips predicted", "share %"], rows),
+        "",
+        f"model.onnx on RAVDESS actors {_actors(ravdess['actors'])} ({ravdess['clips']} clips): UA "
+        f"{pct(ravdess['ua'])}%, WA {pct(ravdess['wa'])}%, mean confidence "
+        f"{num(ravdess['mean_confidence'], 2)}; largest predicted share "
+        f"{pct(ravdess['max_class_share'])}% (goal: no class above {pct(goal)}%: {verdict}).",
+        "",
+        _ran(data),
+    ]
+
+
+def real_voices_calibration(data: dict) -> list[str]:
+    run = data["run"]
+    parts = [("all test speakers", run["calibration"], run["test_best"]["n"])]
+    parts += [
+        (corpus, report, run["corpora_best"].get(corpus, {}).get("n", "-"))
+        for corpus, report in run["calibration_corpora"].items()
+    ]
+    rows = [
+        [name, str(n), num(report["test_ece_before"], 3), num(report["test_ece_after"], 3),
+         num(report["test_nll_before"], 3), num(report["test_nll_after"], 3)]
+        for name, report, n in parts
+        if report
+    ]  # fmt: skip
+    temperature = run["calibration"].get("temperature")
+    return [
+        *table(["test part", "clips", "ECE before", "ECE after", "NLL before", "NLL after"], rows),
+        "",
+        f"One temperature T = {num(temperature, 2) if temperature else '-'}, fitted on the "
+        "validation speakers (minimum NLL) and folded into the exported logits; before = T 1.",
+        "",
+        _ran(data),
+    ]
+
+
+def real_voices_gain(data: dict) -> list[str]:
+    gain, goals = data["gain"], data["goals"]
+    rows = []
+    for name, result in gain["by_gain"].items():
+        met = (
+            result["same_label"] >= goals["gain_same_label"]
+            and result["max_abs_diff"] <= goals["gain_max_abs_diff"]
+        )
+        rows.append([
+            f"x{name}", pct(result["same_label"]), num(result["max_abs_diff"], 3),
+            num(result["mean_abs_diff"], 4), "met" if met else "missed",
+        ])  # fmt: skip
+    return [
+        *table(["gain", "same label as x1 %", "max abs prob. diff", "mean", "goal"], rows),
+        "",
+        f"{gain['clips']} RAVDESS test clips, each decoded clip's samples times the gain; goal: "
+        f"the x1 label and every probability within {goals['gain_max_abs_diff']:g} of x1's.",
+        "",
+        _ran(data),
+    ]
+
+
+def real_voices_asterisk(data: dict) -> list[str]:
+    asterisk = data["asterisk"]
+    if not asterisk:
+        return ["Not measured: no Asterisk prompts were installed.", "", _ran(data)]
+    confidence = asterisk["mean_confidence_by_label"]
+    rows = [
+        [label, str(share["count"]), pct(share["share"]),
+         num(confidence[label], 2) if label in confidence else "-"]
+        for label, share in asterisk["predicted"].items()
+    ]  # fmt: skip
+    cut, left = asterisk["cut_to_max_samples"], len(asterisk["left_out"])
+    return [
+        *table(["predicted", "prompts", "share %", "mean confidence"], rows),
+        "",
+        f"{asterisk['clips']} Asterisk prompts (asterisk-core-sounds-en-wav: calm, friendly "
+        f"telephone speech at 8 kHz, {_minutes(asterisk['audio_seconds'])} of audio), mean "
+        f"confidence {num(asterisk['mean_confidence'], 2)}; {cut} cut to the model's longest "
+        f"input, {left} left out.",
+        "",
+        _ran(data),
+    ]
+
+
+def real_voices_loco(data: dict) -> list[str]:
+    if not data["loco"]:
+        return ["No leave-one-corpus-out runs were given (`--loco`).", "", _ran(data)]
+    rows = [
+        [" + ".join(row["train"]), row["test"], _ua_wa(row["test_best"]),
+         _ua_wa(row["test_last"]), str(row["test_best"]["n"])]
+        for row in data["loco"]
+    ]  # fmt: skip
+    first = data["loco"][0]
+    return [
+        *table(
+            ["trained on", "tested on", "UA / WA %, best valid epoch", "last epoch", "clips"], rows
+        ),  # fmt: skip
+        "",
+        f"Each fold of `--protocol=loso` over the corpora holds one corpus out for test; "
+        f"validation speakers come from the training corpus. Student {first['student_model']}, "
+        f"{first['epochs']} epochs.",
+        "",
+        _ran(data),
+    ]
+
+
+def real_voices_stages(data: dict) -> list[str]:
+    run = data["run"]
+    rows = [
+        [name, str(stage["runs"]) + (f" (+{stage['skipped']} skipped)" if stage["skipped"] else ""),
+         _minutes(stage["seconds"]),
+         "-" if stage["peak_rss_mb"] is None else f"{stage['peak_rss_mb'] / 1024:.2f} GiB"]
+        for name, stage in run["stages"].items()
+    ]  # fmt: skip
+    return [
+        *table(["stage (rank 0)", "runs", "time", "peak RSS"], rows),
+        "",
+        f"Run total {_minutes(run['seconds'])} (the stages: {_minutes(run['stage_seconds'])}).",
+        "",
+        _ran(data),
+    ]
