@@ -23,6 +23,7 @@ from training.data.corpora import corpus_names
 from training.data.sources import provenance
 from training.eval.calibration import calibration_report, plot_reliability
 from training.eval.reports import brief, ccc_scores, scorer
+from training.fit.augment import AugmentOptions
 from training.fit.batches import AudioSet
 from training.fit.checkpoints import TRAINER_STATE
 from training.fit.loop import StudentOptions, predict_outputs, release_host_memory, train_student
@@ -92,7 +93,7 @@ def student_options(cfg: Config, weights: LossWeights, seed: int, desc: str) -> 
         weighted_layers=weighted_layers(cfg), max_seconds=cfg.max_seconds,
         speed_perturb=cfg.speed_perturb,
         bucket_size=cfg.bucket_size, num_workers=cfg.num_workers, seed=seed, weights=weights,
-        max_steps=cfg.max_steps,
+        max_steps=cfg.max_steps, augment=AugmentOptions.from_config(cfg),
         desc=desc,
     )  # fmt: skip
 

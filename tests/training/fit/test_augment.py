@@ -23,6 +23,7 @@ from training.fit.augment import (
 from training.fit.batches import AudioSet, EpochBatches, crop, item_seed
 from training.fit.loop import StudentOptions, train_student
 from training.fit.losses import LossWeights
+from training.stages.students import student_options
 
 EVERYTHING = AugmentOptions(
     gain_db=20, noise_p=1, babble_p=1, reverb_p=1, rooms=3, telephone_p=1, codec_p=1
@@ -240,3 +241,10 @@ def test_a_student_trains_with_everything_on(tmp_path, caplog):
     line = next(r.getMessage() for r in caplog.records if "augmentation" in r.getMessage())
     for name in ("speed", "reverb", "coloured noise", "babble", "telephone", "codec", "gain"):
         assert name in line
+
+
+def test_the_config_reaches_the_students_training():
+    cfg = load_config("demo", overrides=["--aug_reverb_p=0.3", "--aug_codecs=mp3", "--seed=4"])
+    options = student_options(cfg, LossWeights(), seed=0, desc="s").augment
+    assert options.reverb_p == 0.3 and options.codecs == ("mp3",) and options.seed == 4
+    assert student_options(load_config("demo"), LossWeights(), 0, "s").augment == AugmentOptions()
