@@ -24,7 +24,8 @@ From the model directory (``python -m export``; ONNX Runtime on the CPU, the pro
 Clips are decoded to 16 kHz mono (emocore.audio.load_audio), cut to the model's longest input
 (model.json max_samples; the count is recorded) and scored in batches of clips of similar
 length. The JSON (default benchmarks/results/real_voices.json) records the command line, the
-date, the load average and the git commit; benchmarks/tables_voices.py renders it.
+date, the load average and the git commit; benchmarks/tables_voices.py renders it. The run's
+figures are read by benchmarks/real_voices_run.py.
 
     python benchmarks/real_voices.py --run runs/demo-voices --model models/demo-voices \\
         --loco runs/loco-ravdess runs/loco-tess
@@ -49,155 +50,18 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.real_voices_run import Failure, loco_rows, run_summary, scores  # noqa: E402
 from emocore.audio import SAMPLE_RATE, AudioError, load_audio  # noqa: E402
 from emocore.scoring import softmax  # noqa: E402
 from server.inference.runtime import Runtime  # noqa: E402
-from training.data.corpora import corpus_names, find_corpora, not_found  # noqa: E402
+from training.data.corpora import find_corpora, not_found  # noqa: E402
 from training.data.ravdess import scan_ravdess  # noqa: E402
 from training.eval.metrics import compute_metrics  # noqa: E402
-from training.runs import read_stages  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "real_voices.json"
 ASTERISK = Path("/usr/share/asterisk/sounds/en")
 GAINS = (0.1, 0.3, 1.0, 3.0, 10.0)
 GOALS = {"max_class_share": 0.40, "gain_same_label": 1.0, "gain_max_abs_diff": 0.02}
-SCORE_KEYS = ("ua", "wa", "macro_f1", "confusion", "n")
-CALIBRATION_KEYS = (
-    "temperature", "test_ece_before", "test_ece_after", "test_nll_before", "test_nll_after",
-)  # fmt: skip
-
-
-class Failure(RuntimeError):
-    """An input the measurement cannot use; the message says which and why."""
-
-
-# ---- the training run -------------------------------------------------------------------------
-
-
-def read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise Failure(f"{path} is missing: not a finished training run")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def preset_of(config: dict) -> str | None:
-    """The most specific preset whose every key but run_dir the run's config holds (presets do
-    not record themselves in config.json); None when none does."""
-    from training.config import preset_names, preset_values
-
-    matches = []
-    for name in preset_names():
-        values = {k: v for k, v in preset_values(name).items() if k != "run_dir"}
-        if all(config.get(key) == value for key, value in values.items()):
-            matches.append((len(values), name))
-    return max(matches)[1] if matches else None
-
-
-def main_students(metrics: dict) -> list[dict]:
-    """The configured (variant, seed) student of every fold, in fold order."""
-    config = metrics["config"]
-    return [
-        s
-        for s in metrics["students"]
-        if s["variant"] == config["variant"] and s["seed"] == config["seed"] and "test_best" in s
-    ]
-
-
-def scores(result: dict) -> dict:
-    return {key: result[key] for key in SCORE_KEYS if key in result}
-
-
-def stage_times(run_dir: Path) -> dict:
-    """Rank 0's stages: runs, seconds of work (resumed-over stages count as skipped) and the
-    highest peak RSS, in the order they first ran."""
-    out: dict[str, dict] = {}
-    for record in read_stages(run_dir):
-        if record.get("rank", 0) != 0:
-            continue
-        entry = out.setdefault(
-            record["stage"], {"runs": 0, "skipped": 0, "seconds": 0.0, "peak_rss_mb": None}
-        )
-        if record.get("skipped"):
-            entry["skipped"] += 1
-            continue
-        entry["runs"] += 1
-        entry["seconds"] = round(entry["seconds"] + record["seconds"], 2)
-        peak = record.get("peak_rss_mb")
-        if peak is not None:
-            entry["peak_rss_mb"] = max(entry["peak_rss_mb"] or 0.0, peak)
-    return out
-
-
-def run_summary(run_dir: Path) -> dict:
-    metrics = read_json(run_dir / "metrics.json")
-    config = metrics["config"]
-    found = main_students(metrics)
-    if not found:
-        raise Failure(f"{run_dir}/metrics.json has no scored {config['variant']} student")
-    student = found[0]  # the first fold's: the one export reads
-    fold_index = metrics["folds"].index(student["fold"])
-    teachers = metrics["teachers"][fold_index] if fold_index < len(metrics["teachers"]) else {}
-    calibration = student.get("calibration") or {}
-    stages = stage_times(run_dir)
-    return {
-        "dir": str(run_dir),
-        "preset": preset_of(config),
-        "dataset": config["dataset"],
-        "data_path": config["data_path"],
-        "protocol": config["protocol"],
-        "student_model": config["student_model"],
-        "epochs": config["epochs"],
-        "labels": config["labels"],
-        "fold": student["fold"],
-        "variant": student["variant"],
-        "seed": student["seed"],
-        "best_epoch": student["best_epoch"],
-        "speakers": student.get("speakers", {}),
-        "test_best": scores(student["test_best"]),
-        "test_last": scores(student["test_last"]),
-        "corpora_best": {c: scores(r) for c, r in student.get("corpora_best", {}).items()},
-        "corpora_last": {c: scores(r) for c, r in student.get("corpora_last", {}).items()},
-        "teachers": {
-            name: {"test_ua": t["test"]["ua"], "test_wa": t["test"]["wa"]}
-            for name, t in teachers.items()
-            if t.get("test")
-        },
-        "calibration": {key: calibration[key] for key in CALIBRATION_KEYS if key in calibration},
-        "calibration_corpora": {
-            corpus: {key: report[key] for key in CALIBRATION_KEYS if key in report}
-            for corpus, report in student.get("calibration_corpora", {}).items()
-        },
-        "refit_test": scores(student["refit"]["test"]) if student.get("refit") else None,
-        "seconds": metrics["seconds"],
-        "stages": stages,
-        "stage_seconds": round(sum(s["seconds"] for s in stages.values()), 1),
-    }
-
-
-def loco_rows(run_dirs: Sequence[Path]) -> list[dict]:
-    """One row per leave-one-corpus-out fold: trained on the run's other corpora."""
-    rows = []
-    for run_dir in run_dirs:
-        metrics = read_json(run_dir / "metrics.json")
-        config = metrics["config"]
-        corpora = corpus_names(config["dataset"], config["data_path"])
-        if config["protocol"] != "loso" or len(corpora) < 2:
-            raise Failure(
-                f"{run_dir}: protocol {config['protocol']} over {corpora or config['dataset']}; "
-                "a leave-one-corpus-out run is --dataset=corpora --protocol=loso over >= 2 corpora"
-            )
-        for student in main_students(metrics):
-            rows.append({
-                "run": str(run_dir),
-                "train": [c for c in corpora if c != student["fold"]],
-                "test": student["fold"],
-                "student_model": config["student_model"],
-                "epochs": config["epochs"],
-                "best_epoch": student["best_epoch"],
-                "test_best": scores(student["test_best"]),
-                "test_last": scores(student["test_last"]),
-            })  # fmt: skip
-    return rows
 
 
 # ---- the exported model -----------------------------------------------------------------------
@@ -390,42 +254,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def report_lines(report: dict) -> list[str]:
-    run, ravdess, gain = report["run"], report["ravdess"], report["gain"]
-    lines = [
-        f"run {run['dir']}: preset {run['preset']}, {run['dataset']} ({run['data_path']}), "
-        f"protocol {run['protocol']}, {run['student_model']}, {run['epochs']} epochs, "
-        f"{run['seconds'] / 60:.1f} min",
-        f"  student test UA/WA best valid {run['test_best']['ua']:.3f}/"
-        f"{run['test_best']['wa']:.3f}, last {run['test_last']['ua']:.3f}/"
-        f"{run['test_last']['wa']:.3f}",
-    ]
-    for corpus, result in run["corpora_best"].items():
-        lines.append(f"  {corpus}: UA {result['ua']:.3f} WA {result['wa']:.3f} (n {result['n']})")
-    shares = ", ".join(f"{k} {v['share']:.0%}" for k, v in ravdess["predicted"].items())
-    lines += [
-        f"model on RAVDESS {','.join(ravdess['actors'])}: UA {ravdess['ua']:.3f} WA "
-        f"{ravdess['wa']:.3f}, {ravdess['clips']} clips, predicted {shares}, mean confidence "
-        f"{ravdess['mean_confidence']:.2f}",
-        "gain sweep: "
-        + "; ".join(
-            f"x{g}: same {v['same_label']:.0%}, max diff {v['max_abs_diff']:.3f}"
-            for g, v in gain["by_gain"].items()
-        ),
-    ]
-    if report["asterisk"]:
-        spread = report["asterisk"]["predicted"]
-        lines.append(
-            f"Asterisk prompts ({report['asterisk']['clips']}): "
-            + ", ".join(f"{k} {v['count']} ({v['share']:.0%})" for k, v in spread.items())
-            + f", mean confidence {report['asterisk']['mean_confidence']:.2f}"
-        )
-    for row in report["loco"]:
-        lines.append(
-            f"loco {'+'.join(row['train'])} -> {row['test']}: UA {row['test_best']['ua']:.3f} "
-            f"WA {row['test_best']['wa']:.3f}"
-        )
-    return lines
+def print_views(report: dict) -> None:
+    """The tables `make tables` writes from the JSON, each without the closing line they share."""
+    from benchmarks import tables_voices as views
+
+    shown = [views.real_voices, views.real_voices_ravdess, views.real_voices_gain,
+             views.real_voices_asterisk, views.real_voices_loco, views.real_voices_calibration]  # fmt: skip
+    for view in shown:
+        print("\n".join(view(report)[:-2]), end="\n\n")
+    print(views.real_voices(report)[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -460,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     report["seconds"] = round(time.monotonic() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    print("\n".join(report_lines(report)))
+    print_views(report)
     print(f"wrote {args.out} ({report['seconds']:.0f} s)")
     return 0
 
