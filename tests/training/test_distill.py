@@ -19,7 +19,8 @@ from training.stages.data import PARTS, audio_set, read_fold
 # Small enough for seconds on 2 CPU cores, large enough that the loss visibly falls. What it
 # does not do is learn the categories: over seeds 0-2 the student's test UA was 0.125-0.375 on
 # its 8 test utterances (chance: 0.25) and its training cross-entropy stayed at ln 4 = 1.39
-# (with 40 epochs: 1.25, test UA 0.25-0.375). The checks below are on what it does learn.
+# (with 40 epochs: 1.25, test UA 0.25-0.375). The checks below are on what it does learn;
+# test_recipe_learns.py checks that the pretrained student learns the categories.
 TINY = [
     "--synth_n=64",
     "--ling_epochs=1",
