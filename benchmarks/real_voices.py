@@ -27,7 +27,7 @@ length. The JSON (default benchmarks/results/real_voices.json) records the comma
 date, the load average and the git commit; benchmarks/tables_voices.py renders it. The run's
 figures are read by benchmarks/real_voices_run.py.
 
-    python benchmarks/real_voices.py --run runs/demo-voices --model models/demo-voices \\
+    python benchmarks/real_voices.py --run runs/demo-voices --model models/demo \\
         --loco runs/loco-ravdess runs/loco-tess
 """
 
