@@ -37,7 +37,7 @@ def test_model_json_complete(student_and_dir):
     assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     assert set(meta["parity"]) == {
         "tolerance", "max_abs_diff_logits", "max_abs_diff_embedding",
-        "batching_max_abs_diff", "cases",
+        "batching_max_abs_diff", "gain_max_abs_diff", "gain_tolerance", "gains", "cases",
     }  # fmt: skip
     assert min(min(case) for case in meta["parity"]["cases"]) == student.min_samples
     assert meta["exporter"]["opset"] == 17
