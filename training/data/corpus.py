@@ -1,5 +1,5 @@
 """What the corpora named by their file names (RAVDESS, TESS) share: the label names, the
-chosen-label check, the scan for audio files and the error that lists every problem.
+chosen-label check, the scan of a tree (``scan_tree``) and the error that lists every problem.
 
 Each corpus maps its own labels onto ``ACTED_LABELS`` (training/data/ravdess.py,
 training/data/tess.py); a load keeps the utterances whose label is among the chosen ones
@@ -9,12 +9,18 @@ adapter drops its other labels. A malformed file name is a problem, never a sile
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import soundfile as sf
 
-from training.data.utterance import EMOTIONS
+from training.data.utterance import EMOTIONS, Utterance
+
+# A corpus's reading of one file: (the recording's key for duplicate detection, its fields
+# with at least "label", "") or ("", None, the problem with its name or place).
+Read = Callable[[Path], tuple[str, dict | None, str]]
+# Its utterance from a file, the fields read and the clip's duration.
+Build = Callable[[Path, dict, float], Utterance]
 
 # Every label a corpus here can give: the 4-class set first, then the other acted emotions.
 ACTED_LABELS: tuple[str, ...] = (*EMOTIONS, "calm", "fearful", "disgust", "surprised")
@@ -76,3 +82,40 @@ def duplicates(keys: Sequence[tuple[str, Path]]) -> list[str]:
         else:
             first[key] = path
     return problems
+
+
+def scan_tree(
+    name: str, root: str | Path, labels: Iterable[str], read: Read, build: Build
+) -> tuple[list[Utterance], list[str]]:
+    """(the utterances with a label in ``labels``, every problem found) of the corpus tree at
+    ``root``: each audio file is read by its name and place, a recording given twice is a
+    problem, and an unreadable clip of a chosen label is one too."""
+    root = Path(root)
+    labels = chosen_labels(name, root, labels)
+    problems: list[str] = []
+    utterances: list[Utterance] = []
+    keys = []
+    for path in audio_files(name, root):
+        key, fields, problem = read(path)
+        if problem or fields is None:
+            problems.append(f"{path}: {problem}")
+            continue
+        keys.append((key, path))
+        if fields["label"] not in labels:
+            continue
+        duration, problem = clip_duration(path)
+        if problem:
+            problems.append(problem)
+            continue
+        utterances.append(build(path, fields, duration))
+    return utterances, problems + duplicates(keys)
+
+
+def load_tree(
+    name: str, root: str | Path, scanned: tuple[list[Utterance], list[str]]
+) -> list[Utterance]:
+    """The utterances of a scan, or ``CorpusError`` listing its problems."""
+    utterances, problems = scanned
+    if problems:
+        raise CorpusError(name, root, problems)
+    return utterances

@@ -22,13 +22,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from training.data.corpus import (
-    CorpusError,
-    audio_files,
-    chosen_labels,
-    clip_duration,
-    duplicates,
-)
+from training.data.corpus import load_tree, scan_tree
 from training.data.utterance import EMOTIONS, Utterance
 
 NAME = "ravdess"
@@ -93,60 +87,46 @@ def parse_name(stem: str) -> tuple[dict | None, str]:
     return fields, ""
 
 
+def _read(path: Path) -> tuple[str, dict | None, str]:
+    fields, problem = parse_name(path.stem)
+    if problem:
+        return "", None, problem
+    folder = _FOLDER.match(path.parent.name)
+    if not folder or int(folder[1]) != fields["actor"]:
+        return "", None, f"not in its actor's folder {speaker_of(fields['actor'])}"
+    return path.stem, fields, ""
+
+
+def _build(path: Path, fields: dict, duration: float) -> Utterance:
+    actor = fields["actor"]
+    return Utterance(
+        id=f"{NAME}/{path.stem}",
+        audio_path=str(path.resolve()),
+        label=fields["label"],
+        transcript=fields["statement"],
+        speaker=speaker_of(actor),
+        session=NAME,
+        duration=duration,
+        split=split_of(actor),
+        corpus=NAME,
+        extra={
+            "raw_label": fields["raw_label"],
+            "gender": "male" if actor % 2 else "female",
+            "intensity": fields["intensity"],
+            "repetition": fields["repetition"],
+        },
+    )
+
+
 def scan_ravdess(
     root: str | Path, labels: Iterable[str] = EMOTIONS
 ) -> tuple[list[Utterance], list[str]]:
     """(utterances with a label in ``labels``, every problem found); a problem-free scan with
     all of ``ACTED_LABELS`` gives the whole corpus (``CLIPS`` for the official release)."""
-    root = Path(root)
-    labels = chosen_labels(NAME, root, labels)
-    problems: list[str] = []
-    utterances: list[Utterance] = []
-    keys = []
-    for path in audio_files(NAME, root):
-        fields, problem = parse_name(path.stem)
-        folder = _FOLDER.match(path.parent.name)
-        if problem:
-            problems.append(f"{path}: {problem}")
-            continue
-        if not folder or int(folder[1]) != fields["actor"]:
-            problems.append(f"{path}: not in its actor's folder {speaker_of(fields['actor'])}")
-            continue
-        keys.append((path.stem, path))
-        if fields["label"] not in labels:
-            continue
-        duration, problem = clip_duration(path)
-        if problem:
-            problems.append(problem)
-            continue
-        actor = fields["actor"]
-        utterances.append(
-            Utterance(
-                id=f"{NAME}/{path.stem}",
-                audio_path=str(path.resolve()),
-                label=fields["label"],
-                transcript=fields["statement"],
-                speaker=speaker_of(actor),
-                session=NAME,
-                duration=duration,
-                split=split_of(actor),
-                corpus=NAME,
-                extra={
-                    "raw_label": fields["raw_label"],
-                    "gender": "male" if actor % 2 else "female",
-                    "intensity": fields["intensity"],
-                    "repetition": fields["repetition"],
-                },
-            )
-        )
-    problems += duplicates(keys)
-    return utterances, problems
+    return scan_tree(NAME, root, labels, _read, _build)
 
 
 def load_ravdess(root: str | Path, labels: Iterable[str] = EMOTIONS) -> list[Utterance]:
     """Utterances of the RAVDESS speech tree at ``root`` with a label in ``labels``; raises
     ``CorpusError`` listing every malformed name, misplaced or unreadable file."""
-    utterances, problems = scan_ravdess(root, labels)
-    if problems:
-        raise CorpusError(NAME, root, problems)
-    return utterances
+    return load_tree(NAME, root, scan_ravdess(root, labels))

@@ -25,13 +25,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from training.data.corpus import (
-    CorpusError,
-    audio_files,
-    chosen_labels,
-    clip_duration,
-    duplicates,
-)
+from training.data.corpus import load_tree, scan_tree
 from training.data.utterance import EMOTIONS, Utterance
 
 NAME = "tess"
@@ -89,56 +83,43 @@ def folder_problem(path: Path, fields: dict) -> str:
     return ""
 
 
+def _read(path: Path) -> tuple[str, dict | None, str]:
+    fields, problem = parse_name(path.stem)
+    problem = problem or folder_problem(path, fields)
+    if problem:
+        return "", None, problem
+    return f"{fields['speaker']} {fields['word']} {fields['label']}", fields, ""
+
+
+def _build(path: Path, fields: dict, duration: float) -> Utterance:
+    return Utterance(
+        id=f"{NAME}/{path.stem}",
+        audio_path=str(path.resolve()),
+        label=fields["label"],
+        transcript=CARRIER.format(word=fields["word"]),
+        speaker=fields["speaker"],
+        session=NAME,
+        duration=duration,
+        split="train",
+        corpus=NAME,
+        extra={
+            "raw_label": fields["raw_label"],
+            "gender": "female",
+            "age_group": AGE_GROUPS[fields["speaker"]],
+            "word": fields["word"],
+        },
+    )
+
+
 def scan_tess(
     root: str | Path, labels: Iterable[str] = EMOTIONS
 ) -> tuple[list[Utterance], list[str]]:
     """(utterances with a label in ``labels``, every problem found); a problem-free scan with
     all of ``ACTED_LABELS`` gives the whole corpus (``CLIPS`` for the official release)."""
-    root = Path(root)
-    labels = chosen_labels(NAME, root, labels)
-    problems: list[str] = []
-    utterances: list[Utterance] = []
-    keys = []
-    for path in audio_files(NAME, root):
-        fields, problem = parse_name(path.stem)
-        problem = problem or folder_problem(path, fields)
-        if problem:
-            problems.append(f"{path}: {problem}")
-            continue
-        keys.append((f"{fields['speaker']} {fields['word']} {fields['label']}", path))
-        if fields["label"] not in labels:
-            continue
-        duration, problem = clip_duration(path)
-        if problem:
-            problems.append(problem)
-            continue
-        utterances.append(
-            Utterance(
-                id=f"{NAME}/{path.stem}",
-                audio_path=str(path.resolve()),
-                label=fields["label"],
-                transcript=CARRIER.format(word=fields["word"]),
-                speaker=fields["speaker"],
-                session=NAME,
-                duration=duration,
-                split="train",
-                corpus=NAME,
-                extra={
-                    "raw_label": fields["raw_label"],
-                    "gender": "female",
-                    "age_group": AGE_GROUPS[fields["speaker"]],
-                    "word": fields["word"],
-                },
-            )
-        )
-    problems += duplicates(keys)
-    return utterances, problems
+    return scan_tree(NAME, root, labels, _read, _build)
 
 
 def load_tess(root: str | Path, labels: Iterable[str] = EMOTIONS) -> list[Utterance]:
     """Utterances of the TESS tree at ``root`` with a label in ``labels``; raises
     ``CorpusError`` listing every malformed name, disagreeing folder or unreadable file."""
-    utterances, problems = scan_tess(root, labels)
-    if problems:
-        raise CorpusError(NAME, root, problems)
-    return utterances
+    return load_tree(NAME, root, scan_tess(root, labels))
