@@ -69,3 +69,32 @@ def test_voices_preset_trains_and_reports_per_corpus(corpora, corpus, tmp_path):
     assert summary["usage"] == "non-commercial"
     saved = json.loads((run_dir / "config.json").read_text())
     assert saved["dataset"] == "corpora" and saved["protocol"] == "corpus"
+
+
+def test_leave_one_corpus_out_without_validation_speakers(corpora, tmp_path):
+    """Train on TESS (two speakers: none to spare for validation), test on every RAVDESS actor:
+    the last epoch is the model, and it is scored and reported as the chosen one."""
+    run_dir = tmp_path / "loco"
+    cfg = load_config(
+        "voices",
+        overrides=[
+            *TINY,
+            "--data_path=ravdess,tess",
+            "--protocol=loso",
+            "--folds=ravdess",
+            "--valid_speakers=0",
+            f"--run_dir={run_dir}",
+            f"--prosody_cache={tmp_path / 'prosody'}",
+        ],
+    )
+    metrics = distill.run(cfg)
+    (fold_dir,) = (run_dir / "folds").iterdir()
+    parts = read_fold(fold_dir)
+    assert {u.corpus for u in parts["train"]} == {"tess"} and not parts["valid"]
+    assert {u.corpus for u in parts["test"]} == {"ravdess"}
+    result = json.loads((fold_dir / "student" / "result.json").read_text())
+    assert result["test_best"] == result["test_last"]
+    assert sum(map(sum, result["test_best"]["confusion"])) == len(parts["test"])
+    assert "test_best_ua" in metrics["summary"]["students"]["full"]
+    assert "valid_best_ua" not in metrics["summary"]["students"]["full"]
+    assert "| student: full | 1 |" in (run_dir / "results.md").read_text()

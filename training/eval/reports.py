@@ -84,6 +84,12 @@ def fmt_ccc(values: Sequence[float]) -> str:
     return f"{mean:.3f} ± {std:.3f}"
 
 
+def scores_of(runs: Sequence[dict], part: str, metric: str) -> list[float]:
+    """``metric`` of ``part`` over the runs that have that part (a run without validation
+    speakers has no validation scores)."""
+    return [r[part][metric] for r in runs if r.get(part)]
+
+
 def aggregate(students: Sequence[dict], teachers: Sequence[dict]) -> dict:
     """Mean/std over (fold, seed) runs per variant (CCC per dimension too, for students with
     dimensions), and over folds per teacher."""
@@ -93,10 +99,9 @@ def aggregate(students: Sequence[dict], teachers: Sequence[dict]) -> dict:
         out["students"][variant] = {
             "runs": len(runs),
             **{
-                f"{part}_{m}": dict(
-                    zip(("mean", "std"), mean_std([r[part][m] for r in runs]), strict=True)
-                )
+                f"{part}_{m}": dict(zip(("mean", "std"), mean_std(values), strict=True))
                 for _, part, m in COLUMNS
+                if (values := scores_of(runs, part, m))
             },
             **{
                 f"{part}_ccc_{d}": dict(zip(("mean", "std"), mean_std(values), strict=True))
@@ -108,11 +113,10 @@ def aggregate(students: Sequence[dict], teachers: Sequence[dict]) -> dict:
         runs = [t[name] for t in teachers if name in t]
         if runs:
             out["teachers"][name] = {
-                f"{part}_{m}": dict(
-                    zip(("mean", "std"), mean_std([r[part][m] for r in runs]), strict=True)
-                )
+                f"{part}_{m}": dict(zip(("mean", "std"), mean_std(values), strict=True))
                 for part in ("test", "valid")
                 for m in SUMMARY_KEYS
+                if (values := scores_of(runs, part, m))
             }
     return out
 
@@ -135,24 +139,25 @@ def results_table(students: Sequence[dict], teachers: Sequence[dict], title: str
         runs = [t[name] for t in teachers if name in t]
         if runs:
             cells = [
-                fmt([r["test"][m] for r in runs]) if part == "test_best" else
-                fmt([r["valid"][m] for r in runs]) if part == "valid_best" else "-"
+                fmt(scores_of(runs, "test", m)) if part == "test_best" else
+                fmt(scores_of(runs, "valid", m)) if part == "valid_best" else "-"
                 for _, part, m in COLUMNS
             ]  # fmt: skip
             cells += ["-"] * len(extra)
             lines.append(f"| {label} | {len(runs)} | " + " | ".join(cells) + " |")
     for variant in dict.fromkeys(s["variant"] for s in students):
         runs = [s for s in students if s["variant"] == variant]
-        cells = [fmt([r[part][m] for r in runs]) for _, part, m in COLUMNS]
+        cells = [fmt(scores_of(runs, part, m)) for _, part, m in COLUMNS]
         cells += [fmt_ccc(ccc_values(runs, part, d)) for _, part, d in extra]
         lines.append(f"| student: {variant} | {len(runs)} | " + " | ".join(cells) + " |")
     base = [s for s in students if s["variant"] == "ce_only"]
     full = [s for s in students if s["variant"] == "full"]
     if base and full:
         cells = [
-            f"{100 * (mean_std([r[p][m] for r in full])[0] - mean_std([r[p][m] for r in base])[0]):+.1f}"
+            f"{100 * (mean_std(scores_of(full, p, m))[0] - mean_std(scores_of(base, p, m))[0]):+.1f}"
+            if scores_of(full, p, m) and scores_of(base, p, m) else "-"
             for _, p, m in COLUMNS
-        ]
+        ]  # fmt: skip
         cells += ["-"] * len(extra)
         lines.append("| full - ce_only (points) | | " + " | ".join(cells) + " |")
     if dims:

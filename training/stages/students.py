@@ -139,7 +139,8 @@ def run_student(
     }
     has_valid, has_test = len(data["valid"]) > 0, len(data["test"]) > 0
     for which in ("best", "last") if has_valid else ("last",):
-        if which == "last" and trained["best_epoch"] == len(trained["history"]):
+        done = has_valid or not has_test  # without validation, "last" is scored here first
+        if which == "last" and done and trained["best_epoch"] == len(trained["history"]):
             # The best epoch was the last: the same weights, the same scores.
             result.update({f"{k[:-5]}_last": v for k, v in result.items() if k.endswith("_best")})
             break
@@ -189,6 +190,10 @@ def run_student(
                     sdir / "reliability.png", f"{variant} s{seed}: test speakers",
                 )  # fmt: skip
         del student
+    if not has_valid:
+        # Nothing to select on: the last epoch is the model (leave-one-corpus-out, a fold of
+        # two speakers), so its scores are the ones reported as chosen.
+        result.update({f"{k[:-5]}_best": v for k, v in list(result.items()) if k.endswith("_last")})
     release_host_memory()
     result["seconds"] = round(time.monotonic() - started, 1)
     if has_test:
