@@ -141,6 +141,7 @@ def loco_rows(run_dirs: Sequence[Path]) -> list[dict]:
                 "test": student["fold"],
                 "student_model": config["student_model"],
                 "epochs": config["epochs"],
+                "valid_speakers": config["valid_speakers"],
                 "best_epoch": student["best_epoch"],
                 "test_best": scores(student["test_best"]),
                 "test_last": scores(student["test_last"]),

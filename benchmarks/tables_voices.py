@@ -186,9 +186,13 @@ def real_voices_loco(data: dict) -> list[str]:
             ["trained on", "tested on", "UA / WA %, best valid epoch", "last epoch", "clips"], rows
         ),  # fmt: skip
         "",
-        f"Each fold of `--protocol=loso` over the corpora holds one corpus out for test; "
-        f"validation speakers come from the training corpus. Student {first['student_model']}, "
-        f"{first['epochs']} epochs.",
+        "Each fold of `--protocol=loso` over the corpora holds one corpus out for test; "
+        + (
+            "validation speakers come from the training corpus. "
+            if first.get("valid_speakers", 2)
+            else "no validation speakers (`--valid_speakers=0`): the last epoch is the model. "
+        )
+        + f"Student {first['student_model']}, {first['epochs']} epochs.",
         "",
         _ran(data),
     ]
