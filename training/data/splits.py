@@ -104,25 +104,14 @@ def _held_out(
 
 
 def with_held_out_split(
-    utterances: Sequence[Utterance],
-    valid_speakers: int = DEFAULT_VALID_SPEAKERS,
-    test_speakers: int = DEFAULT_TEST_SPEAKERS,
-    seed: int = 0,
+    utterances: Sequence[Utterance], valid_speakers: int = DEFAULT_VALID_SPEAKERS, seed: int = 0
 ) -> list[Utterance]:
-    """The utterances with ``split`` set by speaker: ``test_speakers`` and then
-    ``valid_speakers`` of the rest drawn by ``seed``, the others "train". A corpus that sets no
+    """The utterances with ``split`` set as the "speakers" protocol holds them out (its test
+    speakers, then ``valid_speakers`` of the rest, drawn by ``seed``). A corpus that sets no
     split of its own (the synthetic one) joins ``--protocol=corpus`` this way."""
-    speakers = _speakers(utterances)
-    test = set(_pick(speakers, test_speakers, seed, "test"))
-    valid = set(
-        _pick([s for s in speakers if s not in test], valid_speakers, seed + 1, "validation")
-    )
-    return [
-        dataclasses.replace(
-            u, split="test" if u.speaker in test else "valid" if u.speaker in valid else "train"
-        )
-        for u in utterances
-    ]
+    (fold,) = _held_out(utterances, valid_speakers, seed, None)
+    part = {u.id: name for name in MANIFEST_SPLITS for u in getattr(fold, name)}
+    return [dataclasses.replace(u, split=part[u.id]) for u in utterances]
 
 
 def _fixed(utterances: Sequence[Utterance], name: str, source: str) -> list[Fold]:

@@ -99,6 +99,16 @@ def selective(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) 
     return rows
 
 
+def test_calibration(logits: np.ndarray, labels: np.ndarray, t: float) -> dict:
+    """ECE and NLL of test logits before (T = 1) and after the temperature ``t``."""
+    return {
+        "test_ece_before": ece(logits, labels),
+        "test_ece_after": ece(logits, labels, t),
+        "test_nll_before": nll(logits, labels),
+        "test_nll_after": nll(logits, labels, t),
+    }
+
+
 def calibration_report(
     valid_logits: np.ndarray,
     valid_labels: np.ndarray,
@@ -109,10 +119,7 @@ def calibration_report(
     t = fit_temperature(valid_logits, valid_labels)
     return {
         "temperature": t,
-        "test_ece_before": ece(test_logits, test_labels),
-        "test_ece_after": ece(test_logits, test_labels, t),
-        "test_nll_before": nll(test_logits, test_labels),
-        "test_nll_after": nll(test_logits, test_labels, t),
+        **test_calibration(test_logits, test_labels, t),
         # What the exported (calibrated) model does on the validation speakers at each threshold.
         "valid_selective": selective(valid_logits, valid_labels, t),
     }

@@ -174,12 +174,13 @@ def test_carriers(cfg: Config, parts: dict[str, list[Utterance]]) -> np.ndarray 
     return carriers if carriers.any() else None
 
 
-def test_corpora(cfg: Config, parts: dict[str, list[Utterance]]) -> np.ndarray | None:
-    """The corpus of each scored test utterance, for per-corpus results; None when the test
-    speakers come from one corpus."""
+def test_corpora(cfg: Config, parts: dict[str, list[Utterance]]) -> dict[str, np.ndarray] | None:
+    """{corpus: mask over the scored test utterances}, for per-corpus results; None when the
+    test speakers come from one corpus."""
     scored = capped(parts["test"], cfg.eval_max_utterances)
     corpora = np.array([u.corpus for u in scored])
-    return corpora if len(set(corpora.tolist())) > 1 else None
+    masks = {str(c): corpora == c for c in dict.fromkeys(corpora.tolist())}
+    return masks if len(masks) > 1 else None
 
 
 def audio_set(cfg: Config, utts: Sequence[Utterance]) -> AudioSet:

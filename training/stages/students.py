@@ -21,7 +21,7 @@ from accelerate import Accelerator
 from training.config import Config
 from training.data.corpora import corpus_names
 from training.data.sources import provenance
-from training.eval.calibration import calibration_report, plot_reliability
+from training.eval.calibration import calibration_report, plot_reliability, test_calibration
 from training.eval.reports import brief, ccc_scores, scorer
 from training.fit.augment import AugmentOptions
 from training.fit.batches import AudioSet
@@ -109,12 +109,12 @@ def run_student(
     accelerator: Accelerator,
     carriers: np.ndarray | None = None,
     speakers: dict[str, list[str]] | None = None,
-    corpora: np.ndarray | None = None,
+    corpora: dict[str, np.ndarray] | None = None,
 ) -> dict:
     """Train (or resume) one student and score its best and last checkpoints. ``carriers``:
     what carries each test utterance's label (synthetic corpora), for per-subset test UA.
     ``speakers``: who trained, validated and tested (recorded in the result and summary).
-    ``corpora``: each test utterance's corpus, for per-corpus scores and calibration.
+    ``corpora``: {corpus: mask over the test utterances}, for per-corpus scores and calibration.
     Without validation speakers (the ``final`` protocol) only the last epoch exists."""
     sdir = student_dir(cfg, fold_dir, variant, seed)
     if (sdir / DONE).is_file():
@@ -165,10 +165,9 @@ def run_student(
                 }
             if part == "test" and corpora is not None:
                 result[f"corpora_{which}"] = {
-                    str(c): {**score(data[part].y[corpora == c], logits[corpora == c]),
-                             "n": int((corpora == c).sum())}
-                    for c in dict.fromkeys(corpora.tolist())
-                }  # fmt: skip
+                    c: {**score(data[part].y[m], logits[m]), "n": int(m.sum())}
+                    for c, m in corpora.items()
+                }
         if which == "best" and student.layer_weights is not None:
             result["layer_weights"] = student.layer_weights
         if which == "best" and has_test:
@@ -176,14 +175,12 @@ def run_student(
             result["calibration"] = calibration_report(
                 scored["valid"], data["valid"].y, scored["test"], data["test"].y
             )
-            if corpora is not None:
+            if corpora is not None:  # the same temperature, scored on each corpus's speakers
+                t = result["calibration"]["temperature"]
                 result["calibration_corpora"] = {
-                    str(c): calibration_report(
-                        scored["valid"], data["valid"].y,
-                        scored["test"][corpora == c], data["test"].y[corpora == c],
-                    )
-                    for c in dict.fromkeys(corpora.tolist())
-                }  # fmt: skip
+                    c: test_calibration(scored["test"][m], data["test"].y[m], t)
+                    for c, m in corpora.items()
+                }
             if accelerator.is_main_process:
                 plot_reliability(
                     scored["test"], data["test"].y, result["calibration"]["temperature"],
