@@ -174,6 +174,26 @@ class Config:
         "below fp32's",
         0.02,
     )
+    # --- transfer set and vocabulary probe (training.data.transfer, training.stages.transfer) --
+    transfer_n: int = _help(
+        "unlabelled transfer utterances (wide-lexicon sentences, random voices and prosody): "
+        "the student learns them from the teachers' KD and embedding terms only (0 = off)",
+        0,
+    )
+    transfer_mix: float = _help(
+        "transfer utterances drawn per labelled utterance each epoch (capped at transfer_n)", 1.0
+    )
+    transfer_temperature: float = _help(
+        "KD temperature on transfer utterances (0 = the temperature of the labelled ones)", 0.0
+    )
+    transfer_seed: int = _help("transfer set generator seed", 1)
+    transfer_path: str = _help("transfer set folder (empty = data/transfer-N-sSEED)", "")
+    probe_n: int = _help(
+        "vocabulary probe: words-only utterances per lexicon part (seen, transfer, novel), by "
+        "held-out voices; each student and the linguistic teacher are scored on them (0 = off)",
+        0,
+    )
+    probe_path: str = _help("vocabulary probe folder (empty = data/probe-N)", "")
     # --- augmentation (the student's training clips only; teachers' targets stay clean) -----
     aug_gain_db: float = _help("random gain in [-x, +x] dB (0 = off)", 0.0)
     aug_gain_p: float = _help("P(gain) per training clip, with aug_gain_db > 0", 1.0)

@@ -21,7 +21,17 @@ from training.config import Config
 from training.data.utterance import Utterance
 from training.fit.targets import load_targets
 from training.runs import MainFirst, stage
-from training.stages import data, export, prosody, refit, report, students, targets, teachers
+from training.stages import (
+    data,
+    export,
+    prosody,
+    refit,
+    report,
+    students,
+    targets,
+    teachers,
+    transfer,
+)
 
 log = logging.getLogger("emodistill.training")
 
@@ -39,6 +49,9 @@ def run(cfg: Config, accelerator: Accelerator) -> dict:
     plan = students.plan(cfg)  # the (variant, seed) students of every fold
     weights = students.loss_weights(cfg)
     needed = teachers.needed(plan, weights)
+    # the unlabelled transfer set and the vocabulary probe (empty unless configured)
+    transfer_utts = transfer.transfer_utterances(cfg, main_first)
+    probes = transfer.probe_utterances(cfg, main_first)
 
     results, teacher_metrics, histories = [], [], {}
     for fold in folds:
@@ -52,10 +65,28 @@ def run(cfg: Config, accelerator: Accelerator) -> dict:
             record["skipped"] = all(teachers.done(fold_dir, t, dims) for t in needed)
             work = functools.partial(fit_teachers, cfg, fold_dir, parts, needed, device, dims)
             main_first.run(f"teachers-{fold.name}", work)
+        if transfer_utts and needed:
+            work = functools.partial(
+                transfer.make_transfer_targets, cfg, fold_dir, transfer_utts, needed, device, dims
+            )
+            main_first.run(f"transfer-targets-{fold.name}", work)
+        probe_reference = (
+            main_first.run(
+                f"probe-{fold.name}",
+                functools.partial(transfer.teacher_probe_scores, cfg, fold_dir, probes, device),
+            )
+            if probes
+            else None
+        )
 
         # 5-6. students and their refits: every process
         audio = data.student_data(cfg, fold.name, parts)
         cached = load_targets(fold_dir / "targets", needed, [u.id for u in parts["train"]])
+        if needed:
+            audio["train"], cached = transfer.with_transfer(
+                cfg, fold_dir, audio["train"], cached, transfer_utts, needed
+            )
+        audio.update({f"probe_{part}": data.audio_set(cfg, us) for part, us in probes.items()})
         carriers = data.test_carriers(cfg, parts)
         corpora = data.test_corpora(cfg, parts)
         for variant, seed in plan:
@@ -65,7 +96,7 @@ def run(cfg: Config, accelerator: Accelerator) -> dict:
                 record["skipped"] = (sdir / students.DONE).is_file()
                 result = students.run_student(
                     cfg, fold.name, fold_dir, variant, seed, audio, cached, accelerator,
-                    carriers, data.speakers_by_part(parts), corpora,
+                    carriers, data.speakers_by_part(parts), corpora, probe_reference,
                 )  # fmt: skip
             if cfg.refit and parts["valid"]:
                 with stage("refit", run_dir, rank, **info) as record:

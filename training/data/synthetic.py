@@ -134,6 +134,8 @@ class SyntheticConfig:
     jitter_sd: EmotionProsody = EmotionProsody(5, 8, 10, 12, 40)
     # The emotion words carry when they do not carry the label.
     fallback_words: str = "neutral"
+    # Utterance ids are PREFIX_SEED_INDEX: corpora that are used together need their own prefix.
+    id_prefix: str = "synth"
 
     def __post_init__(self) -> None:
         if self.n < len(self.labels) or self.n % len(self.labels):
@@ -238,7 +240,7 @@ def plan_corpus(config: SyntheticConfig) -> list[Plan]:
         pause_ms = max(0, pause)
         plans.append(
             Plan(
-                id=f"synth_{config.seed}_{i:05d}",
+                id=f"{config.id_prefix}_{config.seed}_{i:05d}",
                 label=label,
                 speaker=speaker_name(voice),
                 text=template.format(adj=adjective, topic=topic, pause=""),

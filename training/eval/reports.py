@@ -223,6 +223,44 @@ def subset_table(students: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+PROBE_PARTS = {
+    "seen": "the labelled corpus's words and frames",
+    "transfer": "words and frames spoken only in the unlabelled transfer set",
+    "novel": "words and frames in no training data",
+}
+
+
+def probe_table(students: Sequence[dict]) -> str:
+    """Markdown: words-only UA on the vocabulary probe's parts per student variant (best
+    validation checkpoint), with the linguistic teacher on the same utterances' transcripts
+    (empty without a probe)."""
+    runs = [s for s in students if "probe_best" in s]
+    if not runs:
+        return ""
+    parts = [p for p in PROBE_PARTS if p in runs[0]["probe_best"]]
+    sizes = ", ".join(f"{p} {runs[0]['probe_best'][p]['n']}" for p in parts)
+    lines = [
+        "",
+        "Words-only UA in % on the vocabulary probe (held-out voices; each utterance's words "
+        "carry its label and its prosody another emotion's): "
+        + "; ".join(f"{p} = {PROBE_PARTS[p]}" for p in parts)
+        + f" (utterances: {sizes}).",
+        "",
+        "| model | " + " | ".join(f"{p} UA" for p in parts) + " |",
+        "|" + " --- |" * (len(parts) + 1),
+    ]
+    # one reference per fold's teacher (every student of a fold records the same one)
+    teacher = {s["fold"]: s["probe_teacher"] for s in runs if s.get("probe_teacher")}
+    if teacher:
+        cells = [fmt([t[p]["ua"] for t in teacher.values()]) for p in parts]
+        lines.append("| linguistic teacher (transcript) | " + " | ".join(cells) + " |")
+    for variant in dict.fromkeys(s["variant"] for s in runs):
+        mine = [s for s in runs if s["variant"] == variant]
+        cells = [fmt([r["probe_best"][p]["ua"] for r in mine]) for p in parts]
+        lines.append(f"| student: {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def corpus_table(students: Sequence[dict]) -> str:
     """Markdown: test UA and WA per corpus and student variant (best-validation and last
     checkpoints), and each corpus's test ECE before and after the temperature fitted on the

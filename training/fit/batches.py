@@ -66,6 +66,34 @@ class AudioSet:
     def samples(self, i: int) -> np.ndarray:
         return self.audio[i] if self.audio is not None else load_audio(self.paths[i])
 
+    @property
+    def labelled(self) -> np.ndarray:
+        """Which utterances have a class (transfer utterances have -1: the teachers' only)."""
+        return self.y >= 0
+
+    def joined(self, other: AudioSet) -> AudioSet:
+        """This set followed by ``other`` (nothing decoded again); targets are the caller's."""
+        out = AudioSet.__new__(AudioSet)
+        out.paths = self.paths + other.paths
+        out.y = np.concatenate([self.y, other.y])
+        out.dimensions = np.concatenate([self.dimensions, other.dimensions])
+        out.targets = {}
+        both = self.audio is not None and other.audio is not None
+        out.audio = self.audio + other.audio if both else None
+        out.lengths = np.concatenate([self.lengths, other.lengths])
+        return out
+
+
+def epoch_pool(labelled: np.ndarray, mix: float, seed: int, epoch: int) -> np.ndarray:
+    """The indices one epoch trains on: every labelled utterance, and ``mix`` unlabelled
+    (transfer) utterances per labelled one, drawn afresh each epoch (at most all of them)."""
+    marked, rest = np.flatnonzero(labelled), np.flatnonzero(~labelled)
+    if not len(rest):
+        return marked
+    take = min(len(rest), int(round(mix * len(marked))))
+    drawn = np.random.default_rng([seed, epoch, 7]).choice(rest, take, replace=False)
+    return np.concatenate([marked, np.sort(drawn)])
+
 
 def crop(samples: np.ndarray, max_samples: int, rng: np.random.Generator) -> np.ndarray:
     if max_samples <= 0 or len(samples) <= max_samples:

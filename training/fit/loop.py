@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from emocore.audio import SAMPLE_RATE
 from training.eval.metrics import ccc_per_dimension
 from training.fit.augment import Augmentation, AugmentOptions
-from training.fit.batches import AudioSet, EpochBatches, bucketed_batches, pad
+from training.fit.batches import AudioSet, EpochBatches, bucketed_batches, epoch_pool, pad
 from training.fit.checkpoints import (
     TRAINER_STATE,
     checkpoint,
@@ -76,6 +76,8 @@ class StudentOptions:
     num_workers: int = 0
     seed: int = 0
     max_steps: int = 0  # batches per epoch and process at most (0 = all): rehearsals, smoke runs
+    # unlabelled (class -1, transfer) utterances drawn per labelled one each epoch
+    transfer_mix: float = 1.0
     weights: LossWeights = field(default_factory=LossWeights)
     progress: bool = True
     desc: str = "student"
@@ -213,7 +215,8 @@ def train_student(
     optimizer = torch.optim.AdamW(param_groups(student, opts), lr=opts.lr_heads)
     model, optimizer = accelerator.prepare(DistillModel(student), optimizer)
     world, rank = accelerator.num_processes, accelerator.process_index
-    n_batches = len(bucketed_batches(train.lengths, opts.batch_size, 1, 0, 0, rank, world))
+    pool_size = len(epoch_pool(train.labelled, opts.transfer_mix, opts.seed, 1))
+    n_batches = len(bucketed_batches(np.zeros(pool_size), opts.batch_size, 1, 0, 0, rank, world))
     if opts.max_steps > 0:
         n_batches = min(n_batches, opts.max_steps)
     steps = opts.epochs * math.ceil(n_batches / opts.grad_accum)
@@ -242,8 +245,10 @@ def train_student(
         started = time.monotonic()
         # Bucket by the length the model sees: utterances longer than the crop all count as
         # equal, so their batches stay random (lengths correlate with emotion through speech rate).
+        pool = epoch_pool(train.labelled, opts.transfer_mix, opts.seed, epoch)
+        lengths = train.lengths[pool]
         batches = bucketed_batches(
-            np.minimum(train.lengths, max_samples) if max_samples > 0 else train.lengths,
+            np.minimum(lengths, max_samples) if max_samples > 0 else lengths,
             opts.batch_size,
             opts.bucket_size,
             opts.seed,
@@ -251,6 +256,7 @@ def train_student(
             rank,
             world,
         )
+        batches = [pool[b] for b in batches]
         if opts.max_steps > 0:
             batches = batches[: opts.max_steps]
         sums: dict[str, float] = {}

@@ -68,6 +68,8 @@ class LossWeights:
     c_ling: float = 0.0
     c_pros: float = 0.0
     dim: float = 0.0
+    # KD temperature on unlabelled (transfer) utterances; 0 = ``temperature``
+    transfer_temperature: float = 0.0
 
     def for_variant(self, variant: str) -> LossWeights:
         if variant not in VARIANTS:
@@ -78,6 +80,7 @@ class LossWeights:
             temperature=self.temperature,
             emb_loss=self.emb_loss,
             teacher_weighting=self.teacher_weighting,
+            transfer_temperature=self.transfer_temperature,
         )
 
     def kd(self, teacher: str) -> float:
@@ -172,14 +175,19 @@ def dimension_kd_loss(pred: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor
 def teacher_weights(
     labels: torch.Tensor, targets: dict[str, dict[str, torch.Tensor]], teachers: list[str]
 ) -> dict[str, torch.Tensor]:
-    """Per-utterance weight of each teacher: K * p_t(true label) / sum over the K teachers."""
+    """Per-utterance weight of each teacher: K * p_t(true label) / sum over the K teachers;
+    1 for every teacher on unlabelled utterances (label -1: no true label to weigh by)."""
+    known = labels >= 0
     probs = torch.stack(
         [
-            torch.softmax(targets[t]["logits"].float(), -1).gather(1, labels[:, None])[:, 0]
+            torch.softmax(targets[t]["logits"].float(), -1).gather(1, labels.clamp_min(0)[:, None])[
+                :, 0
+            ]
             for t in teachers
         ]
     )
     shares = len(teachers) * probs / probs.sum(0).clamp_min(1e-8)
+    shares = torch.where(known[None], shares, torch.ones_like(shares))
     return dict(zip(teachers, shares, strict=True))
 
 
@@ -195,9 +203,15 @@ def distill_loss(
     """Total loss and its terms (for the log). ``targets[teacher]`` has "logits" and
     "embedding" (and "dimensions" for dimension distillation). ``dimensions``: the student's
     [N, 3] predictions (scale units) when it has the head; ``rated``: the utterances' rated
-    dimensions [N, 3], NaN rows for unrated utterances."""
-    total = F.cross_entropy(logits.float(), labels)
-    terms = {"ce": total.item()}
+    dimensions [N, 3], NaN rows for unrated utterances. An utterance labelled -1 (the transfer
+    set) has no CE term: it learns from the teachers' terms only, its KD at
+    ``transfer_temperature``."""
+    known = labels >= 0
+    if known.any():
+        total = F.cross_entropy(logits[known].float(), labels[known])
+        terms = {"ce": total.item()}
+    else:  # a batch of transfer utterances only
+        total, terms = logits.sum() * 0.0, {}
     if weights.dimensions and dimensions is not None and rated is not None:
         term = ccc_loss(dimensions, rated)
         if term is not None:
@@ -220,6 +234,10 @@ def distill_loss(
             terms[f"w_{teacher}"] = share.mean().item()
         if weights.kd(teacher) > 0:
             kd = kd_loss(logits, targets[teacher]["logits"], weights.temperature, per_row=True)
+            if not known.all():
+                t_transfer = weights.transfer_temperature or weights.temperature
+                kd_transfer = kd_loss(logits, targets[teacher]["logits"], t_transfer, per_row=True)
+                kd = torch.where(known, kd, kd_transfer)
             total = total + weights.kd(teacher) * (share * kd).mean()
             terms[f"kd_{teacher}"] = kd.mean().item()
         if weights.emb(teacher) > 0:

@@ -16,6 +16,7 @@ from training.eval.reports import (
     corpus_table,
     plot_curves,
     plot_layer_weights,
+    probe_table,
     refit_table,
     results_table,
     speakers_table,
@@ -67,7 +68,9 @@ def write_report(
         log.info("results (%s):\n%s", run_dir / "results.md", text)
         return
     students = scored
-    table = results_table(students, teachers, title) + subset_table(students)
+    table = (
+        results_table(students, teachers, title) + subset_table(students) + probe_table(students)
+    )
     table += corpus_table(students)
     table += calibration_table(students) + refit_table(students) + speakers
     note = (

@@ -8,6 +8,7 @@ from its last finished epoch.
 
 from __future__ import annotations
 
+import dataclasses
 import filecmp
 import json
 import logging
@@ -55,6 +56,7 @@ def loss_weights(cfg: Config) -> LossWeights:
         c_ling=cfg.c_ling,
         c_pros=cfg.c_pros,
         dim=cfg.dim_weight,
+        transfer_temperature=cfg.transfer_temperature,
     )
 
 
@@ -94,7 +96,7 @@ def student_options(cfg: Config, weights: LossWeights, seed: int, desc: str) -> 
         speed_perturb=cfg.speed_perturb,
         bucket_size=cfg.bucket_size, num_workers=cfg.num_workers, seed=seed, weights=weights,
         max_steps=cfg.max_steps, augment=AugmentOptions.from_config(cfg),
-        desc=desc,
+        transfer_mix=cfg.transfer_mix, desc=desc,
     )  # fmt: skip
 
 
@@ -110,11 +112,14 @@ def run_student(
     carriers: np.ndarray | None = None,
     speakers: dict[str, list[str]] | None = None,
     corpora: dict[str, np.ndarray] | None = None,
+    probe_reference: dict[str, dict] | None = None,
 ) -> dict:
     """Train (or resume) one student and score its best and last checkpoints. ``carriers``:
     what carries each test utterance's label (synthetic corpora), for per-subset test UA.
     ``speakers``: who trained, validated and tested (recorded in the result and summary).
     ``corpora``: {corpus: mask over the test utterances}, for per-corpus scores and calibration.
+    ``data["probe_PART"]``: the vocabulary probe's parts, scored beside the test speakers
+    (``probe_reference``: the linguistic teacher's scores on them, recorded with them).
     Without validation speakers (the ``final`` protocol) only the last epoch exists."""
     sdir = student_dir(cfg, fold_dir, variant, seed)
     if (sdir / DONE).is_file():
@@ -126,6 +131,8 @@ def run_student(
     score = scorer(cfg.labels)
     started = time.monotonic()
     opts = student_options(cfg, weights, seed, f"student {variant} s{seed}")
+    if not used:  # nothing to learn from unlabelled utterances without a teacher
+        opts = dataclasses.replace(opts, transfer_mix=0.0)
     trained = train_student(data["train"], data["valid"], opts, sdir, accelerator, score)
     # no second pass over validation
     known = {"best": (trained.pop("best_valid_logits"), trained.pop("best_valid_dimensions"))}
@@ -168,6 +175,18 @@ def run_student(
                     c: {**score(data[part].y[m], logits[m]), "n": int(m.sum())}
                     for c, m in corpora.items()
                 }
+        probes = [p for p in data if p.startswith("probe_")]
+        if probes:
+            result[f"probe_{which}"] = {
+                p[len("probe_") :]: {
+                    **brief(score(data[p].y, predict_outputs(
+                        student, data[p], cfg.eval_batch_size, accelerator)[0])),
+                    "n": len(data[p]),
+                }
+                for p in probes
+            }  # fmt: skip
+            if probe_reference:
+                result["probe_teacher"] = probe_reference
         if which == "best" and student.layer_weights is not None:
             result["layer_weights"] = student.layer_weights
         if which == "best" and has_test:

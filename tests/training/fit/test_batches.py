@@ -35,3 +35,18 @@ def test_crop():
     piece = crop(x, 16000, rng)
     assert len(piece) == 16000 and piece[0] + 15999 == piece[-1]  # contiguous
     assert len(crop(x[:100], 16000, rng)) == 100  # shorter clips stay whole
+
+
+def test_epoch_pool_draws_transfer_utterances_per_labelled_one():
+    from training.fit.batches import epoch_pool
+
+    labelled = np.array([True] * 10 + [False] * 30)
+    first, second = epoch_pool(labelled, 0.5, 0, 1), epoch_pool(labelled, 0.5, 0, 2)
+    for pool in (first, second):
+        assert set(range(10)) <= set(pool.tolist()) and len(pool) == 15
+        assert len(set(pool.tolist())) == 15
+    assert set(first[10:].tolist()) != set(second[10:].tolist())  # drawn afresh each epoch
+    assert np.array_equal(first, epoch_pool(labelled, 0.5, 0, 1))  # and reproducibly
+    assert len(epoch_pool(labelled, 10.0, 0, 1)) == 40  # capped at the whole transfer set
+    assert np.array_equal(epoch_pool(labelled, 0.0, 0, 1), np.arange(10))
+    assert np.array_equal(epoch_pool(np.ones(5, bool), 1.0, 0, 1), np.arange(5))

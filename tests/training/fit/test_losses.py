@@ -191,3 +191,50 @@ def test_dimension_variants():
     assert not w.for_variant("no_dims").dimensions
     assert w.for_variant("ce+ling").dimension_teachers == ["ling"]
     assert w.for_variant("ce_only").dimensions and not w.for_variant("ce_only").uses_teachers
+
+
+def test_a_transfer_utterance_contributes_no_cross_entropy_only_the_teachers_terms():
+    """Label -1 marks a transfer-set utterance: its logits get no gradient from CE (whatever
+    class it might be), only from KD and the embedding terms, at the transfer temperature."""
+    logits, projected, labels, targets = _batch(n=4)
+    labels[2] = -1
+    ce_only = LossWeights(0.0, 0.0, 0.0, 0.0)
+    x = logits.clone().requires_grad_(True)
+    loss, terms = distill_loss(x, projected, labels, targets, ce_only)
+    loss.backward()
+    assert torch.all(x.grad[2] == 0) and torch.all(x.grad[[0, 1, 3]].abs().sum(-1) > 0)
+    keep = labels >= 0
+    assert loss.item() == pytest.approx(F.cross_entropy(logits[keep], labels[keep]).item())
+
+    weights = LossWeights(1.0, 1.0, 1.0, 1.0, temperature=2.0, transfer_temperature=4.0)
+    only = torch.tensor([2])  # the transfer utterance alone: teachers' terms, no "ce"
+    part = {t: {k: v[only] for k, v in d.items()} for t, d in targets.items()}
+    proj = {t: v[only] for t, v in projected.items()}
+    loss, terms = distill_loss(logits[only], proj, labels[only], part, weights)
+    assert "ce" not in terms
+    expected = sum(
+        kd_loss(logits[only], part[t]["logits"], 4.0)
+        + embedding_loss(proj[t], part[t]["embedding"], "cosine")
+        for t in ("ling", "pros")
+    )
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    # in a mixed batch it is the same term: the labelled rows keep T=2 and their CE
+    mixed, _ = distill_loss(logits, projected, labels, targets, weights)
+    rest = torch.tensor([0, 1, 3])
+    labelled, _ = distill_loss(
+        logits[rest], {t: v[rest] for t, v in projected.items()}, labels[rest],
+        {t: {k: v[rest] for k, v in d.items()} for t, d in targets.items()}, weights,
+    )  # fmt: skip
+    # the teachers' terms are means over the batch's 4 rows, CE over its 3 labelled ones
+    ce = F.cross_entropy(logits[rest], labels[rest])
+    assert mixed.item() == pytest.approx(
+        (ce + (3 * (labelled - ce) + expected) / 4).item(), rel=1e-5
+    )
+
+
+def test_confidence_weighting_gives_transfer_utterances_weight_one():
+    logits, projected, labels, targets = _batch(n=4)
+    labels[:] = -1
+    weights = LossWeights(1.0, 1.0, 0.0, 0.0, teacher_weighting="confidence")
+    _, terms = distill_loss(logits, projected, labels, targets, weights)
+    assert terms["w_ling"] == pytest.approx(1.0) and terms["w_pros"] == pytest.approx(1.0)
