@@ -33,6 +33,7 @@ from benchmarks.tables_speed import (
     bench_server,
     bench_server_detail,
 )
+from benchmarks.tables_vocab import transfer_ablation
 from benchmarks.tables_voices import (
     real_voices,
     real_voices_asterisk,
@@ -76,6 +77,7 @@ TABLES: dict[str, Callable[[dict], list[str]]] = {
     "real_voices:asterisk": real_voices_asterisk,
     "real_voices:loco": real_voices_loco,
     "real_voices:stages": real_voices_stages,
+    "transfer_ablation": transfer_ablation,
 }
 
 

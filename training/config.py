@@ -188,6 +188,11 @@ class Config:
     )
     transfer_seed: int = _help("transfer set generator seed", 1)
     transfer_path: str = _help("transfer set folder (empty = data/transfer-N-sSEED)", "")
+    transfer_manifest: str = _help(
+        "real speech with known words joining the transfer set: a CSV/JSONL manifest of "
+        "path,text[,speaker,id] (no labels; empty = none)",
+        "",
+    )
     probe_n: int = _help(
         "vocabulary probe: words-only utterances per lexicon part (seen, transfer, novel), by "
         "held-out voices; each student and the linguistic teacher are scored on them (0 = off)",

@@ -57,8 +57,12 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
         ]
 
 
-def load_manifest(path: str | Path, labels: Sequence[str] = EMOTIONS) -> list[Utterance]:
-    """Utterances in manifest order; raises ``ManifestError`` listing all problems."""
+def load_manifest(
+    path: str | Path, labels: Sequence[str] = EMOTIONS, unlabelled: bool = False
+) -> list[Utterance]:
+    """Utterances in manifest order; raises ``ManifestError`` listing all problems.
+    ``unlabelled``: speech for the transfer set (``path,text[,speaker,id]``): no label column,
+    and every row needs its text (the teachers label it from its words and its prosody)."""
     path = Path(path)
     if not path.is_file():
         raise ManifestError(path, ["the manifest file does not exist"])
@@ -66,7 +70,8 @@ def load_manifest(path: str | Path, labels: Sequence[str] = EMOTIONS) -> list[Ut
     if not rows:
         raise ManifestError(path, ["the manifest has no rows"])
     columns = set().union(*(row.keys() for row in rows))
-    missing_columns = [c for c in REQUIRED_COLUMNS if c not in columns]
+    required = ("path", "text") if unlabelled else REQUIRED_COLUMNS
+    missing_columns = [c for c in required if c not in columns]
     if missing_columns:
         raise ManifestError(path, [f"missing column(s) {missing_columns}; found {sorted(columns)}"])
 
@@ -80,7 +85,12 @@ def load_manifest(path: str | Path, labels: Sequence[str] = EMOTIONS) -> list[Ut
         label = row.get("label", "")
         split = row.get("split", "")
         ok = True
-        if label not in labels:
+        if unlabelled:
+            label = ""
+            if not row.get("text"):
+                problems.append(f"{where}: no text (the transfer set's rows need their words)")
+                ok = False
+        elif label not in labels:
             problems.append(f"{where}: unknown label {label!r}; expected one of {list(labels)}")
             ok = False
         if split not in VALID_SPLITS:
