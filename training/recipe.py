@@ -1,10 +1,10 @@
 """The EmoDistill recipe, top to bottom; each stage is a module of ``training.stages``.
 
-    data -> prosody -> teachers -> targets -> students -> refit -> report -> export
+    data -> transcribe -> prosody -> teachers -> targets -> students -> refit -> report -> export
 
 Every stage writes into the run directory and is skipped when its output exists, so a killed
-run resumes (a student from its last finished epoch). Under ``torchrun`` the data, prosody,
-teacher and target stages run on rank 0 while the other ranks wait on a marker file
+run resumes (a student from its last finished epoch; a transcription from its last batch).
+Under ``torchrun`` the data, transcribe, prosody, teacher and target stages run on rank 0 while the other ranks wait on a marker file
 (``training.runs.MainFirst``); the students train on all processes and only rank 0 writes.
 """
 
@@ -21,7 +21,17 @@ from training.config import Config
 from training.data.utterance import Utterance
 from training.fit.targets import load_targets
 from training.runs import MainFirst, stage
-from training.stages import data, export, prosody, refit, report, students, targets, teachers
+from training.stages import (
+    data,
+    export,
+    prosody,
+    refit,
+    report,
+    students,
+    targets,
+    teachers,
+    transcribe,
+)
 
 log = logging.getLogger("emodistill.training")
 
@@ -33,12 +43,17 @@ def run(cfg: Config, accelerator: Accelerator) -> dict:
     started = time.monotonic()
     main_first = MainFirst(accelerator, run_dir)
 
-    # 1. data: the folds of the protocol's split
-    with stage("data", run_dir, rank):
-        folds = data.folds(cfg, main_first)
     plan = students.plan(cfg)  # the (variant, seed) students of every fold
     weights = students.loss_weights(cfg)
     needed = teachers.needed(plan, weights)
+
+    # 1. data: the utterances; their transcripts (Whisper where the dataset has none); the folds
+    with stage("data", run_dir, rank):
+        utts = data.load_utterances(cfg, main_first)
+    with stage("transcribe", run_dir, rank) as record:
+        utts, transcribed = transcribe.transcripts(cfg, utts, "ling" in needed, main_first, device)
+        record.update(transcribed, skipped=not transcribed.get("transcribed"))
+    folds = data.folds(cfg, utts)
 
     results, teacher_metrics, histories = [], [], {}
     for fold in folds:
@@ -80,6 +95,7 @@ def run(cfg: Config, accelerator: Accelerator) -> dict:
 
     # 7. report: rank 0
     metrics = report.collect(cfg, folds, results, teacher_metrics, time.monotonic() - started)
+    metrics["transcripts"] = transcribed
     if accelerator.is_main_process:
         report.write_report(cfg, run_dir, folds, results, teacher_metrics, histories, metrics)
 
