@@ -7,7 +7,8 @@ in, read as it is) or transformers (the converted checkpoint of ``training.weigh
 Both decode greedily (one beam, no sampling, no timestamps) from Whisper's 30 s log-mel window
 (``transformers.WhisperFeatureExtractor``: the clip followed by zeros), so they emit the same
 tokens (tests/training/weights/test_convert.py: identical on 42 of 42 real prompts). A clip
-longer than 30 s is cut into 30 s windows whose texts are joined. Which engine is faster is
+longer than 30 s is cut into 30 s windows whose texts are joined; a silent window is not
+decoded (Whisper makes up words for silence). Which engine is faster is
 measured by ``benchmarks/transcribe.py`` (docs/training.md, "Transcripts by Whisper").
 
 A model is a ``training.weights.bundles.BUNDLES`` name (offline, installed by pip), a
@@ -38,6 +39,9 @@ log = logging.getLogger("emodistill.training.asr")
 
 LANGUAGE_AUTO = "auto"  # detect the language of each window (multilingual models)
 WINDOW_SAMPLES = 30 * SAMPLE_RATE  # Whisper hears 30 s at a time
+# A window this quiet (RMS, about -80 dBFS) is silence: not decoded, its text is empty. Whisper
+# "hears" words in a silent window (tiny.en: "you" in 30 s of zeros).
+SILENCE_RMS = 1e-4
 SOT, NO_TIMESTAMPS, TRANSCRIBE = "<|startoftranscript|>", "<|notimestamps|>", "<|transcribe|>"
 # The text files a CTranslate2 Whisper folder keeps beside model.bin.
 CT2_FILES = ("config.json", "vocabulary.txt", "vocabulary.json", "tokenizer.json")
@@ -60,12 +64,17 @@ class Whisper:
         self.name, self.device, self.language = name, device, language
 
     def transcribe(self, clips: Sequence[np.ndarray]) -> list[str]:
-        """One text per clip (16 kHz mono float32), stripped; a long clip's windows joined."""
+        """One text per clip (16 kHz mono float32), stripped; a long clip's windows joined;
+        silent windows (``SILENCE_RMS``) are not decoded."""
         pieces, owners = [], []
         for index, clip in enumerate(clips):
             for piece in windows(clip):
-                pieces.append(piece)
-                owners.append(index)
+                if (
+                    len(piece)
+                    and np.sqrt(np.mean(np.square(piece, dtype=np.float64))) >= SILENCE_RMS
+                ):
+                    pieces.append(piece)
+                    owners.append(index)
         texts: list[list[str]] = [[] for _ in clips]
         for owner, text in zip(owners, self.decode(pieces) if pieces else [], strict=True):
             if text.strip():
