@@ -47,13 +47,15 @@ def run(cfg: Config, accelerator: Accelerator) -> dict:
     weights = students.loss_weights(cfg)
     needed = teachers.needed(plan, weights)
 
-    # 1. data: the utterances; their transcripts (Whisper where the dataset has none); the folds
+    # 1. data: the folds of the protocol's split; their transcripts (Whisper where the dataset
+    # has none)
     with stage("data", run_dir, rank):
-        utts = data.load_utterances(cfg, main_first)
+        folds = data.folds(cfg, data.load_utterances(cfg, main_first))
     with stage("transcribe", run_dir, rank) as record:
-        utts, transcribed = transcribe.transcripts(cfg, utts, "ling" in needed, main_first, device)
+        folds, transcribed = transcribe.fold_transcripts(
+            cfg, folds, "ling" in needed, main_first, device
+        )
         record.update(transcribed, skipped=not transcribed.get("transcribed"))
-    folds = data.folds(cfg, utts)
 
     results, teacher_metrics, histories = [], [], {}
     for fold in folds:

@@ -168,6 +168,19 @@ def test_never_with_missing_texts_is_a_clear_error(tmp_path, utts, monkeypatch, 
     assert report["sources"] == {"none": 4, "given": 2}
 
 
+def test_the_iemocap_preset_keeps_the_release_transcripts(tmp_path, monkeypatch):
+    from training.data.fake_iemocap import make_fake_iemocap
+
+    monkeypatch.setattr(asr_whisper, "load_whisper", pytest.fail)
+    root = make_fake_iemocap(tmp_path / "IEMOCAP_full_release", per_class=2)
+    cfg = load_config("iemocap", overrides=[f"--data_path={root}", f"--run_dir={tmp_path}"])
+    assert cfg.transcribe == "missing"
+    utts = [(u, 0) for u in load_dataset("iemocap", root)]
+    out, report = _run(cfg, utts)
+    assert report["sources"] == {"given": len(utts)}
+    assert [u.transcript for u in out] == [u.transcript for u, _ in utts]
+
+
 def test_never_stops_the_command_with_exit_code_2(tmp_path, corpus, capsys):
     manifest = tmp_path / "data.csv"
     rows = ["path,label,speaker"] + [
@@ -177,6 +190,18 @@ def test_never_stops_the_command_with_exit_code_2(tmp_path, corpus, capsys):
     args = ["--dataset=manifest", f"--data_path={manifest}", f"--run_dir={tmp_path / 'run'}"]
     assert distill.main([*args, "--transcribe=never"]) == 2
     assert "64 of 64 utterances have no transcript" in capsys.readouterr().err
+
+
+def test_a_manifest_that_cannot_be_split_fails_before_any_transcription(
+    tmp_path, corpus, monkeypatch, capsys
+):
+    monkeypatch.setattr(asr_whisper, "load_whisper", pytest.fail)
+    manifest = tmp_path / "data.csv"
+    rows = ["path,label"] + [f"{u.audio_path},{u.label}" for u in load_dataset("synthetic", corpus)]
+    manifest.write_text("\n".join(rows) + "\n")
+    args = ["--dataset=manifest", f"--data_path={manifest}", f"--run_dir={tmp_path / 'run'}"]
+    assert distill.main(args) == 2
+    assert "64 utterances have no speaker" in capsys.readouterr().err
 
 
 def test_the_demo_recipe_trains_from_a_manifest_without_text(tmp_path, corpus, monkeypatch):

@@ -1,6 +1,7 @@
 """Stage 1b, transcribe: the linguistic teacher's transcripts, from the dataset or from Whisper.
 
-Before the folds are made and the teachers trained: ``transcribe=missing`` (the default) has
+After the folds are made (a dataset that cannot be split fails before any transcription) and
+before they are written and the teachers trained: ``transcribe=missing`` (the default) has
 Whisper (``asr_model``: an offline bundle, a hub name or a local folder; ``training.asr``)
 transcribe every utterance the dataset gives without text, ``all`` every utterance (its given
 text is not used), ``never`` stops with an error naming the utterances without text. Nothing is
@@ -10,8 +11,8 @@ Texts are cached by audio content and model (``asr_cache``, default ``RUN/cache/
 ``training.asr.cache``) batch by batch, so a killed run resumes where it stopped and a rerun
 decodes nothing. Rank 0 transcribes while the other ranks wait; every rank then reads the
 cache. Each utterance records where its text came from (``text_source``: ``given`` or
-``asr:<model>``), and ``RUN/manifest.csv`` lists every utterance with its text and source: a
-manifest ``--dataset=manifest`` reads as it is.
+``asr:<model>``), and ``RUN/manifest.csv`` lists every utterance of the run's folds with its
+text and source: a manifest ``--dataset=manifest`` reads as it is.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ from emocore.audio import SAMPLE_RATE, load_audio
 from training.asr.cache import TranscriptCache
 from training.config import Config, ConfigError
 from training.data.manifest import write_manifest
+from training.data.splits import Fold
 from training.data.utterance import Utterance
 from training.features.prosody import file_digest
 from training.runs import MainFirst
+from training.stages.data import PARTS
 
 log = logging.getLogger("emodistill.training")
 GIVEN = "given"
@@ -117,6 +120,19 @@ def transcripts(
         Path(cfg.run_dir) / MANIFEST_FILE,
     )
     return utts, report
+
+
+def fold_transcripts(
+    cfg: Config, folds: list[Fold], ling: bool, main_first: MainFirst, device: str
+) -> tuple[list[Fold], dict]:
+    """``transcripts`` of every utterance of ``folds`` (each once), put back into the folds."""
+    utts = list({u.id: u for fold in folds for p in PARTS for u in getattr(fold, p)}.values())
+    done, report = transcripts(cfg, utts, ling, main_first, device)
+    by_id = {u.id: u for u in done}
+    return [
+        dataclasses.replace(fold, **{p: [by_id[u.id] for u in getattr(fold, p)] for p in PARTS})
+        for fold in folds
+    ], report
 
 
 def transcribe(cfg: Config, utts: Sequence[Utterance], device: str) -> dict:
