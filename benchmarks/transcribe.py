@@ -38,14 +38,12 @@ import gzip
 import json
 import logging
 import os
-import platform
 import shlex
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +51,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.real_voices import git_commit  # noqa: E402
+from benchmarks.real_voices import record_header  # noqa: E402
 from emocore.audio import SAMPLE_RATE, load_audio  # noqa: E402
 from training.data.corpora import find_corpora  # noqa: E402
 from training.data.manifest import load_manifest  # noqa: E402
@@ -466,16 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name in ("asr", "distill") if args.part == "all" else (args.part,):
         started = time.monotonic()
-        record: dict = {
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": command,
-            "git": git_commit(),
-            "machine": {
-                "cpus": os.cpu_count(),
-                "platform": platform.platform(),
-                "load_avg_before": list(os.getloadavg()),
-            },
-        }
+        record = record_header(command)
         if name == "asr":
             record |= asr_part(args)
         else:
