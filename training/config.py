@@ -85,7 +85,7 @@ class Config:
         "auto (CTranslate2 when installed) | ctranslate2 | transformers", "auto"
     )
     asr_compute_type: str = _help(
-        "CTranslate2 compute type: auto (float16 on a GPU, float32 on a CPU) | float32 | int8 | "
+        "CTranslate2 compute type: auto (float16 on a GPU, int8 on a CPU) | float32 | int8 | "
         "float16 | int8_float32",
         "auto",
     )

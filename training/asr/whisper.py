@@ -272,10 +272,11 @@ def ct2_device(device: str) -> str:
 
 
 def ct2_compute_type(compute_type: str, device: str) -> str:
-    """``auto``: float16 on a GPU, float32 on a CPU (the bundles store float16)."""
+    """``auto``: float16 on a GPU; int8 weights on a CPU (benchmarks/transcribe.py: the same WER
+    as float32 within a point, for tiny.en and base, and faster; docs/training.md)."""
     if compute_type != "auto":
         return compute_type
-    return "float16" if device.startswith("cuda") else "float32"
+    return "float16" if device.startswith("cuda") else "int8"
 
 
 def load_whisper(

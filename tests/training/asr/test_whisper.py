@@ -76,18 +76,25 @@ def test_a_long_clip_is_the_windows_texts_joined_in_order_without_silence():
 
 
 def test_both_engines_transcribe_the_bundle_alike(clips):
-    """CTranslate2 reads the bundle as it is, transformers its converted checkpoint; greedy,
-    they emit the same text, and it is what the prompt says."""
+    """CTranslate2 reads the bundle as it is, transformers its converted checkpoint; greedy and
+    in float32, they emit the same text, and it is what the prompt says; CTranslate2's default
+    on a CPU, int8 weights, hears the same words."""
     locate("whisper-tiny.en")
     texts = {}
-    for engine in ("ctranslate2", "transformers"):
-        model = load_whisper("whisper-tiny.en", engine, threads=1)
+    for engine, compute_type in (("ctranslate2", "float32"), ("transformers", "auto")):
+        model = load_whisper("whisper-tiny.en", engine, threads=1, compute_type=compute_type)
         assert model.engine == engine
         texts[engine] = model.transcribe(clips)
     assert texts["ctranslate2"] == texts["transformers"]
     for text, said in zip(texts["ctranslate2"], PROMPTS.values(), strict=True):
         assert _words(text) == _words(said), (text, said)
-    assert whisper.engine_for("auto") == "ctranslate2"  # installed with the train extra
+    # The stage's default: CTranslate2 (installed with the train extra), int8 on a CPU.
+    assert whisper.engine_for("auto") == "ctranslate2"
+    default = load_whisper("whisper-tiny.en", threads=1)
+    assert default.describe() == "whisper-tiny.en (ctranslate2 int8, cpu)"
+    assert [_words(t) for t in default.transcribe(clips)] == [
+        _words(t) for t in texts["ctranslate2"]
+    ]
 
 
 def test_a_ctranslate2_folder_is_converted_once_for_transformers(tmp_path):
