@@ -15,7 +15,11 @@ def test_wer_counts_words_after_each_normalisation():
     assert wer["words"] == 9 and wer["plain"] == round(3 / 9, 4)
     # Whisper's normaliser writes numbers as digits on both sides: the deletion is left
     assert wer["whisper"] == round(1 / 9, 4)
-    assert bench.wer(["Hello there!"], ["hello there"]) == {"plain": 0.0, "words": 2, "whisper": 0.0}
+    assert bench.wer(["Hello there!"], ["hello there"]) == {
+        "plain": 0.0,
+        "words": 2,
+        "whisper": 0.0,
+    }
 
 
 def test_the_fastest_engine_at_equal_wer_is_chosen():
