@@ -237,6 +237,21 @@ def git_commit() -> dict:
     return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--short"))}
 
 
+def record_header(command: str) -> dict:
+    """What every record of a measurement starts with: when, the command, the commit, the
+    machine and its load average before (``load_avg_after`` is added at the end)."""
+    return {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "git": git_commit(),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_avg_before": list(os.getloadavg()),
+        },
+    }
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, required=True, help="the training run directory")
@@ -271,17 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/real_voices.py " + shlex.join(
         sys.argv[1:] if argv is None else argv
     )
-    report: dict = {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": command,
-        "git": git_commit(),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "load_avg_before": list(os.getloadavg()),
-        },
-        "goals": GOALS,
-    }
+    report: dict = {**record_header(command), "goals": GOALS}
     try:
         report["run"] = run_summary(args.run)
         report["loco"] = loco_rows(args.loco)

@@ -5,8 +5,8 @@ A generated table sits between two markers that name it and, by its first part, 
 `benchmarks/results/bench_stream.json`; `<!-- table: bench_model:ratios -->` is another view of
 `bench_model.json`. Only the text between the markers is rewritten. `make tables` (`python -m
 benchmarks.tables`) writes them; `--check` changes nothing and exits 1, with a diff, when a page
-differs from what it would write. The views live in tables_speed.py, tables_runs.py and
-tables_voices.py.
+differs from what it would write. The views live in tables_speed.py, tables_runs.py,
+tables_voices.py and tables_transcribe.py.
 """
 
 from __future__ import annotations
@@ -32,6 +32,11 @@ from benchmarks.tables_speed import (
     bench_model_ratios,
     bench_server,
     bench_server_detail,
+)
+from benchmarks.tables_transcribe import (
+    transcribe_distill,
+    transcribe_engines,
+    transcribe_wer,
 )
 from benchmarks.tables_vocab import transfer_ablation
 from benchmarks.tables_voices import (
@@ -78,6 +83,9 @@ TABLES: dict[str, Callable[[dict], list[str]]] = {
     "real_voices:loco": real_voices_loco,
     "real_voices:stages": real_voices_stages,
     "transfer_ablation": transfer_ablation,
+    "transcribe": transcribe_wer,
+    "transcribe:engines": transcribe_engines,
+    "transcribe:distill": transcribe_distill,
 }
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import tomllib
 
+from training.asr import COMPUTE_TYPES as ASR_COMPUTE_TYPES
+from training.asr import ENGINES as ASR_ENGINES
 from training.data import DATASET_KINDS
 from training.data.splits import PROTOCOLS
 from training.data.utterance import EMOTIONS
@@ -67,6 +69,31 @@ class Config:
     synth_voices: list[str] = _list(
         "synthetic corpus: eSpeak voices = speakers (empty = default 8)", []
     )
+    # --- transcripts (the linguistic teacher's input; speech recognition at training only) --
+    transcribe: str = _help(
+        "missing (Whisper transcribes the utterances without text) | all (Whisper transcribes "
+        "every utterance; given texts are not used) | never (an utterance without text is an "
+        "error). Only when a student distils the linguistic teacher",
+        "missing",
+    )
+    asr_model: str = _help(
+        "Whisper for transcripts: an offline bundle (whisper-tiny.en, whisper-base), a hub "
+        "name, a CTranslate2 folder or a transformers checkpoint folder",
+        "whisper-tiny.en",
+    )
+    asr_engine: str = _help(
+        "auto (CTranslate2 when installed) | ctranslate2 | transformers", "auto"
+    )
+    asr_compute_type: str = _help(
+        "CTranslate2 compute type: auto (float16 on a GPU, int8 on a CPU) | float32 | int8 | "
+        "float16 | int8_float32",
+        "auto",
+    )
+    asr_language: str = _help(
+        "language of the speech for multilingual Whisper models ('auto' = detect per clip)", "en"
+    )
+    asr_batch_size: int = _help("clips per Whisper batch", 8)
+    asr_cache: str = _help("transcript cache dir, shared across runs (empty = RUN/cache/asr)", "")
     run_dir: str = _help("run directory (resumable)", "runs/demo")
     prosody_cache: str = _help("LLD cache dir, shared across runs (empty = RUN/cache/prosody)", "")
     # --- reproducibility / hardware ---------------------------------------------------------
@@ -235,6 +262,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "dataset": DATASET_KINDS,
     "protocol": PROTOCOLS,
     "teacher_targets": ("crossfit", "insample"),
+    "transcribe": ("missing", "all", "never"),
+    "asr_engine": ASR_ENGINES,
+    "asr_compute_type": ASR_COMPUTE_TYPES,
     "pros_norm": ("speaker", "global", "none"),
     "mixed_precision": ("auto", "no", "bf16", "fp16"),
     "emb_loss": ("cosine", "mse"),

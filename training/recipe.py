@@ -1,10 +1,10 @@
 """The EmoDistill recipe, top to bottom; each stage is a module of ``training.stages``.
 
-    data -> prosody -> teachers -> targets -> students -> refit -> report -> export
+    data -> transcribe -> prosody -> teachers -> targets -> students -> refit -> report -> export
 
 Every stage writes into the run directory and is skipped when its output exists, so a killed
-run resumes (a student from its last finished epoch). Under ``torchrun`` the data, prosody,
-teacher and target stages run on rank 0 while the other ranks wait on a marker file
+run resumes (a student from its last finished epoch; a transcription from its last batch).
+Under ``torchrun`` the data, transcribe, prosody, teacher and target stages run on rank 0 while the other ranks wait on a marker file
 (``training.runs.MainFirst``); the students train on all processes and only rank 0 writes.
 """
 
@@ -30,6 +30,7 @@ from training.stages import (
     students,
     targets,
     teachers,
+    transcribe,
     transfer,
 )
 
@@ -43,12 +44,18 @@ def run(cfg: Config, accelerator: Accelerator) -> dict:
     started = time.monotonic()
     main_first = MainFirst(accelerator, run_dir)
 
-    # 1. data: the folds of the protocol's split
-    with stage("data", run_dir, rank):
-        folds = data.folds(cfg, main_first)
     plan = students.plan(cfg)  # the (variant, seed) students of every fold
     weights = students.loss_weights(cfg)
     needed = teachers.needed(plan, weights)
+    # 1. data: the folds of the protocol's split; their transcripts (Whisper where the dataset
+    # has none)
+    with stage("data", run_dir, rank):
+        folds = data.folds(cfg, data.load_utterances(cfg, main_first))
+    with stage("transcribe", run_dir, rank) as record:
+        folds, transcribed = transcribe.fold_transcripts(
+            cfg, folds, "ling" in needed, main_first, device
+        )
+        record.update(transcribed, skipped=not transcribed.get("transcribed"))
     # the unlabelled transfer set and the vocabulary probe (empty unless configured)
     transfer_utts = transfer.transfer_utterances(cfg, main_first)
     probes = transfer.probe_utterances(cfg, main_first)
@@ -111,6 +118,7 @@ def run(cfg: Config, accelerator: Accelerator) -> dict:
 
     # 7. report: rank 0
     metrics = report.collect(cfg, folds, results, teacher_metrics, time.monotonic() - started)
+    metrics["transcripts"] = transcribed
     if accelerator.is_main_process:
         report.write_report(cfg, run_dir, folds, results, teacher_metrics, histories, metrics)
 

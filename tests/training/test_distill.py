@@ -219,9 +219,10 @@ def test_killed_run_resumes(corpus, tmp_path, monkeypatch, caplog, tiny_text_mod
     # stages.jsonl tells work from what a resumed launch found done (timed figures use work)
     records = [(r["stage"], r.get("skipped")) for r in read_stages(run_dir) if r["stage"] != "data"]
     assert records == [
-        ("teachers", False),  # killed in the student's epoch 2: its stage has no record
-        ("teachers", True), ("student", False),  # resumed
-        ("teachers", True), ("student", True),  # everything done
+        # the corpus's own transcripts: nothing to transcribe
+        ("transcribe", True), ("teachers", False),  # killed in the student's epoch 2
+        ("transcribe", True), ("teachers", True), ("student", False),  # resumed
+        ("transcribe", True), ("teachers", True), ("student", True),  # everything done
     ]  # fmt: skip
 
 

@@ -1,7 +1,9 @@
 """Generic dataset adapter: a CSV or JSONL manifest with
-``path,label[,text,speaker,session,split,id,corpus]``
+``path,label[,text,speaker,session,split,id,corpus,text_source]``
 and optionally ``arousal,valence,dominance`` (dimensional affect on the 1-5 scale: all three or
-none per row; a row may leave all three blank).
+none per row; a row may leave all three blank). ``text`` may be left out or blank: the
+transcribe stage of ``training.distill`` fills it in (``text_source`` then says
+``asr:<model>``), and ``write_manifest`` writes such a manifest back.
 
 Paths are relative to the manifest's folder. Every problem (missing columns, missing files,
 unknown labels, bad splits) is collected and reported at once in one ``ManifestError``:
@@ -20,7 +22,19 @@ import soundfile as sf
 from training.data.utterance import DIMENSIONS, EMOTIONS, Utterance, check_dimensions
 
 REQUIRED_COLUMNS = ("path", "label")
-OPTIONAL_COLUMNS = ("text", "speaker", "session", "split", "id", "corpus", *DIMENSIONS)
+OPTIONAL_COLUMNS = (
+    "text",
+    "speaker",
+    "session",
+    "split",
+    "id",
+    "corpus",
+    "text_source",
+    *DIMENSIONS,
+)
+# The columns write_manifest writes, in order.
+WRITTEN_COLUMNS = ("path", "label", "text", "text_source", "speaker", "session", "split", "id",
+                   "corpus", *DIMENSIONS)  # fmt: skip
 VALID_SPLITS = ("", "train", "valid", "test")
 MAX_LISTED_PROBLEMS = 20
 
@@ -127,8 +141,28 @@ def load_manifest(
                     split=split,
                     dimensions=dimensions,
                     corpus=row.get("corpus", ""),
+                    text_source=row.get("text_source", ""),
                 )
             )
     if problems:
         raise ManifestError(path, problems)
     return utterances
+
+
+def write_manifest(utterances: Sequence[Utterance], path: str | Path) -> None:
+    """A CSV manifest of ``utterances`` (``WRITTEN_COLUMNS``, absolute audio paths) that
+    ``load_manifest`` reads back as the same utterances (without their ``extra``)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=WRITTEN_COLUMNS)
+        writer.writeheader()
+        for u in utterances:
+            dims = dict(zip(DIMENSIONS, u.dimensions, strict=True)) if u.dimensions else {}
+            writer.writerow({
+                "path": u.audio_path, "label": u.label, "text": u.transcript,
+                "text_source": u.text_source, "speaker": u.speaker, "session": u.session,
+                "split": u.split, "id": u.id, "corpus": u.corpus,
+                **{d: str(dims[d]) if dims else "" for d in DIMENSIONS},
+            })  # fmt: skip
+    tmp.replace(path)

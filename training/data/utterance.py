@@ -67,6 +67,9 @@ class Utterance:
     # (arousal, valence, dominance) on DIMENSION_SCALE, or None when the dataset has none
     dimensions: tuple[float, float, float] | None = None
     corpus: str = ""  # the corpus it comes from ("iemocap", "ravdess", "tess"; "" = unnamed)
+    # where the transcript comes from: "given" (the dataset) or "asr:<model>" (the transcribe
+    # stage); "" before that stage
+    text_source: str = ""
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def to_json(self) -> str:

@@ -1,6 +1,7 @@
 """Stage 1, data: the corpus's utterances, the protocol's folds, each fold's parts on disk.
 
-A synthetic corpus is generated on first use. Each fold's train / valid / test parts are written
+A synthetic corpus is generated on first use. The utterances get their transcripts
+(``training.stages.transcribe``) before they are split. Each fold's train / valid / test parts are written
 to ``RUN/folds/NAME/{part}.jsonl`` once and read back from there, so a resumed run keeps its
 split.
 """
@@ -106,9 +107,8 @@ def select_folds(cfg: Config, folds: list[Fold]) -> list[Fold]:
     return [by_name[n] for n in names]
 
 
-def folds(cfg: Config, main_first: MainFirst) -> list[Fold]:
-    """The folds ``cfg`` asks for, of the protocol's split of the dataset."""
-    utts = load_utterances(cfg, main_first)
+def folds(cfg: Config, utts: list[Utterance]) -> list[Fold]:
+    """The folds ``cfg`` asks for, of the protocol's split of the dataset's utterances."""
     return select_folds(
         cfg, make_folds(utts, cfg.protocol, valid_speakers=cfg.valid_speakers, seed=cfg.seed)
     )

@@ -41,6 +41,15 @@ def collect(
     }
 
 
+def transcripts_note(metrics: dict) -> str:
+    """Where the transcripts came from (the transcribe stage), e.g. "720 given, 240 by
+    asr:whisper-tiny.en"; empty for a run without that record."""
+    sources = metrics.get("transcripts", {}).get("sources")
+    if not sources:
+        return ""
+    return "Transcripts: " + ", ".join(f"{n} {s}" for s, n in sources.items()) + ".\n"
+
+
 def write_report(
     cfg: Config,
     run_dir: Path,
@@ -77,7 +86,7 @@ def write_report(
         "\nUA/WA in % on the held-out test speakers, mean ± std over (fold, seed) runs; teachers "
         "over folds. 'best valid' = the epoch with the best validation UA, 'last epoch' = the "
         f"final epoch. Total time {metrics['seconds'] / 60:.1f} min.\n"
-    )
+    ) + transcripts_note(metrics)
     (run_dir / "results.md").write_text(table + note, encoding="utf-8")
     for fold, fold_teachers in zip(folds, teachers, strict=True):
         for name, tm in fold_teachers.items():
