@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -25,8 +26,10 @@ class Settings(BaseSettings):
     int8: bool = Field(False, description="serve model.int8.onnx instead of model.onnx")
     threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads on CPU; 0 = all cores")
 
-    # HTTP
-    host: str = "0.0.0.0"
+    # HTTP. Loopback unless told otherwise (as Ollama, Jupyter and uvicorn itself): a service
+    # with no API keys is reachable from other machines only when someone chose so (the
+    # Docker image sets 0.0.0.0, where the container's port mapping decides).
+    host: str = Field("127.0.0.1", description="listen address; 0.0.0.0 = every interface")
     port: int = Field(8000, ge=1, le=65535)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     api_keys: Annotated[list[str], NoDecode] = Field(
@@ -180,6 +183,27 @@ class Settings(BaseSettings):
         problems.append(
             f"EMODISTILL_{name.upper()}={value:g} is over EMODISTILL_{limit.upper()}={bound:g}"
             + (f" ({why})" if why else "")
+        )
+
+    @property
+    def loopback_only(self) -> bool:
+        """Whether ``host`` reaches this machine only (127.0.0.0/8, ::1, localhost)."""
+        if self.host.lower() == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:  # a host name: it may resolve to any interface
+            return False
+
+    @property
+    def exposure_warning(self) -> str | None:
+        """The start-up warning of a service open to other machines with no API key."""
+        if self.loopback_only or self.api_keys:
+            return None
+        return (
+            f"listening on {self.host}, beyond loopback, with no API key: anyone who can reach "
+            f"port {self.port} can use the model. Set EMODISTILL_API_KEYS, or "
+            "EMODISTILL_HOST=127.0.0.1 to serve this machine only"
         )
 
     @property
