@@ -32,6 +32,7 @@ from benchmarks.tables_speed import (
     bench_model_ratios,
     bench_server,
     bench_server_detail,
+    profile_request,
 )
 from benchmarks.tables_voices import (
     real_voices,
@@ -63,6 +64,7 @@ TABLES: dict[str, Callable[[dict], list[str]]] = {
     "bench_model:ratios": bench_model_ratios,
     "bench_server": bench_server,
     "bench_server:detail": bench_server_detail,
+    "profile_request": profile_request,
     "bench_stream": bench_stream,
     "bench_stream_redesign_idle": bench_stream_idle,
     "reliability": reliability,

@@ -101,8 +101,14 @@ class Runtime:
 
     @classmethod
     def load(
-        cls, model_dir: str | Path, *, device: str = "auto", int8: bool = False, threads: int = 0
+        cls,
+        model_dir: str | Path,
+        *,
+        device: str = "auto",
+        int8: bool | None = False,
+        threads: int = 0,
     ) -> Runtime:
+        """``int8`` None: the int8 model when its export accepted it (EMODISTILL_INT8=auto)."""
         model = load_model_dir(model_dir, int8=int8)
         providers = requested_providers(device, ort.get_available_providers())
         try:
@@ -128,7 +134,10 @@ class Runtime:
     def from_settings(cls, settings: Settings) -> Runtime:
         """The server's model directory, device, precision and threads."""
         return cls.load(
-            settings.model_dir, device=settings.device, int8=settings.int8, threads=settings.threads
+            settings.model_dir,
+            device=settings.device,
+            int8=settings.int8_choice,
+            threads=settings.threads,
         )
 
     def _check_io(self) -> None:
