@@ -153,10 +153,10 @@ def profile(args) -> dict:
     instrument(marks)
     settings = Settings(model_dir=args.model_dir, int8=args.int8, threads=args.threads)
     with live_server(settings, wrap=lambda app: timed_app(app, marks)) as live:
-        return measure(args, marks, live.url, settings)
+        return measure(args, marks, live.url)
 
 
-def measure(args, marks: Marks, url: str, settings) -> dict:
+def measure(args, marks: Marks, url: str) -> dict:
     import soundfile as sf
 
     from emocore.audio import SAMPLE_RATE, load_audio
@@ -223,7 +223,13 @@ def main() -> int:
     parser.add_argument("--commit", help="the commit profiled (recorded)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
-    sys.path.insert(0, str(args.source or ROOT))
+    sys.path.insert(0, str(ROOT))  # this checkout's test helpers (the in-thread server)
+    if args.source:  # that checkout's packages: imported first, their submodules follow them
+        sys.path.insert(0, str(args.source.resolve()))
+        import emocore  # noqa: F401
+        import server  # noqa: F401
+
+        sys.path.pop(0)
     args.model_dir = args.model_dir.resolve()
     load_before = [round(x, 2) for x in os.getloadavg()]
     result = profile(args)
