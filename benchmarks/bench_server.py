@@ -8,7 +8,9 @@ Each model is served from one model directory, and every path runs its weights:
   * whisper-tiny.en: the demo model (``--demo``, built by ``python -m training.demo``: trained
     weights, its int8 model as its export gated it);
   * whisper-base: the real Whisper base encoder with a random head (weighted layer pooling and a
-    dimensions head, as the demo's), int8 calibrated on synthetic signals (speed only);
+    dimensions head, as the demo's), int8 calibrated, and its batching measured, on the demo
+    build's speech clips (``--speech-run``; nothing gated: a random head's accuracy is no
+    figure);
   * hubert-base: the HuBERT-base architecture, random init (speed does not depend on weights).
 Each round measures, per model, back to back on the same 3 s clips:
   * transformers ``pipeline("audio-classification")`` on the model dir's hf/ checkpoint
@@ -51,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from emocore.audio import SAMPLE_RATE, load_audio  # noqa: E402
+from server.settings import Settings  # noqa: E402
 from tests.server.live_server import metric, serve  # noqa: E402
 
 DEFAULT_CACHE = ROOT / ".cache" / "bench_server"
@@ -69,9 +72,12 @@ Runner = Callable[[np.ndarray], object]
 # ---- the model directories --------------------------------------------------------------------
 
 
-def build_random(name: str, cache: Path) -> Path:
+def build_random(name: str, cache: Path, speech_run: Path | None = None) -> Path:
     """A model directory (fp32 + int8 + hf/) for ``name`` with random weights where it has no
-    pretrained ones, exported once into ``cache``."""
+    pretrained ones, exported once into ``cache``. A Whisper student's int8 is calibrated and
+    its batching measured on ``speech_run``'s clips (the demo build's: the training part and
+    the validation speakers, as an export does) when given: Whisper int8 batches exactly on
+    synthetic signals but not on speech."""
     out = cache / name
     if all((out / f).exists() for f in ("model.json", "model.int8.onnx", "hf")):
         return out
@@ -91,11 +97,23 @@ def build_random(name: str, cache: Path) -> Path:
     else:  # pooled and with dimensions, as the demo student
         classifier = build_classifier(name, EMOTIONS, use_weighted_layer_sum=True)
         student = Student(classifier, dimensions=True)
-    calibration = synthetic_calibration(8)
-    return build_model_dir(student.eval(), out, int8=True, calibration=calibration)
+    if speech_run is None or name == "hubert-base":
+        calibration = synthetic_calibration(8)
+        return build_model_dir(student.eval(), out, int8=True, calibration=calibration)
+    from export.run import choose_fold, int8_sets
+
+    calibration, check = int8_sets(choose_fold(speech_run, None), speech_run, list(EMOTIONS))
+    # a random head: its accuracy means nothing, so nothing is gated (speed only)
+    limits = {"max_dimensions_diff": float("inf"), "max_ccc_drop": float("inf")}
+    return build_model_dir(
+        student.eval(), out, int8=True, calibration=calibration["audio"], int8_check=check,
+        int8_max_ua_drop=1.0, int8_limits=limits,
+    )  # fmt: skip
 
 
-def model_dirs(names: list[str], demo: Path, cache: Path) -> dict[str, tuple[Path, str]]:
+def model_dirs(
+    names: list[str], demo: Path, cache: Path, speech_run: Path | None
+) -> dict[str, tuple[Path, str]]:
     """name -> (model directory, what its weights are)."""
     dirs = {}
     for name in names:
@@ -105,7 +123,7 @@ def model_dirs(names: list[str], demo: Path, cache: Path) -> dict[str, tuple[Pat
                 raise SystemExit(f"{demo} has no accepted int8 model: {meta['int8']}")
             dirs[name] = (demo, f"the demo model ({demo.name}/, trained weights)")
         elif name == "whisper-base":
-            dirs[name] = (build_random(name, cache), "real encoder, random head")
+            dirs[name] = (build_random(name, cache, speech_run), "real encoder, random head")
         else:
             dirs[name] = (build_random(name, cache), "random init")
     return dirs
@@ -380,16 +398,23 @@ def main() -> int:
     parser.add_argument("--lone-seconds", type=float, default=10.0, help="per lone measurement")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients")
     parser.add_argument("--max-batch-size", type=int, default=8)
-    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--max-wait-ms", type=float, help="default: the server's")
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = cores)")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--demo", type=Path, default=ROOT / "models" / "demo")
+    parser.add_argument(
+        "--speech-run",
+        type=Path,
+        default=ROOT / "runs" / "demo",
+        help="the demo build's run: its clips calibrate Whisper base's int8 (once)",
+    )
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    dirs = model_dirs(args.models, args.demo, args.cache)
+    speech_run = args.speech_run if (args.speech_run / "folds").is_dir() else None
+    dirs = model_dirs(args.models, args.demo, args.cache, speech_run)
     clips = make_clips(CLIPS, CLIP_SECONDS)
     bodies = [wav_bytes(clip) for clip in clips]
     decoded = [load_audio(body) for body in bodies]  # what the server infers (16-bit WAV)
@@ -444,7 +469,7 @@ def main() -> int:
             "lone_seconds": args.lone_seconds,
             "clients": args.clients,
             "max_batch_size": args.max_batch_size,
-            "max_wait_ms": args.max_wait_ms,
+            "max_wait_ms": Settings().max_wait_ms if args.max_wait_ms is None else args.max_wait_ms,
             "threads": args.threads or os.cpu_count(),
             "clip_seconds": CLIP_SECONDS,
             "clips": CLIPS,

@@ -48,7 +48,7 @@ MARKS = "ABCDEFGHIJK"
 STAGES = [
     ("middleware, dependencies, API key", "A", "B"),
     ("body read", "B", "C"),
-    ("to the decoder (thread hop)", "C", "D"),
+    ("to the decoder (a worker thread, or not)", "C", "D"),
     ("decode + validation", "D", "E"),
     ("to the batcher", "E", "F"),
     ("batcher hand-off (queue, wait, worker hop)", "F", "G"),
