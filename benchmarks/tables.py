@@ -32,6 +32,8 @@ from benchmarks.tables_speed import (
     bench_model_ratios,
     bench_server,
     bench_server_detail,
+    int8_accuracy,
+    int8_sensitivity,
     profile_request,
 )
 from benchmarks.tables_voices import (
@@ -65,6 +67,8 @@ TABLES: dict[str, Callable[[dict], list[str]]] = {
     "bench_server": bench_server,
     "bench_server:detail": bench_server_detail,
     "profile_request": profile_request,
+    "int8_accuracy": int8_accuracy,
+    "int8_sensitivity": int8_sensitivity,
     "bench_stream": bench_stream,
     "bench_stream_redesign_idle": bench_stream_idle,
     "reliability": reliability,

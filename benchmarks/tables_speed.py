@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from benchmarks.tables_format import load, num, pct, span, table
 
 _MODEL_PATHS = [
@@ -238,4 +240,121 @@ def profile_request(data: dict) -> list[str]:
         *table(["stage (p50 ms)", *labels], rows),
         "",
         f"{'; '.join(notes)}. Stage medians do not add up to the latency's median exactly.",
+    ]
+
+
+# ---- int8_accuracy.json / int8_sensitivity.json -------------------------------------------------
+
+
+def _pct1(share: float) -> str:
+    return f"{share * 100:.1f}"
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "missed"
+
+
+def int8_accuracy(data: dict) -> list[str]:
+    """A trained student's int8 against fp32 on its test speakers, and the export's gate."""
+    fp32, int8, goals, met = data["fp32"], data["int8"], data["goals"], data["met"]
+    rows = [
+        ["UA %", _pct1(fp32["ua"]), _pct1(int8["ua"]),
+         f"within {goals['ua_drop_points']:g} point: {_met(met['ua'])} "
+         f"({data['ua_drop_points']:.2f})"],
+        ["WA %", _pct1(fp32["wa"]), _pct1(int8["wa"]), ""],
+        ["same label as fp32 %", "", _pct1(data["argmax_agreement"]), ""],
+    ]  # fmt: skip
+    names = data.get("dimension_names") or []
+    for i, name in enumerate(names if "ccc" in fp32 else []):
+        rows.append([f"CCC {name}", f"{fp32['ccc'][i]:.3f}", f"{int8['ccc'][i]:.3f}", ""])
+    if "dimensions_max_abs_diff" in data:
+        ccc = f"; CCC {data['ccc_drop_max']:.3f}" if "ccc_drop_max" in data else ""
+        rows.append([
+            "dimensions: largest / mean difference from fp32", "",
+            f"{data['dimensions_max_abs_diff']:.3f} / {data['dimensions_mean_abs_diff']:.3f}",
+            f"within {goals['dimensions_max_abs_diff']:g} or CCC within {goals['ccc_drop']:g}: "
+            f"{_met(met['dimensions'])} ({data['dimensions_max_abs_diff']:.3f}{ccc})",
+        ])  # fmt: skip
+    rows.append([
+        "int8 in padded batches: largest difference from alone", "",
+        f"{data['int8_batched_max_abs_diff']:.3g}",
+        f"within {goals['batched_tolerance']:g}: {_met(met['batched_exactly'])}",
+    ])  # fmt: skip
+    gate = data["export_gate"]
+    verdict = "accepted" if gate["accepted"] else f"refused ({gate.get('reason')})"
+    ccc_gate = ""
+    if "dimensions_ccc_fp32" in gate:
+        drop = max(
+            a - b
+            for a, b in zip(gate["dimensions_ccc_fp32"], gate["dimensions_ccc_int8"], strict=True)
+        )
+        ccc_gate = f", CCC down by at most {drop:.3f}"
+    dims_gate = (
+        f", dimensions moved by up to {gate['dimensions_max_abs_diff']:.3f}{ccc_gate}"
+        if "dimensions_max_abs_diff" in gate
+        else ""
+    )
+    served = "batched" if gate["batch_invariant"] else "one clip at a time (exact answers)"
+    return [
+        *table(["test speakers", "fp32", "int8", "goal"], rows),
+        "",
+        f"{data['backbone']} student `{data['model']}`, fold {data['fold']}: "
+        f"{data['test_clips']} test clips of {', '.join(data['test_speakers'])}. The export's "
+        f"gate on {gate['evaluated_on']} validation clips of "
+        f"{', '.join(gate.get('evaluation_speakers', []))}: UA {_pct1(gate['ua_fp32'])} -> "
+        f"{_pct1(gate['ua_int8'])}%{dims_gate}, batching drift "
+        f"{gate['batching_max_abs_diff']:.3g}: int8 {verdict}, served {served}. "
+        f"`{data['command']}`, run {data['date']} at commit {data['commit']}, "
+        f"{data['seconds']:g} s, load average {load(data['load_average'][0])} -> "
+        f"{load(data['load_average'][1])}.",
+    ]
+
+
+def int8_sensitivity(data: dict) -> list[str]:
+    """The int8 recipe's variants against fp32 on the check clips, and the batching drift of
+    equal-length batches."""
+    rows = []
+    for name, v in data["variants"].items():
+        dims = (
+            f"{v['dimensions_max_abs_diff']:.3f} / {v['dimensions_mean_abs_diff']:.4f}"
+            if "dimensions_max_abs_diff" in v
+            else ""
+        )
+        rows.append([name, dims, f"{v['logits_max_abs_diff']:.3f}", pct(v["argmax_agreement"])])
+    snr = [v["snr_db"] for v in data["input_snr"].values()]
+    ratios = list(data["layernorm_max_over_median"].values())
+    drift = [
+        [name, f"{d['max_abs_diff']:.2g}", f"{d['rows_identical']} of {d['rows']}"]
+        for name, d in data["equal_length_batches"].items()
+    ]
+    rows_per = next(iter(data["equal_length_batches"].values()))
+    return [
+        *table(
+            [
+                "int8 recipe",
+                "dimensions: largest / mean difference",
+                "logits: largest",
+                "same label %",
+            ],
+            rows,
+        ),  # fmt: skip
+        "",
+        f"{data['backbone']} student `{data['model']}`: {data['calibration_clips']} calibration "
+        f"clips, {data['check_clips']} check clips (the export's own sets). Quantised inputs' "
+        f"signal to uint8-rounding-noise ratio {min(snr):.1f}-{max(snr):.1f} dB (median "
+        f"{float(np.median(snr)):.1f}); LayerNorm outputs' largest channel / median channel "
+        f"{min(ratios):.1f}-{max(ratios):.1f}.",
+        "",
+        *table(
+            [
+                f"batches of 8 clips of {rows_per['samples']} samples",
+                "largest difference from alone",
+                "rows equal bit for bit",
+            ],
+            drift,
+        ),  # fmt: skip
+        "",
+        f"`{data['command']}`, run {data['date']} at commit {data['commit']}, "
+        f"{data['minutes']:g} min, load average {load(data['load_average'][0])} -> "
+        f"{load(data['load_average'][1])}.",
     ]

@@ -98,19 +98,30 @@ def synthetic_calibration(count: int = 16) -> list[np.ndarray]:
     return [probe_signal(int(n), seed=500 + i) for i, n in enumerate(lengths)]
 
 
-def quantize(fp32_path: Path, int8_path: Path, calibration: Sequence[np.ndarray]) -> Path:
-    model = onnx.load(str(fp32_path))
-    quantize_static(
-        str(fp32_path),
-        str(int8_path),
-        RowsReader(list(calibration)[:CALIBRATION_MAX]),
+def quantize(
+    fp32_path: Path,
+    int8_path: Path,
+    calibration: Sequence[np.ndarray],
+    nodes: Sequence[str] | None = None,
+    **options,
+) -> Path:
+    """The shipped int8 recipe; ``nodes`` (default: ``quantized_nodes``) and ``options`` (to
+    ``quantize_static``) vary it for the sensitivity study (benchmarks/int8_sensitivity.py)."""
+    chosen = quantized_nodes(onnx.load(str(fp32_path))) if nodes is None else list(nodes)
+    recipe = dict(
         quant_format=QuantFormat.QDQ,
         op_types_to_quantize=["MatMul", "Conv"],
-        nodes_to_quantize=quantized_nodes(model),
         per_channel=True,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         calibrate_method=CalibrationMethod.MinMax,
+    )
+    quantize_static(
+        str(fp32_path),
+        str(int8_path),
+        RowsReader(list(calibration)[:CALIBRATION_MAX]),
+        nodes_to_quantize=chosen,
+        **(recipe | options),
     )
     return int8_path
 
