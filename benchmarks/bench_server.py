@@ -385,6 +385,7 @@ def served(model_dir: Path, args) -> Iterator[dict]:
                     threads=args.threads,
                     max_batch_size=args.max_batch_size,
                     max_wait_ms=args.max_wait_ms,
+                    ort_spinning=args.ort_spinning,
                 )
             )
             servers[variant] = (url, process.pid)
@@ -400,6 +401,9 @@ def main() -> int:
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--max-wait-ms", type=float, help="default: the server's")
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = cores)")
+    parser.add_argument(
+        "--ort-spinning", choices=("true", "false"), help="the server's (default: its own)"
+    )
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--demo", type=Path, default=ROOT / "models" / "demo")
     parser.add_argument(
@@ -471,6 +475,9 @@ def main() -> int:
             "max_batch_size": args.max_batch_size,
             "max_wait_ms": Settings().max_wait_ms if args.max_wait_ms is None else args.max_wait_ms,
             "threads": args.threads or os.cpu_count(),
+            "ort_spinning": Settings().ort_spinning
+            if args.ort_spinning is None
+            else args.ort_spinning == "true",
             "clip_seconds": CLIP_SECONDS,
             "clips": CLIPS,
         },

@@ -29,6 +29,11 @@ class Settings(BaseSettings):
         "it and its accuracy gate passed on held-out clips",
     )
     threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads on CPU; 0 = all cores")
+    ort_spinning: bool = Field(
+        True,
+        description="ONNX Runtime's idle worker threads spin-wait for work (its default); false: "
+        "they sleep at once, leaving the cores to the event loop and concurrent requests",
+    )
 
     # HTTP. Loopback unless told otherwise (as Ollama, Jupyter and uvicorn itself): a service
     # with no API keys is reachable from other machines only when someone chose so (the

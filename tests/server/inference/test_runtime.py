@@ -215,3 +215,15 @@ def test_wrong_onnx_io_names_are_refused(model_copy):
     edit_meta(model_copy, files=files)
     with pytest.raises(ModelDirError, match="expected inputs"):
         Runtime.load(model_copy, device="cpu")
+
+
+def test_ort_spinning_setting_reaches_the_session_options(monkeypatch):
+    from server.inference.runtime import session_options
+    from server.settings import Settings
+
+    assert Settings().ort_spinning is True  # ONNX Runtime's own default
+    monkeypatch.setenv("EMODISTILL_ORT_SPINNING", "false")
+    assert Settings().ort_spinning is False
+    for spinning, entry in ((True, "1"), (False, "0")):
+        options = session_options(2, spinning)
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == entry
