@@ -2,6 +2,9 @@
 
     python benchmarks/gpu_check.py train --out DIR [--dry-run]   bf16 steps/s + peak GPU memory
     python benchmarks/gpu_check.py onnx  --out DIR [--dry-run]   CUDA EP vs CPU parity, audio-s/s
+                                                                (HuBERT-base and a Whisper
+                                                                tiny.en student; plain runs and
+                                                                I/O binding, batch 1 and 8)
     python benchmarks/gpu_check.py serve --out DIR [--dry-run]   the server's /health on CUDA
 
 ``--dry-run`` runs the same code on the CPU with the tiny student and few steps: it proves the
@@ -33,6 +36,12 @@ SR = 16_000
 
 def _model(dry_run: bool) -> str:
     return "tiny" if dry_run else "hubert-base"  # the HuBERT-base architecture, random init
+
+
+def _whisper(dry_run: bool) -> str:
+    """The shipped backbone: Whisper tiny.en's real encoder (random head); a tiny random
+    Whisper config in the dry run."""
+    return "tiny-whisper" if dry_run else "whisper-tiny.en"
 
 
 def train(out: Path, dry_run: bool) -> dict:
@@ -90,32 +99,57 @@ def train(out: Path, dry_run: bool) -> dict:
     }  # fmt: skip
 
 
-def export_model(out: Path, dry_run: bool) -> Path:
+def export_model(out: Path, dry_run: bool, name: str | None = None) -> Path:
+    """The model directory of ``name`` (default: the HuBERT-base architecture), once."""
     import torch
 
     from export import build_model_dir
     from training.data.utterance import EMOTIONS
     from training.models.student import Student, build_classifier
 
-    model_dir = out / "model"
+    name = name or _model(dry_run)
+    model_dir = out / ("model" if name == _model(dry_run) else f"model-{name}")
     if not (model_dir / "model.json").is_file():
         torch.manual_seed(0)
-        student = Student(build_classifier(_model(dry_run), EMOTIONS)).eval()
-        build_model_dir(student, model_dir, hf=False)
+        # Whisper students pool a weighted sum of their layers and predict dimensions, as the
+        # demo student does.
+        whisper = "whisper" in name
+        options = {"use_weighted_layer_sum": True} if whisper else {}
+        student = Student(build_classifier(name, EMOTIONS, **options), dimensions=whisper)
+        build_model_dir(student.eval(), model_dir, hf=False)
     return model_dir
 
 
 def onnx(out: Path, dry_run: bool) -> dict:
-    """The exported model on the CUDA execution provider: parity with the CPU provider and
-    audio-seconds per second at batch 1 and 8."""
+    """The exported models on the CUDA execution provider: parity with the CPU provider and
+    audio-seconds per second at batch 1 and 8, by ``session.run`` (numpy in and out), by I/O
+    binding with the inputs already on the device (the provider's ceiling), and through the
+    server's own Runtime (its I/O binding: inputs copied from the host, outputs back)."""
     import onnxruntime as ort
 
-    from export.parity import pad_batch, probe_signal
-
-    model = export_model(out, dry_run) / "model.onnx"
     available = ort.get_available_providers()
     if not dry_run and "CUDAExecutionProvider" not in available:
         raise SystemExit(f"no CUDAExecutionProvider in {available}: pip install onnxruntime-gpu")
+    models = {}
+    for name in (_model(dry_run), _whisper(dry_run)):
+        models[name] = onnx_model(export_model(out, dry_run, name), dry_run)
+    first = models[_model(dry_run)]
+    return {
+        "provider": first["provider"], "model": _model(dry_run),
+        "max_abs_diff_logits_vs_cpu": first["max_abs_diff_logits_vs_cpu"],
+        **first["speed"]["run"], "clip_seconds": SECONDS,
+        "models": models,
+    }  # fmt: skip
+
+
+def onnx_model(model_dir: Path, dry_run: bool) -> dict:
+    """One model directory: CUDA vs CPU logits, and the three ways of running it."""
+    import onnxruntime as ort
+
+    from export.parity import pad_batch, probe_signal
+    from server.inference.runtime import Runtime
+
+    model = model_dir / "model.onnx"
     gpu_providers = ["CPUExecutionProvider"] if dry_run else ["CUDAExecutionProvider"]
     gpu = ort.InferenceSession(str(model), providers=gpu_providers)
     cpu = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
@@ -127,22 +161,37 @@ def onnx(out: Path, dry_run: bool) -> dict:
         feeds = {"audio": audio, "lengths": lengths}
         a, b = gpu.run(["logits"], feeds)[0], cpu.run(["logits"], feeds)[0]
         diff = max(diff, float(np.abs(a - b).max()))
-    speed = {}
+    device = "cpu" if dry_run else "cuda"
+    runtime = Runtime.load(model_dir, device=device, threads=0)
+    runtime.use_io_binding(True)  # on CUDA it binds anyway; in the dry run: the same path
+    outputs = [o.name for o in gpu.get_outputs()]
+    speed: dict[str, dict] = {"run": {}, "io_binding_device_inputs": {}, "server_runtime": {}}
     for batch in (1, 8):
         audio, lengths = pad_batch(rows[:batch])
         feeds = {"audio": audio, "lengths": lengths}
-        for _ in range(3):
-            gpu.run(None, feeds)
+        binding = gpu.io_binding()
+        for name, value in feeds.items():
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, device, 0))
+        for name in outputs:
+            binding.bind_output(name, device)
+        calls = {
+            "run": lambda feeds=feeds: gpu.run(None, feeds),
+            "io_binding_device_inputs": lambda b=binding: gpu.run_with_iobinding(b),
+            "server_runtime": lambda a=audio, n=lengths: runtime.run(a, n),
+        }
         rounds = 5 if dry_run else 50
-        started = time.perf_counter()
-        for _ in range(rounds):
-            gpu.run(None, feeds)
-        speed[f"batch_{batch}_audio_s_per_s"] = round(
-            rounds * batch * SECONDS / (time.perf_counter() - started), 1
-        )
+        for path, call in calls.items():
+            for _ in range(3):
+                call()
+            started = time.perf_counter()
+            for _ in range(rounds):
+                call()
+            speed[path][f"batch_{batch}_audio_s_per_s"] = round(
+                rounds * batch * SECONDS / (time.perf_counter() - started), 1
+            )
     return {
-        "provider": gpu.get_providers()[0], "model": _model(dry_run),
-        "max_abs_diff_logits_vs_cpu": diff, **speed, "clip_seconds": SECONDS,
+        "provider": gpu.get_providers()[0], "server_provider": runtime.provider,
+        "max_abs_diff_logits_vs_cpu": diff, "speed": speed, "clip_seconds": SECONDS,
     }  # fmt: skip
 
 

@@ -2,7 +2,9 @@
 # The GPU check of issue 12, for a machine with one NVIDIA GPU (<= 8 minutes):
 #   1. a bf16 training smoke run of the HuBERT-base-architecture student (steps/s, peak memory)
 #   2. torchrun DDP on 1 GPU: the IEMOCAP recipe on a small generated tree (hubert-base, capped)
-#   3. the ONNX model on the CUDA execution provider: parity with CPU, audio-s/s at batch 1 and 8
+#   3. the ONNX models (HuBERT-base and a Whisper tiny.en student) on the CUDA execution
+#      provider: parity with CPU, audio-s/s at batch 1 and 8 by session.run, by I/O binding and
+#      through the server's Runtime
 #   4. the server's /health reports the CUDA provider
 # Needs the train extras and onnxruntime-gpu (make ORT_EXTRA=gpu TORCH=torch ...).
 #   benchmarks/gpu_check.sh [--dry-run] [OUT_DIR]     (--dry-run: CPU and the tiny student,
@@ -40,7 +42,7 @@ timeout "$LIMIT" "$PY" -m torch.distributed.run --standalone --nproc_per_node 1 
 grep -E "EmoDistill run|refit .* test UA|student .* test UA" "$OUT/ddp-run/log.txt"
 
 step "3/4 ONNX on the CUDA execution provider"
-timeout 120 "$PY" benchmarks/gpu_check.py onnx --out "$OUT" $DRY
+timeout 240 "$PY" benchmarks/gpu_check.py onnx --out "$OUT" $DRY
 
 step "4/4 the server's /health"
 timeout 120 "$PY" benchmarks/gpu_check.py serve --out "$OUT" $DRY

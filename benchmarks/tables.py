@@ -32,6 +32,9 @@ from benchmarks.tables_speed import (
     bench_model_ratios,
     bench_server,
     bench_server_detail,
+    int8_accuracy,
+    int8_sensitivity,
+    profile_request,
 )
 from benchmarks.tables_transcribe import (
     transcribe_distill,
@@ -69,6 +72,9 @@ TABLES: dict[str, Callable[[dict], list[str]]] = {
     "bench_model:ratios": bench_model_ratios,
     "bench_server": bench_server,
     "bench_server:detail": bench_server_detail,
+    "profile_request": profile_request,
+    "int8_accuracy": int8_accuracy,
+    "int8_sensitivity": int8_sensitivity,
     "bench_stream": bench_stream,
     "bench_stream_redesign_idle": bench_stream_idle,
     "reliability": reliability,

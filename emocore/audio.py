@@ -203,7 +203,8 @@ def _decode_mono_16k(audio: sf.SoundFile, max_frames: int | None) -> tuple[np.nd
         if max_frames is not None and frames > max_frames:
             break  # one frame past the limit: too long, whatever the header said
         _check_block(block)
-        mono = block.mean(axis=1, dtype=np.float32)
+        # One channel is its own mean (the same floats); a copy, as the buffer is reused.
+        mono = block[:, 0].copy() if audio.channels == 1 else block.mean(axis=1, dtype=np.float32)
         pieces.append(mono if resampler is None else resampler.resample_chunk(mono))
     if resampler is not None and (max_frames is None or frames <= max_frames):
         pieces.append(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
@@ -220,12 +221,17 @@ def decode_budget_bytes(max_seconds: float) -> int:
 
 
 def validate(
-    samples: np.ndarray, *, min_seconds: float = MIN_SECONDS, max_seconds: float | None = None
+    samples: np.ndarray,
+    *,
+    min_seconds: float = MIN_SECONDS,
+    max_seconds: float | None = None,
+    finite: bool = False,
 ) -> np.ndarray:
-    """Reject what no model can use: empty, NaN/Inf, shorter than the receptive field, too long."""
+    """Reject what no model can use: empty, NaN/Inf, shorter than the receptive field, too long.
+    ``finite``: the samples were already checked block by block (``load_audio``)."""
     if samples.size == 0:
         raise AudioError("empty", "the audio holds no samples")
-    if not np.isfinite(samples).all():
+    if not finite and not np.isfinite(samples).all():
         raise AudioError("non_finite", "the audio contains NaN or infinite samples")
     seconds = samples.shape[0] / SAMPLE_RATE
     if samples.shape[0] < max(MIN_SAMPLES, int(round(min_seconds * SAMPLE_RATE))):
@@ -252,4 +258,5 @@ def load_audio(
         mono, frames = _decode_mono_16k(audio, max_frames)
         if max_frames is not None and frames > max_frames:
             raise _too_long(None, max_seconds)
-    return validate(mono, min_seconds=min_seconds, max_seconds=max_seconds)
+    # every decoded block passed _check_block (finite, in range), and resampling keeps that
+    return validate(mono, min_seconds=min_seconds, max_seconds=max_seconds, finite=True)

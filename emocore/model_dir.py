@@ -191,8 +191,21 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def load_model_dir(path: str | Path, *, int8: bool = False) -> ModelDir:
-    """Validate ``path`` (model.json keys, file presence, sha256) and return its description."""
+def int8_accepted(meta: dict) -> bool:
+    """Whether the export wrote ``model.int8.onnx`` and its accuracy gate passed on held-out
+    clips (``int8.evaluated_on_calibration_clips`` false): what ``int8=None`` (auto) serves."""
+    entry = meta.get("int8") or {}
+    files = meta.get("files") if isinstance(meta.get("files"), dict) else {}
+    return (
+        INT8_FILE in files
+        and entry.get("accepted") is True
+        and entry.get("evaluated_on_calibration_clips") is False
+    )
+
+
+def load_model_dir(path: str | Path, *, int8: bool | None = False) -> ModelDir:
+    """Validate ``path`` (model.json keys, file presence, sha256) and return its description.
+    ``int8`` None: the int8 model when the export's gate accepted it (``int8_accepted``)."""
     path = Path(path)
     if not path.is_dir():
         raise ModelDirError(
@@ -231,10 +244,16 @@ def load_model_dir(path: str | Path, *, int8: bool = False) -> ModelDir:
         raise ModelDirError(f"{meta_path}: max_samples must be null or an integer >= min_samples")
     dimensions = parse_dimensions(meta.get("dimensions"), meta_path)
 
+    if int8 is None:
+        int8 = int8_accepted(meta)
     name = INT8_FILE if int8 else MODEL_FILE
     entry = meta["files"].get(name) if isinstance(meta["files"], dict) else None
     if entry is None:
-        hint = " (this model was exported without --int8; unset EMODISTILL_INT8)" if int8 else ""
+        hint = (
+            " (this model was exported without int8; set EMODISTILL_INT8=auto or false)"
+            if int8
+            else ""
+        )
         raise ModelDirError(f"{meta_path} lists no {name}{hint}")
     onnx_path = path / name
     if not onnx_path.is_file():

@@ -56,6 +56,7 @@ def build_model_dir(
     int8_check: dict | None = None,
     int8_max_ua_drop: float | None = None,
     calibration_info: dict | None = None,
+    int8_limits: dict | None = None,
 ) -> Path:
     """Export, check parity, and only then write ``out_dir`` (replacing an earlier model dir).
 
@@ -64,7 +65,8 @@ def build_model_dir(
     ``int8_check`` ({"audio", "labels", "speakers"}, clips disjoint from ``calibration``)
     moves those figures to held-out clips and gates: int8 more than ``int8_max_ua_drop`` UA
     below fp32 there is not shipped (model.json records why). ``calibration_info``
-    ({"speakers", "source"}) names the calibration audio in model.json.
+    ({"speakers", "source"}) names the calibration audio in model.json. ``int8_limits``
+    (``max_dimensions_diff``, ``max_ccc_drop``) gates the dimensions the same way.
     Raises ``ParityError`` (and writes nothing) above ``tolerance``.
     """
     out_dir = Path(out_dir)
@@ -86,7 +88,7 @@ def build_model_dir(
                 model_path, staging / INT8_FILE, calibration, calibration_labels, tolerance,
                 min_samples=student.min_samples, check=int8_check,
                 max_ua_drop=INT8_MAX_UA_DROP if int8_max_ua_drop is None else int8_max_ua_drop,
-                calibration_info=calibration_info,
+                calibration_info=calibration_info, **(int8_limits or {}),
             )  # fmt: skip
             if int8_meta["accepted"]:
                 files[INT8_FILE] = file_entry(staging / INT8_FILE)

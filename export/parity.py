@@ -121,6 +121,20 @@ def batching_max_abs_diff(session: ort.InferenceSession, rows: Sequence[np.ndarr
     return worst
 
 
+def length_batches(
+    rows: Sequence[np.ndarray], size: int = 8, max_ratio: float = 2.0
+) -> list[list[np.ndarray]]:
+    """Rows grouped as the server's batcher groups them: neighbours in length, at most ``size``
+    per batch and the longest at most ``max_ratio`` times the shortest."""
+    batches: list[list[np.ndarray]] = []
+    for row in sorted(rows, key=len):
+        if batches and len(batches[-1]) < size and len(row) <= max_ratio * len(batches[-1][0]):
+            batches[-1].append(row)
+        else:
+            batches.append([row])
+    return batches
+
+
 def gain_max_abs_diff(
     session: ort.InferenceSession, rows: Sequence[np.ndarray], gains: Sequence[float] = GAINS
 ) -> float:

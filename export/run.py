@@ -10,9 +10,15 @@ import numpy as np
 from emocore.audio import SAMPLE_RATE, load_audio
 from emocore.model_dir import MAX_SECONDS
 from export.model_dir import build_model_dir
-from export.quantize import CALIBRATION_MAX, EVALUATION_MAX, INT8_MAX_UA_DROP
+from export.quantize import (
+    CALIBRATION_MAX,
+    EVALUATION_MAX,
+    INT8_MAX_CCC_DROP,
+    INT8_MAX_DIMENSIONS_DIFF,
+    INT8_MAX_UA_DROP,
+)
 from training.data.splits import FINAL_FOLD
-from training.data.utterance import Utterance, read_jsonl
+from training.data.utterance import Utterance, dimension_array, read_jsonl
 from training.eval.calibration import fold_temperature
 from training.models.student import load_student
 
@@ -78,28 +84,45 @@ def speaker_rounds(utterances: list[Utterance], seed: int = 0) -> list[list[Utte
 
 
 def int8_sets(fold_dir: Path, run_dir: Path, labels: list[str]) -> tuple[dict, dict]:
-    """(calibration, evaluation) for int8, each {"audio", "labels", "speakers", "source"}:
-    held-out audio (validation speakers; the training part for a ``final`` model, which has
-    none), dealt in rounds over the speakers, even rounds for calibration and odd ones for the
-    check: both sets span every speaker and never share a clip."""
-    source = "validation"
-    utts = read_jsonl(fold_dir / "valid.jsonl")
-    if not utts:
-        source, utts = "training (no validation speakers)", read_jsonl(fold_dir / "train.jsonl")
-    rounds = speaker_rounds(utts)
+    """(calibration, evaluation) for int8, each {"audio", "labels", "speakers", "source",
+    "dimensions"}: the activation ranges from training clips, the accuracy check on the
+    held-out validation clips (every one, up to EVALUATION_MAX), both dealt in rounds over the
+    speakers so that a capped set spans them all. Calibration clips need not be held out; the
+    check's do, and all of them count: on the demo's 120 validation clips one changed answer
+    of 60 had been 2.1 points of UA. A ``final`` model has no validation speakers: its training
+    clips are dealt in rounds, even rounds calibrating and odd ones checking (no clip in both);
+    so are the validation clips of a fold without training clips listed."""
+    train, valid = (_utterances(fold_dir / f"{part}.jsonl") for part in ("train", "valid"))
+    if valid and train:
+        calibration = [u for r in speaker_rounds(train) for u in r]
+        evaluation = [u for r in speaker_rounds(valid) for u in r]
+        sources = ("training", "validation")
+    else:
+        rounds = speaker_rounds(valid or train)
+        calibration = [u for r in rounds[0::2] for u in r]
+        evaluation = [u for r in rounds[1::2] for u in r]
+        source = "validation" if valid else "training (no validation speakers)"
+        sources = (source, source)
     limit = int(MAX_SECONDS * SAMPLE_RATE)
 
-    def load(part: list[Utterance]) -> dict:
+    def load(part: list[Utterance], source: str) -> dict:
         return {
             "audio": [load_audio(resolve_audio(u.audio_path, run_dir))[:limit] for u in part],
             "labels": [labels.index(u.label) for u in part],
             "speakers": sorted({u.speaker for u in part}),
             "source": source,
+            # rated clips: the dimensions' CCC with the ratings (NaN rows: unrated)
+            "dimensions": dimension_array(part) if any(u.dimensions for u in part) else None,
         }
 
-    calibration = [u for r in rounds[0::2] for u in r][:CALIBRATION_MAX]
-    evaluation = [u for r in rounds[1::2] for u in r][:EVALUATION_MAX]
-    return load(calibration), load(evaluation)
+    return (
+        load(calibration[:CALIBRATION_MAX], sources[0]),
+        load(evaluation[:EVALUATION_MAX], sources[1]),
+    )
+
+
+def _utterances(path: Path) -> list[Utterance]:
+    return read_jsonl(path) if path.is_file() else []
 
 
 def export_run(
@@ -107,13 +130,20 @@ def export_run(
     out_dir: Path | str,
     *,
     fold: str | None = None,
-    int8: bool = False,
+    int8: bool | None = None,
     triton_dir: Path | str | None = None,
     int8_max_ua_drop: float = INT8_MAX_UA_DROP,
+    int8_max_dimensions_diff: float = INT8_MAX_DIMENSIONS_DIFF,
+    int8_max_ccc_drop: float = INT8_MAX_CCC_DROP,
 ) -> Path:
+    """``int8`` None: int8 for Whisper students (static int8 is 1.45-1.6x their fp32 speed and
+    batch-invariant), shipped only if the accuracy gate passes; True or False: for any student
+    or none."""
     run_dir = Path(run_dir)
     fold_dir = choose_fold(run_dir, fold)
     student = load_student(checkpoint_dir(fold_dir)).eval()
+    if int8 is None:
+        int8 = int8_by_default(student)
     temperature = (read_summary(fold_dir).get("calibration") or {}).get("temperature")
     if temperature:  # fitted on the validation speakers; every exported artefact carries it
         fold_temperature(student, temperature)
@@ -129,5 +159,14 @@ def export_run(
         int8_check=evaluation,
         int8_max_ua_drop=int8_max_ua_drop,
         calibration_info=calibration and {k: calibration[k] for k in ("speakers", "source")},
+        int8_limits={
+            "max_dimensions_diff": int8_max_dimensions_diff,
+            "max_ccc_drop": int8_max_ccc_drop,
+        },
         triton_dir=triton_dir,
     )
+
+
+def int8_by_default(student) -> bool:
+    """Whether an export writes int8 unless told: for Whisper students (docs/export.md)."""
+    return bool(getattr(student, "whisper", False))

@@ -55,16 +55,27 @@ def main() -> int:
     # uvicorn drains on SIGTERM and then re-raises the signal under the handler that was
     # installed before it started; a no-op one makes a clean drain exit with status 0.
     signal.signal(signal.SIGTERM, lambda *_: None)
+    announce(settings, runtime.provider)
+    DrainingServer(config, app, settings.stream_drain_budget_s).run()
+    return 0
+
+
+def announce(settings: Settings, provider: str) -> None:
+    """The start-up line, and a warning when anyone beyond this machine may use the service
+    without a key."""
+    log = logging.getLogger("emodistill")
     shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-    logging.getLogger("emodistill").info(
+    if ":" in shown_host:
+        shown_host = f"[{shown_host}]"  # an IPv6 address in a URL
+    log.info(
         "serving %s on %s; web page: http://%s:%d/  (API docs: /docs)",
         settings.model_dir,
-        runtime.provider,
+        provider,
         shown_host,
         settings.port,
     )
-    DrainingServer(config, app, settings.stream_drain_budget_s).run()
-    return 0
+    if (warning := settings.exposure_warning) is not None:
+        log.warning(warning)
 
 
 class DrainingServer(uvicorn.Server):

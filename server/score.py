@@ -50,7 +50,13 @@ class LocalScorer:
     """The model directory in this process: the same scores the server answers."""
 
     def __init__(
-        self, model_dir: Path, *, device: str, int8: bool, threads: int, max_seconds: float
+        self,
+        model_dir: Path,
+        *,
+        device: str,
+        int8: bool | None,
+        threads: int,
+        max_seconds: float,
     ):
         from server.inference.runtime import Runtime
 
@@ -253,7 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="local mode (default %(default)s)",
     )
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
-    p.add_argument("--int8", action="store_true", help="local mode: serve model.int8.onnx")
+    p.add_argument(
+        "--int8",
+        action=argparse.BooleanOptionalAction,
+        help="local mode: model.int8.onnx (--int8) or model.onnx (--no-int8); default: int8 "
+        "when the export accepted it (as EMODISTILL_INT8=auto)",
+    )
     p.add_argument(
         "--threads", type=int, default=0, help="local mode: ONNX Runtime threads (0 = all cores)"
     )

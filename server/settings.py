@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -22,11 +23,22 @@ class Settings(BaseSettings):
     # Model and execution
     model_dir: Path = Field(Path("models/demo"), description="model directory (model.json + ONNX)")
     device: Device = Field("auto", description="auto: CUDA if onnxruntime-gpu can use it, else CPU")
-    int8: bool = Field(False, description="serve model.int8.onnx instead of model.onnx")
+    int8: Literal["auto"] | bool = Field(
+        "auto",
+        description="serve model.int8.onnx instead of model.onnx; auto: when the export wrote "
+        "it and its accuracy gate passed on held-out clips",
+    )
     threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads on CPU; 0 = all cores")
+    ort_spinning: bool = Field(
+        True,
+        description="ONNX Runtime's idle worker threads spin-wait for work (its default); false: "
+        "they sleep at once, leaving the cores to the event loop and concurrent requests",
+    )
 
-    # HTTP
-    host: str = "0.0.0.0"
+    # HTTP. Loopback unless told otherwise (as Ollama, Jupyter and uvicorn itself): a service
+    # with no API keys is reachable from other machines only when someone chose so (the
+    # Docker image sets 0.0.0.0, where the container's port mapping decides).
+    host: str = Field("127.0.0.1", description="listen address; 0.0.0.0 = every interface")
     port: int = Field(8000, ge=1, le=65535)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     api_keys: Annotated[list[str], NoDecode] = Field(
@@ -39,8 +51,10 @@ class Settings(BaseSettings):
 
     # Dynamic batching
     max_batch_size: int = Field(8, ge=1, description="utterances per ONNX Runtime call")
+    # 0: a batch runs as soon as the worker is free, and the next one fills while it runs (on
+    # a CPU, waiting for mates cost a lone request the wait and bought ~1.1x at batch 8).
     max_wait_ms: float = Field(
-        5.0, ge=0, description="how long the first queued utterance waits for batch mates"
+        0.0, ge=0, description="how long the first queued utterance waits for batch mates"
     )
     queue_size: int = Field(64, ge=1, description="queued utterances before 503 + Retry-After")
     request_timeout_s: float = Field(
@@ -180,6 +194,32 @@ class Settings(BaseSettings):
         problems.append(
             f"EMODISTILL_{name.upper()}={value:g} is over EMODISTILL_{limit.upper()}={bound:g}"
             + (f" ({why})" if why else "")
+        )
+
+    @property
+    def int8_choice(self) -> bool | None:
+        """``int8`` for the model loader: None = auto (emocore.model_dir.int8_accepted)."""
+        return None if self.int8 == "auto" else bool(self.int8)
+
+    @property
+    def loopback_only(self) -> bool:
+        """Whether ``host`` reaches this machine only (127.0.0.0/8, ::1, localhost)."""
+        if self.host.lower() == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:  # a host name: it may resolve to any interface
+            return False
+
+    @property
+    def exposure_warning(self) -> str | None:
+        """The start-up warning of a service open to other machines with no API key."""
+        if self.loopback_only or self.api_keys:
+            return None
+        return (
+            f"listening on {self.host}, beyond loopback, with no API key: anyone who can reach "
+            f"port {self.port} can use the model. Set EMODISTILL_API_KEYS, or "
+            "EMODISTILL_HOST=127.0.0.1 to serve this machine only"
         )
 
     @property

@@ -55,3 +55,22 @@ def test_the_server_images_carry_no_training_code():
     copied = stages()
     for stage in ("cpu", "gpu"):
         assert not copied[stage] & {"training", "export"}, stage
+
+
+def test_the_images_and_compose_listen_on_every_interface_explicitly():
+    """The server's default is loopback: a container must say 0.0.0.0 itself, or its port
+    mapping would reach nothing."""
+    import yaml
+
+    env_lines: dict[str, str] = {}
+    stage = None
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if match := re.match(r"FROM\s+\S+\s+AS\s+(\w+)", line, re.I):
+            stage = match.group(1)
+        elif stage:
+            env_lines[stage] = env_lines.get(stage, "") + line + "\n"
+    for stage in ("cpu", "gpu"):
+        assert re.search(r"\bEMODISTILL_HOST=0\.0\.0\.0\b", env_lines[stage]), stage
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    for name, service in services.items():
+        assert service["environment"].get("EMODISTILL_HOST") == "0.0.0.0", name

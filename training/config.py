@@ -195,12 +195,23 @@ class Config:
         "student variants trained by --ablation (see training.fit.losses.VARIANTS)", list(VARIANTS)
     )
     export: str = _help("export the best student of the first fold to this model dir", "")
-    int8: bool = _help("also write the int8 model with --export", False)
+    int8: str = _help(
+        "with --export, also write the int8 model (gated by the limits below): auto (for "
+        "Whisper students), true (any student) or false",
+        "auto",
+    )
     int8_max_ua_drop: float = _help(
         "int8 is shipped only if its UA on held-out validation clips is at most this far "
         "below fp32's",
         0.02,
     )
+    int8_max_dimensions_diff: float = _help(
+        "... and, for a student with dimensions, only if it moves none by more than this "
+        "(1-5 scale) on those clips, or lowers no dimension's CCC there by more than "
+        "int8_max_ccc_drop",
+        0.05,
+    )
+    int8_max_ccc_drop: float = _help("see int8_max_dimensions_diff", 0.01)
     # --- transfer set and vocabulary probe (training.data.transfer, training.stages.transfer) --
     transfer_n: int = _help(
         "unlabelled transfer utterances (wide-lexicon sentences, random voices and prosody): "
@@ -270,6 +281,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "emb_loss": ("cosine", "mse"),
     "teacher_weighting": TEACHER_WEIGHTINGS,
     "weighted_layers": ("auto", "on", "off"),
+    "int8": ("auto", "true", "false"),
     "variant": tuple(VARIANTS),
     "variants": tuple(VARIANTS),  # each item
 }
@@ -334,6 +346,8 @@ def apply(config: Config, values: dict) -> Config:
     converted = {}
     for key, value in values.items():
         _check_key(key, types_)
+        if isinstance(value, bool) and _takes_a_flag(key, types_):  # int8 = true in a file
+            value = str(value).lower()
         converted[key] = _convert(key, value, types_[key])
         if key in CHOICES:
             given = converted[key] if isinstance(converted[key], list) else [converted[key]]
@@ -364,6 +378,11 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
 
 
+def _takes_a_flag(key: str, types_: dict) -> bool:
+    """A boolean, or a choice that includes true (``--int8`` alone means ``--int8=true``)."""
+    return types_[key] is bool or "true" in CHOICES.get(key, ())
+
+
 def parse_overrides(args: list[str]) -> dict[str, str]:
     """``--key=value`` / ``--key value`` / ``--flag`` (booleans) -> {key: raw string}."""
     types_ = field_types()
@@ -378,7 +397,7 @@ def parse_overrides(args: list[str]) -> dict[str, str]:
         _check_key(key, types_)
         if not eq:
             nxt = args[i + 1] if i + 1 < len(args) else None
-            if types_[key] is bool and (nxt is None or nxt.startswith("--")):
+            if _takes_a_flag(key, types_) and (nxt is None or nxt.startswith("--")):
                 value = "true"
             elif nxt is None:
                 raise ConfigError(f"--{key} needs a value")

@@ -3,6 +3,10 @@ and the settings, runtime, batcher, metrics and stream state in it.
 
 `RuntimeDep` and `BatcherDep` are for routes that run only once the model is loaded (the
 lifespan loads it before serving); the health routes take the `Optional` forms.
+
+Every dependency is ``async def``: FastAPI runs a plain ``def`` dependency in a worker thread,
+and these only read the app's state, so each thread round trip was pure overhead (five per
+``POST /predict``).
 """
 
 from __future__ import annotations
@@ -20,44 +24,44 @@ from server.state import AppState, app_state
 from server.stream.state import StreamState
 
 
-def get_state(connection: HTTPConnection) -> AppState:
+async def get_state(connection: HTTPConnection) -> AppState:
     return app_state(connection.app)
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_settings(state: StateDep) -> Settings:
+async def get_settings(state: StateDep) -> Settings:
     return state.settings
 
 
-def get_metrics(state: StateDep) -> Metrics:
+async def get_metrics(state: StateDep) -> Metrics:
     return state.metrics
 
 
-def get_runtime(state: StateDep) -> Runtime:
+async def get_runtime(state: StateDep) -> Runtime:
     assert state.runtime is not None, "the lifespan loads the model before serving"
     return state.runtime
 
 
-def get_batcher(state: StateDep) -> Batcher:
+async def get_batcher(state: StateDep) -> Batcher:
     assert state.batcher is not None, "the lifespan starts the batcher before serving"
     return state.batcher
 
 
-def loaded_runtime(state: StateDep) -> Runtime | None:
+async def loaded_runtime(state: StateDep) -> Runtime | None:
     return state.runtime
 
 
-def loaded_batcher(state: StateDep) -> Batcher | None:
+async def loaded_batcher(state: StateDep) -> Batcher | None:
     return state.batcher
 
 
-def is_ready(state: StateDep) -> bool:
+async def is_ready(state: StateDep) -> bool:
     return state.ready
 
 
-def get_streams(state: StateDep) -> StreamState:
+async def get_streams(state: StateDep) -> StreamState:
     return state.streams
 
 

@@ -1,10 +1,10 @@
 """The dynamic batcher every request shares (HTTP and websocket).
 
 Requests queue one utterance each. A collector task waits until ``max_batch_size`` utterances
-are queued or ``max_wait_ms`` has passed since the oldest arrived, picks the oldest plus the
-queued utterances closest to it in length (bounded padding), and runs ONNX Runtime on them in
-one worker thread, so the event loop never blocks. While that batch runs, new requests queue
-up and form the next batch. The model's batching is exact, so a batched answer equals the
+are queued or ``max_wait_ms`` has passed since the oldest arrived (by default 0: no wait, a
+lone request runs at once), picks the oldest plus the queued utterances closest to it in length
+(bounded padding), and runs ONNX Runtime on them in one worker thread, so the event loop never
+blocks. While that batch runs, new requests queue up and form the next batch. The model's batching is exact, so a batched answer equals the
 unbatched one. Cancelled requests (client gone, timed out) leave the queue before inference.
 
 Overload: an HTTP request is refused at once (QueueFull, 503 + Retry-After) when the audio
@@ -90,7 +90,7 @@ class Batcher:
         runtime: Runtime,
         *,
         max_batch_size: int = 8,
-        max_wait_ms: float = 5.0,
+        max_wait_ms: float = 0.0,
         queue_size: int = 64,
         timeout_s: float = 30.0,
         max_backlog_s: float = 10.0,

@@ -67,12 +67,15 @@ def active_provider(device: str, session_providers: Sequence[str]) -> str:
     return provider
 
 
-def session_options(threads: int) -> ort.SessionOptions:
+def session_options(threads: int, spinning: bool = True) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads  # 0 = ONNX Runtime's default: one per core
     options.inter_op_num_threads = 1  # the graph is one chain; parallelism is inside ops
     options.log_severity_level = 3
+    # Idle worker threads spin-wait for the next operator's work (ONNX Runtime's default), or
+    # sleep at once, leaving the cores to the event loop and to other requests' decoding.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return options
 
 
@@ -101,13 +104,20 @@ class Runtime:
 
     @classmethod
     def load(
-        cls, model_dir: str | Path, *, device: str = "auto", int8: bool = False, threads: int = 0
+        cls,
+        model_dir: str | Path,
+        *,
+        device: str = "auto",
+        int8: bool | None = False,
+        threads: int = 0,
+        spinning: bool = True,
     ) -> Runtime:
+        """``int8`` None: the int8 model when its export accepted it (EMODISTILL_INT8=auto)."""
         model = load_model_dir(model_dir, int8=int8)
         providers = requested_providers(device, ort.get_available_providers())
         try:
             session = ort.InferenceSession(
-                str(model.onnx_path), session_options(threads), providers=providers
+                str(model.onnx_path), session_options(threads, spinning), providers=providers
             )
         except Exception as exc:  # ORT raises its own exception types for bad graphs
             raise ModelDirError(f"ONNX Runtime cannot load {model.onnx_path}: {exc}") from None
@@ -128,7 +138,11 @@ class Runtime:
     def from_settings(cls, settings: Settings) -> Runtime:
         """The server's model directory, device, precision and threads."""
         return cls.load(
-            settings.model_dir, device=settings.device, int8=settings.int8, threads=settings.threads
+            settings.model_dir,
+            device=settings.device,
+            int8=settings.int8_choice,
+            threads=settings.threads,
+            spinning=settings.ort_spinning,
         )
 
     def _check_io(self) -> None:

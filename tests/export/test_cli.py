@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import soundfile as sf
 
 from export.__main__ import main
@@ -8,11 +9,12 @@ from training.data.utterance import EMOTIONS, Utterance, write_jsonl
 from training.models.student import save_student
 
 
-def fake_run(run_dir, make_student, folds=("1", "2")):
-    """A run directory per the contract: two folds with a saved student, summary and valid.jsonl."""
+def fake_run(run_dir, make_student, folds=("1", "2"), student="tiny", train=0):
+    """A run directory per the contract: two folds with a saved student, summary and valid.jsonl
+    (and ``train`` training clips of two other speakers in train.jsonl)."""
     for k, fold in enumerate(folds):
         best = run_dir / "folds" / fold / "student" / "best"
-        save_student(make_student("tiny"), best)
+        save_student(make_student(student), best)
         scores = {"ua": 0.5 + 0.1 * k, "wa": 0.5, "macro_f1": 0.5}
         summary = {
             "dataset": "synthetic", "protocol": "speaker-independent", "fold": fold,
@@ -29,6 +31,15 @@ def fake_run(run_dir, make_student, folds=("1", "2")):
             speaker = f"spk{i // 4}"  # two validation speakers, 4 clips each, in speaker order
             utterances.append(Utterance(f"{fold}_{i}", str(path), EMOTIONS[i % 4], speaker=speaker))
         write_jsonl(utterances, run_dir / "folds" / fold / "valid.jsonl")
+        if train:
+            clips = []
+            for i in range(train):
+                path = run_dir / "audio" / f"{fold}_train_{i}.wav"
+                sf.write(path, probe_signal(6_000 + 500 * i, seed=50 + i), 16_000, subtype="PCM_16")
+                clips.append(
+                    Utterance(f"{fold}_t{i}", str(path), EMOTIONS[i % 4], speaker=f"tr{i % 2}")
+                )
+            write_jsonl(clips, run_dir / "folds" / fold / "train.jsonl")
 
 
 def test_cli_does_not_choose_between_folds_by_validation_ua(tmp_path, make_student, capsys):
@@ -88,3 +99,31 @@ def test_the_final_fold_is_chosen_without_a_name(tmp_path, make_student):
 
     fake_run(tmp_path / "run", make_student, folds=("Ses01", "final"))
     assert choose_fold(tmp_path / "run", None).name == "final"
+
+
+def test_int8_calibrates_on_training_clips_and_checks_every_validation_clip(tmp_path, make_student):
+    """Calibration needs no held-out clips, the check does: all of them count (a finer UA
+    resolution), and the int8 model's batching is measured on those real clips too."""
+    from export.run import export_run
+
+    fake_run(tmp_path / "run", make_student, folds=("1",), train=6)
+    out = export_run(tmp_path / "run", tmp_path / "m", int8=True)
+    int8 = json.loads((out / "model.json").read_text())["int8"]
+    assert "6 utterances of training audio of tr0, tr1" in int8["method"]
+    assert int8["evaluated_on"] == 8 and int8["evaluation_speakers"] == ["spk0", "spk1"]
+    assert not int8["evaluated_on_calibration_clips"]
+    assert int8["batching_max_abs_diff"] >= int8["batching_max_abs_diff_clips"] >= 0
+    assert int8["batch_invariant"] == (int8["batching_max_abs_diff"] <= 1e-4)
+
+
+@pytest.mark.parametrize(("student", "written"), [("tiny", False), ("tiny-whisper", True)])
+def test_whisper_students_get_int8_unless_told(tmp_path, make_student, student, written):
+    from export.run import export_run
+
+    fake_run(tmp_path / "run", make_student, folds=("1",), student=student, train=4)
+    out = export_run(tmp_path / "run", tmp_path / "m")  # int8 not named: auto
+    meta = json.loads((out / "model.json").read_text())
+    assert (meta["int8"] is not None) == written
+    assert ("model.int8.onnx" in meta["files"]) == (written and meta["int8"]["accepted"])
+    out = export_run(tmp_path / "run", tmp_path / "m", int8=False)
+    assert json.loads((out / "model.json").read_text())["int8"] is None

@@ -88,6 +88,44 @@ def test_int8_and_triton_keep_the_output(dims_dir):
     assert [o.name for o in outputs] == ["logits", "embedding", "dimensions"]
 
 
+def test_dimensions_gate_passes_close_dimensions_or_a_kept_ccc():
+    from export.quantize import dimensions_refusal
+
+    close = {"dimensions_max_abs_diff": 0.03}
+    assert dimensions_refusal(close, 0.05, 0.01) is None
+    far = {"dimensions_max_abs_diff": 0.2}
+    assert "unrated" in dimensions_refusal(far, 0.05, 0.01)
+    kept = far | {"dimensions_ccc_fp32": [0.8, 0.7, 0.6], "dimensions_ccc_int8": [0.81, 0.695, 0.6]}
+    assert dimensions_refusal(kept, 0.05, 0.01) is None  # CCC within 0.01 of fp32's
+    lost = kept | {"dimensions_ccc_int8": [0.81, 0.68, 0.6]}
+    assert "CCC by 0.020" in dimensions_refusal(lost, 0.05, 0.01)
+
+
+@pytest.mark.parametrize(("limits", "accepted"), [
+    ({"max_dimensions_diff": -1.0, "max_ccc_drop": -1.0}, False),
+    ({"max_dimensions_diff": -1.0, "max_ccc_drop": 2.0}, True),
+])  # fmt: skip
+def test_int8_gate_checks_the_dimensions(tmp_path, limits, accepted):
+    """Held-out rated clips: int8 is refused when it moves the dimensions past the allowance
+    and their CCC with the ratings drops past its own; figures recorded either way."""
+    student = dims_student()
+    audio = [probe_signal(6_000 + 1_000 * i, seed=40 + i) for i in range(8)]
+    ratings = np.array([[3.0 + (i % 3) / 2, 2.5 + i / 8, 3.5 - i / 10] for i in range(8)])
+    check = {"audio": audio, "labels": [i % 4 for i in range(8)], "speakers": ["a", "b"],
+             "dimensions": ratings}  # fmt: skip
+    out = build_model_dir(
+        student, tmp_path / "m", int8=True, calibration=audio[:4], hf=False,
+        int8_check=check, int8_max_ua_drop=1.0, int8_limits=limits,
+    )  # fmt: skip
+    meta = json.loads((out / "model.json").read_text())
+    int8 = meta["int8"]
+    assert int8["accepted"] is accepted and ("model.int8.onnx" in meta["files"]) is accepted
+    assert len(int8["dimensions_ccc_fp32"]) == len(int8["dimensions_ccc_int8"]) == 3
+    assert int8["max_dimensions_diff"] == -1.0
+    if not accepted:
+        assert "dimensions" in int8["reason"] and "CCC" in int8["reason"]
+
+
 def test_server_loader_accepts_a_model_with_dimensions(dims_dir):
     from emocore.model_dir import load_model_dir
 

@@ -93,3 +93,16 @@ def test_server_loader_follows_int8_batch_invariance(int8_dir):
     meta = json.loads((out / "model.json").read_text())
     assert loaded.onnx_path.name == "model.int8.onnx"
     assert loaded.batch_invariant == meta["int8"]["batch_invariant"]
+
+
+def test_length_batches_group_as_the_server_batches():
+    from export.parity import length_batches
+
+    rows = [np.zeros(n, np.float32) for n in (1000, 30_000, 1500, 1900, 2100, 900, 16_000)]
+    batches = length_batches(rows, size=3, max_ratio=2.0)
+    assert [[len(r) for r in b] for b in batches] == [
+        [900, 1000, 1500],
+        [1900, 2100],
+        [16_000, 30_000],
+    ]
+    assert sum(len(b) for b in batches) == len(rows)

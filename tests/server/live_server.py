@@ -34,7 +34,8 @@ def server_env(model_dir: Path, port: int, **settings: object) -> dict[str, str]
     }
     env |= {"EMODISTILL_THREADS": "1", "EMODISTILL_LOG_LEVEL": "warning", "PYTHONPATH": str(ROOT)}
     env |= {f"EMODISTILL_{key.upper()}": str(value) for key, value in settings.items()}
-    return env
+    # A setting given as None is left to the server's default.
+    return {k: v for k, v in env.items() if v != "None"}
 
 
 class ServerFailed(RuntimeError):

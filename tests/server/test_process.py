@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import socket
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -112,3 +114,22 @@ def test_an_aborted_upload_is_a_499_without_a_traceback(tiny_model_dir):
         process.terminate()
         output = process.communicate(timeout=30)[0]
     assert "Traceback" not in output, output
+
+
+def test_python_m_server_listens_on_loopback_unless_told_otherwise(tiny_model_dir):
+    """No EMODISTILL_HOST: uvicorn binds 127.0.0.1 and nothing is warned. 0.0.0.0 without a
+    key: the start-up log warns."""
+    with tempfile.TemporaryFile("w+") as log:
+        with serve(tiny_model_dir, host=None, log_level="info", output=log):
+            pass
+        log.seek(0)
+        output = log.read()
+    assert re.search(r"Uvicorn running on http://127\.0\.0\.1:\d+", output), output
+    assert "beyond loopback" not in output
+    with tempfile.TemporaryFile("w+") as log:
+        with serve(tiny_model_dir, host="0.0.0.0", log_level="info", output=log):
+            pass
+        log.seek(0)
+        output = log.read()
+    assert re.search(r"Uvicorn running on http://0\.0\.0\.0:\d+", output), output
+    assert "WARNING emodistill: listening on 0.0.0.0, beyond loopback, with no API key" in output

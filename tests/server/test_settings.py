@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from pydantic import ValidationError
 
@@ -49,3 +51,38 @@ def test_server_start_stops_with_one_line(tiny_model_dir, env):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("emodistill: cannot start: invalid settings")
     assert next(iter(env)) in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("host", "keys", "warned"),
+    [
+        ("127.0.0.1", "", False),
+        ("127.0.0.2", "", False),
+        ("localhost", "", False),
+        ("::1", "", False),
+        ("0.0.0.0", "", True),
+        ("::", "", True),
+        ("192.168.1.20", "", True),
+        ("emotion.example.org", "", True),  # a name may resolve to any interface
+        ("0.0.0.0", "secret", False),
+    ],
+)
+def test_start_up_warns_when_open_beyond_loopback_without_a_key(host, keys, warned, caplog):
+    from server.__main__ import announce
+
+    settings = Settings(host=host, api_keys=keys, port=8123)
+    with caplog.at_level(logging.INFO, logger="emodistill"):
+        announce(settings, "CPUExecutionProvider")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert bool(warnings) == warned
+    if warned:
+        assert host in warnings[0] and "EMODISTILL_API_KEYS" in warnings[0]
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert "web page: http://" in line and ":8123/" in line
+
+
+def test_the_default_listen_address_is_loopback(monkeypatch):
+    monkeypatch.delenv("EMODISTILL_HOST", raising=False)
+    settings = Settings()
+    assert settings.host == "127.0.0.1" and settings.loopback_only
+    assert settings.exposure_warning is None

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import uvicorn
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from server.app import create_app
 from server.settings import Settings
@@ -27,10 +28,14 @@ class LiveServer:
 
 
 @contextmanager
-def live_server(settings: Settings) -> Iterator[LiveServer]:
-    """Serve the app on 127.0.0.1 at a free port."""
+def live_server(
+    settings: Settings, wrap: Callable[[ASGIApp], ASGIApp] | None = None
+) -> Iterator[LiveServer]:
+    """Serve the app on 127.0.0.1 at a free port (``wrap``: an ASGI wrapper around it, e.g.
+    the request profiler's time stamps)."""
     app = create_app(settings)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    served = wrap(app) if wrap else app
+    config = uvicorn.Config(served, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()

@@ -292,6 +292,21 @@ def test_ablation_table(corpus, tmp_path, monkeypatch, tiny_text_model):
     assert "student full seed 1: done, skipped" in (run_dir / "log.txt").read_text()
 
 
+@pytest.mark.parametrize(
+    ("overrides", "flags"),
+    [
+        ([], []),  # auto: the export writes int8 for Whisper students (the demo's)
+        (["--int8"], ["--int8"]),
+        (["--int8=false"], ["--no-int8"]),
+    ],
+)
+def test_the_export_stage_asks_for_int8_by_the_config(tmp_path, overrides, flags):
+    cfg = load_config("demo", overrides=[f"--export={tmp_path / 'model'}", *overrides])
+    command = export_stage.command(cfg, tmp_path / "run", "f1")
+    assert [a for a in command if a in ("--int8", "--no-int8")] == flags
+    assert ("--int8-max-dimensions-diff=0.05" in command) == (flags != ["--no-int8"])
+
+
 def test_a_failed_export_fails_the_run_with_its_reason(tmp_path, capfd):
     """``--export`` runs ``python -m export`` as a process of its own (training never imports
     export); a failure stops the run with the export's reason above a line that names it."""
@@ -301,6 +316,7 @@ def test_a_failed_export_fails_the_run_with_its_reason(tmp_path, capfd):
     assert export_stage.command(cfg, tmp_path / "run", "f1")[1:] == [
         "-m", "export", "--run", str(tmp_path / "run"), "--fold", "f1",
         "--out", str(tmp_path / "model"), "--int8", "--int8-max-ua-drop=0.05",
+        "--int8-max-dimensions-diff=0.05", "--int8-max-ccc-drop=0.01",
     ]  # fmt: skip
     with pytest.raises(export_stage.ExportFailed, match="exited with status 1"):
         export_stage.export_model(cfg, tmp_path / "run", "f1")  # no such run: exit 1, not 2

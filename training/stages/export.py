@@ -27,8 +27,14 @@ def command(cfg: Config, run_dir: Path, fold: str) -> list[str]:
     """``python -m export`` for the student of ``fold`` of the run, into ``cfg.export``."""
     cmd = [sys.executable, "-m", "export", "--run", str(run_dir), "--fold", fold]
     cmd += ["--out", cfg.export]
-    if cfg.int8:
-        cmd += ["--int8", f"--int8-max-ua-drop={cfg.int8_max_ua_drop}"]
+    # auto: the export decides by the student (int8 for Whisper students), gated as below
+    cmd += {"true": ["--int8"], "false": ["--no-int8"]}.get(cfg.int8, [])
+    if cfg.int8 != "false":
+        cmd += [
+            f"--int8-max-ua-drop={cfg.int8_max_ua_drop}",
+            f"--int8-max-dimensions-diff={cfg.int8_max_dimensions_diff}",
+            f"--int8-max-ccc-drop={cfg.int8_max_ccc_drop}",
+        ]
     return cmd
 
 

@@ -93,3 +93,29 @@ def test_multipart_files_are_answered_in_order(client, reference):
     assert [r["filename"] for r in results] == ["clip0.wav", "clip1.wav", "clip2.wav"]
     for result, clip in zip(results, clips, strict=True):
         assert_matches_reference(result, load_audio(clip), reference)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "seconds", "inline"),
+    [("wav", 3.0, True), ("wav", 10.0, False), ("flac", 3.0, False), ("mp3", 3.0, False)],
+)
+def test_a_small_wav_is_decoded_on_the_event_loop_the_rest_in_a_thread(
+    client, reference, monkeypatch, fmt, seconds, inline
+):
+    """A 3 s 16 kHz WAV (96 KB) skips the worker thread's round trip; a longer WAV or a
+    compressed format does not hold up the event loop. The answer is the same either way."""
+    from server.api import predict
+
+    threaded = []
+
+    async def in_thread(work):
+        threaded.append(work)
+        return work()
+
+    monkeypatch.setattr(predict, "in_thread", in_thread)
+    data = encode_clip(fmt, seconds=seconds, kind="noise")
+    assert predict.decodes_inline(data) is inline
+    response = client.post("/predict", content=data)
+    assert response.status_code == 200, response.text
+    assert len(threaded) == (0 if inline else 1)
+    assert_matches_reference(response.json()["results"][0], load_audio(data), reference)

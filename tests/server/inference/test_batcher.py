@@ -140,6 +140,35 @@ def test_a_lone_request_waits_at_most_max_wait():
     assert 0.07 <= result.queue_wait_s < 0.5
 
 
+def test_by_default_a_lone_request_runs_at_once_and_the_next_batch_fills_meanwhile():
+    """max_wait_ms 0 (the default): an idle batcher runs a lone utterance without waiting for
+    mates; what arrives while that batch runs forms the next batch, exactly as before."""
+    from server.settings import Settings
+
+    runtime = FakeRuntime()
+    assert Settings().max_wait_ms == 0
+
+    async def main():
+        batcher = Batcher.from_settings(runtime, Settings())
+        batcher.start()
+        alone = await batcher.infer(clip(0.5))
+        runtime.gate.clear()  # the next batch holds the worker
+        first = asyncio.ensure_future(batcher.infer(clip(1.0, 1)))
+        while not runtime.batches[1:]:
+            await asyncio.sleep(0.001)
+        queued = [asyncio.ensure_future(batcher.infer(clip(1.0, i))) for i in range(2, 7)]
+        await asyncio.sleep(0.05)
+        runtime.gate.set()
+        results = await asyncio.gather(first, *queued)
+        await batcher.close()
+        return alone, results
+
+    alone, results = run(main())
+    assert alone.batch_size == 1 and alone.queue_wait_s < 0.05
+    assert [r.batch_size for r in results] == [1] + [5] * 5
+    assert [len(b) for b in runtime.batches] == [1, 1, 5]
+
+
 def test_full_queue_raises_queue_full_and_counts_it():
     runtime = FakeRuntime()
     runtime.gate.clear()

@@ -164,6 +164,42 @@ def test_int8_batch_invariance_comes_from_model_json(model_copy):
     assert load_model_dir(model_copy).batch_invariant  # fp32 is exact by contract
 
 
+@pytest.mark.parametrize(
+    ("int8", "served"),
+    [
+        (None, "model.onnx"),  # auto: no int8 written
+        ({"accepted": True, "evaluated_on_calibration_clips": False}, "model.int8.onnx"),
+        ({"accepted": False, "evaluated_on_calibration_clips": False}, "model.onnx"),
+        ({"accepted": True, "evaluated_on_calibration_clips": True}, "model.onnx"),  # ungated
+    ],
+)
+def test_int8_auto_serves_int8_only_where_its_gate_passed(model_copy, int8, served):
+    """EMODISTILL_INT8=auto (the default) serves model.int8.onnx when the export wrote it and
+    its accuracy gate passed on held-out clips; fp32 otherwise; true/false choose."""
+    from server.settings import Settings
+
+    if int8 is not None:
+        shutil.copy(model_copy / "model.onnx", model_copy / "model.int8.onnx")
+        files = json.loads((model_copy / "model.json").read_text())["files"]
+        files["model.int8.onnx"] = {"sha256": sha256_file(model_copy / "model.int8.onnx")}
+        edit_meta(model_copy, files=files, int8=int8)
+    settings = Settings(model_dir=model_copy, threads=1)
+    assert settings.int8 == "auto" and settings.int8_choice is None
+    runtime = Runtime.from_settings(settings)
+    assert runtime.model.onnx_path.name == served
+    assert runtime.model.summary()["variant"] == ("int8" if "int8" in served else "fp32")
+    fp32 = Runtime.from_settings(Settings(model_dir=model_copy, threads=1, int8=False))
+    assert fp32.model.onnx_path.name == "model.onnx"
+
+
+def test_int8_setting_reads_auto_true_and_false(monkeypatch):
+    from server.settings import Settings
+
+    for text, value in (("auto", "auto"), ("true", True), ("1", True), ("false", False)):
+        monkeypatch.setenv("EMODISTILL_INT8", text)
+        assert Settings().int8 == value
+
+
 def test_wrong_onnx_io_names_are_refused(model_copy):
     graph = helper.make_graph(
         [helper.make_node("Identity", ["x"], ["y"])],
@@ -179,3 +215,15 @@ def test_wrong_onnx_io_names_are_refused(model_copy):
     edit_meta(model_copy, files=files)
     with pytest.raises(ModelDirError, match="expected inputs"):
         Runtime.load(model_copy, device="cpu")
+
+
+def test_ort_spinning_setting_reaches_the_session_options(monkeypatch):
+    from server.inference.runtime import session_options
+    from server.settings import Settings
+
+    assert Settings().ort_spinning is True  # ONNX Runtime's own default
+    monkeypatch.setenv("EMODISTILL_ORT_SPINNING", "false")
+    assert Settings().ort_spinning is False
+    for spinning, entry in ((True, "1"), (False, "0")):
+        options = session_options(2, spinning)
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == entry
