@@ -46,7 +46,7 @@ def transcribe_wer(report: dict) -> list[str]:
         lines += [
             "",
             f"All {every['clips']} demo utterances, transcribed by the training run with "
-            f"`--transcribe=all` ({distill['stage']['whisper']}): WER {_wer(every)}; its "
+            f"`--transcribe=all`, with {distill['stage']['whisper']}: WER {_wer(every)}; its "
             f"{distill['transcript_wer_test']['clips']} test utterances: "
             f"{_wer(distill['transcript_wer_test'])}.",
         ]
@@ -96,7 +96,7 @@ def transcribe_engines(report: dict) -> list[str]:
 
 
 def _ms(values: dict) -> str:
-    return f"{pct(values['mean'])} ± {pct(values['std'])}"
+    return f"{values['mean'] * 100:.1f} ± {values['std'] * 100:.1f}"
 
 
 def transcribe_distill(report: dict) -> list[str]:
@@ -145,8 +145,8 @@ def transcribe_distill(report: dict) -> list[str]:
         f"the prosodic teacher (test UA {pct(given['pros_teacher_test_ua'])}). The run with "
         f"Whisper's transcripts transcribed {stage['transcribed']} utterances "
         f"({num(stage['audio_minutes'])} min of audio) in {num(stage['seconds'] / 60)} min, "
-        f"{num(stage['seconds_per_audio_minute'])} s per audio minute "
-        f"({stage['whisper']}; the machine shared with other jobs); it took "
+        f"{num(stage['seconds_per_audio_minute'])} s per audio minute, with "
+        f"{stage['whisper']}, beside other jobs; it took "
         f"{num(asr['seconds'] / 60)} min in all, the run on the given texts "
         f"{num(given['seconds'] / 60)}.",
         "",

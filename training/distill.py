@@ -1,8 +1,8 @@
 """``python -m training.distill``: the command line of the EmoDistill recipe (``training.recipe``):
 the configuration, the processes and the log, then every stage, resumable.
 
-    data -> prosody -> teachers (linguistic, prosodic) -> targets -> student(s) -> refit -> report
-    -> export
+    data -> transcribe (Whisper, only where the data has no text) -> prosody -> teachers
+    (linguistic, prosodic) -> targets -> student(s) -> refit -> report -> export
 
 Every stage writes into the run directory and is skipped when its output exists, so a killed
 run resumes (the student from its last finished epoch). Under ``torchrun`` the cheap stages
@@ -12,6 +12,7 @@ all processes (DDP via ``accelerate``) and only rank 0 writes.
     python -m training.distill --preset demo
     python -m training.distill --preset demo --ablation --seeds=0,1,2 --run_dir=runs/ablation
     python -m training.distill --preset iemocap --data_path=/data/IEMOCAP_full_release --folds=all
+    python -m training.distill --dataset=manifest --data_path=mine.csv   # path,label,speaker
 """
 
 from __future__ import annotations
