@@ -40,6 +40,7 @@ def test_synthetic_demo_says_why_and_how_to_get_the_corpora(no_corpora, calls, c
 
 
 def test_one_corpus_is_not_enough(tmp_path, monkeypatch, calls):
+    monkeypatch.chdir(tmp_path)  # a data/corpora of the checkout must not complete the pair
     make_tess(tmp_path / "c" / "tess", words=("back",), emotions=("sad",))
     monkeypatch.setenv(ENV_VAR, str(tmp_path / "c"))
     demo.main(["--export", "m"])
