@@ -131,12 +131,17 @@ def timed_app(app, marks: Marks):
 
 
 def bare_session(path: Path, threads: int):
+    """The same bare session whichever server is profiled: the current server's options
+    (spinning within a run, stopping at its end), written out here so that ``--source`` does
+    not change the reference."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def run(clip: np.ndarray):
