@@ -74,10 +74,9 @@ def session_options(threads: int, spinning: bool = True) -> ort.SessionOptions:
     options.inter_op_num_threads = 1  # the graph is one chain; parallelism is inside ops
     options.log_severity_level = 3
     # Worker threads spin-wait for the next operator's work within a run (ONNX Runtime's
-    # default: the fastest run) and stop at its end: left spinning, they held the cores the event
-    # loop, the client and the next request needed (two spinning sessions taking turns on 2 cores:
-    # 13.2 ms per 3 s Whisper tiny.en int8 clip, 8.3-8.6 ms with the stop, 7.8-8.2 ms alone). Or
-    # never spin (``spinning`` false: ~9.5 ms).
+    # default: the fastest run) and stop at its end: left spinning after it, they held the cores
+    # that the event loop, the client and the next request needed (docs/api.md, "One request,
+    # stage by stage"). Or never spin (``spinning`` false: slower runs).
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     if spinning:
         options.add_session_config_entry("session.force_spinning_stop", "1")
