@@ -58,6 +58,8 @@ corpora: $(VENV)/.train
 
 # Builds the demo model only when serving the default model directory; any other
 # EMODISTILL_MODEL_DIR must already hold a model (the server says what is missing).
+# Listens on 127.0.0.1:8000; `EMODISTILL_HOST=0.0.0.0 make serve` serves other machines too
+# (set EMODISTILL_API_KEYS then: the start-up log warns when a service beyond loopback has none).
 # The first run installs the training extras (a superset of the serve extras) in one pass.
 serve:
 	@if [ "$(EMODISTILL_MODEL_DIR)" = "$(DEMO_MODEL_DIR)" ] && [ ! -f "$(DEMO_MODEL_DIR)/model.json" ]; then \

@@ -197,14 +197,15 @@ def pipeline_runner(model_dir: Path, threads: int) -> Runner:
 
 
 def bare_session(path: Path, threads: int) -> Runner:
-    """A bare session as a user would write one: every output, padded batches."""
+    """A bare session with the server's session options (its threads, spinning within a run
+    only): every output, padded batches. Options of its own would measure them, not the
+    server: a session left spinning after its run slows whatever runs next on the 2 cores."""
     import onnxruntime as ort
 
     from emocore.model_dir import pad_batch
+    from server.inference.runtime import session_options
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
+    options = session_options(threads)
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def run(batch: list[np.ndarray]):

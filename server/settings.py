@@ -31,8 +31,8 @@ class Settings(BaseSettings):
     threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads on CPU; 0 = all cores")
     ort_spinning: bool = Field(
         True,
-        description="ONNX Runtime's idle worker threads spin-wait for work (its default); false: "
-        "they sleep at once, leaving the cores to the event loop and concurrent requests",
+        description="ONNX Runtime's worker threads spin-wait for work within a run and stop at "
+        "its end; false: they never spin (slower runs, no busy-waiting at all)",
     )
 
     # HTTP. Loopback unless told otherwise (as Ollama, Jupyter and uvicorn itself): a service

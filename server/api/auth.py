@@ -20,8 +20,8 @@ from urllib.parse import unquote_plus
 
 from fastapi import Request
 
-from server.api.dependencies import SettingsDep
 from server.api.errors import ApiError
+from server.state import app_state
 
 SUBPROTOCOL = "emodistill.v1"
 KEY_SUBPROTOCOL_PREFIX = "emodistill.key."
@@ -73,9 +73,11 @@ def key_accepted(keys: Sequence[str], presented: str | None) -> bool:
     return any(matches)
 
 
-async def require_api_key(request: Request, settings: SettingsDep) -> None:
-    """FastAPI dependency: 401 unless no keys are configured or a configured key was sent."""
-    if not key_accepted(settings.api_keys, presented_key(request.headers)):
+async def require_api_key(request: Request) -> None:
+    """FastAPI dependency: 401 unless no keys are configured or a configured key was sent.
+    (It reads the settings itself: a sub-dependency would cost a solve per request.)"""
+    keys = app_state(request.app).settings.api_keys
+    if keys and not key_accepted(keys, presented_key(request.headers)):
         raise ApiError(
             401,
             "unauthorized",

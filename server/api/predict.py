@@ -25,9 +25,8 @@ from starlette.requests import ClientDisconnect
 from emocore import scoring
 from emocore.audio import ACCEPTED_FORMATS, SAMPLE_RATE, AudioError, load_audio
 from server.api.auth import require_api_key
-from server.api.dependencies import BatcherDep, MetricsDep, RuntimeDep, SettingsDep
+from server.api.dependencies import Serving, ServingDep
 from server.api.errors import ApiError
-from server.api.metrics import Metrics
 from server.api.schemas import ErrorResponse, Prediction, PredictResponse
 from server.inference.batcher import Batcher
 from server.inference.requests import (
@@ -38,9 +37,7 @@ from server.inference.requests import (
     QueueFull,
     RequestTimeout,
 )
-from server.inference.runtime import Runtime
 from server.inference.vad import segment_params, utterance_spans
-from server.settings import Settings
 
 router = APIRouter()
 T = TypeVar("T")
@@ -91,16 +88,6 @@ class Upload:
     data: bytes
 
 
-@dataclass(frozen=True)
-class Serving:
-    """What answering one request's files takes from the app."""
-
-    settings: Settings
-    runtime: Runtime
-    batcher: Batcher
-    metrics: Metrics
-
-
 @router.post(
     "/predict",
     response_model=PredictResponse,
@@ -111,10 +98,7 @@ class Serving:
 )
 async def predict(
     request: Request,
-    settings: SettingsDep,
-    runtime: RuntimeDep,
-    batcher: BatcherDep,
-    metrics: MetricsDep,
+    serving: ServingDep,
     top_k: Annotated[
         int | None, Query(ge=1, description="also list the k most probable labels")
     ] = None,
@@ -132,6 +116,7 @@ async def predict(
         ),
     ] = None,
 ) -> PredictResponse:
+    settings, runtime, batcher = serving.settings, serving.runtime, serving.batcher
     labels = runtime.labels
     if top_k is not None and top_k > len(labels):
         raise ApiError(422, "invalid_request", f"top_k must be between 1 and {len(labels)}")
@@ -150,7 +135,6 @@ async def predict(
     # A request's files and segments share its slots: it never holds more of the queue than
     # one batch, however many files and segments it brings.
     slots = asyncio.Semaphore(max(1, min(batcher.max_batch_size, batcher.queue_size)))
-    serving = Serving(settings, runtime, batcher, metrics)
     work = [
         _predict_one(serving, upload, index, len(uploads), segment, options, slots)
         for index, upload in enumerate(uploads)
@@ -323,6 +307,8 @@ async def _infer_spans(
 async def all_or_nothing(work: list[Awaitable[T]]) -> list[T]:
     """Results in order; the first failure cancels the rest (their queued utterances leave
     the batcher instead of being inferred for an answer nobody will get)."""
+    if len(work) == 1:  # nothing to cancel beside it: no task of its own (one loop turn less)
+        return [await work[0]]
     tasks = [asyncio.ensure_future(item) for item in work]
     try:
         return list(await asyncio.gather(*tasks))

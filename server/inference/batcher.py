@@ -75,6 +75,15 @@ class BatchObserver(Protocol):
     def count_failed_batch(self, size: int) -> None: ...
 
 
+class _Expired(Exception):
+    """A queued request's deadline passed before its answer (becomes RequestTimeout)."""
+
+
+def _expire(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_exception(_Expired())
+
+
 @dataclass(eq=False)
 class _Request:
     audio: np.ndarray
@@ -247,11 +256,14 @@ class Batcher:
         self._queue.append(request)
         self._report_depth()
         self._wakeup.set()
+        # The answer is awaited directly, with a timer that fails it at the deadline:
+        # asyncio.wait_for (before Python 3.12) wakes the caller one loop turn later.
+        expiry = asyncio.get_running_loop().call_later(
+            self.timeout_s - (request.enqueued - started), _expire, request.future
+        )
         try:
-            return await asyncio.wait_for(
-                request.future, self.timeout_s - (request.enqueued - started)
-            )
-        except asyncio.TimeoutError:
+            return await request.future
+        except _Expired:
             if self.observer:
                 self.observer.count_timeout()
             self._withdraw(request, "timeout")
@@ -259,6 +271,8 @@ class Batcher:
         except asyncio.CancelledError:
             self._withdraw(request, "cancelled")
             raise
+        finally:
+            expiry.cancel()
 
     def _timed_out(self) -> str:
         return f"no answer within the {self.timeout_s:g} s request timeout (server busy)"

@@ -73,9 +73,13 @@ def session_options(threads: int, spinning: bool = True) -> ort.SessionOptions:
     options.intra_op_num_threads = threads  # 0 = ONNX Runtime's default: one per core
     options.inter_op_num_threads = 1  # the graph is one chain; parallelism is inside ops
     options.log_severity_level = 3
-    # Idle worker threads spin-wait for the next operator's work (ONNX Runtime's default), or
-    # sleep at once, leaving the cores to the event loop and to other requests' decoding.
+    # Worker threads spin-wait for the next operator's work within a run (ONNX Runtime's
+    # default: the fastest run) and stop at its end: left spinning after it, they held the cores
+    # that the event loop, the client and the next request needed (docs/api.md, "One request,
+    # stage by stage"). Or never spin (``spinning`` false: slower runs).
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    if spinning:
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     return options
 
 

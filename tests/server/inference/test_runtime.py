@@ -224,6 +224,8 @@ def test_ort_spinning_setting_reaches_the_session_options(monkeypatch):
     assert Settings().ort_spinning is True  # ONNX Runtime's own default
     monkeypatch.setenv("EMODISTILL_ORT_SPINNING", "false")
     assert Settings().ort_spinning is False
-    for spinning, entry in ((True, "1"), (False, "0")):
-        options = session_options(2, spinning)
-        assert options.get_session_config_entry("session.intra_op.allow_spinning") == entry
+    options = session_options(2, True)  # spin within a run, stop at its end
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+    options = session_options(2, False)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
