@@ -87,14 +87,17 @@ class Scorer:
             return clip[: self.max_samples], True
         return clip, False
 
-    def probabilities(self, clips: Sequence[np.ndarray]) -> np.ndarray:
+    def logits(self, clips: Sequence[np.ndarray]) -> np.ndarray:
+        """The model's (calibrated) logits, one row per clip."""
         out = np.zeros((len(clips), len(self.labels)), dtype=np.float64)
         order = sorted(range(len(clips)), key=lambda i: len(clips[i]))
         for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
-            logits = self.runtime.run_clips([clips[i] for i in rows]).logits
-            out[rows] = softmax(logits.astype(np.float64))
+            out[rows] = self.runtime.run_clips([clips[i] for i in rows]).logits
         return out
+
+    def probabilities(self, clips: Sequence[np.ndarray]) -> np.ndarray:
+        return softmax(self.logits(clips))
 
 
 def decode(scorer: Scorer, paths: Sequence[Path]) -> tuple[list[np.ndarray], list[int], dict]:

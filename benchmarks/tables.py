@@ -43,6 +43,7 @@ from benchmarks.tables_transcribe import (
 )
 from benchmarks.tables_vocab import transfer_ablation
 from benchmarks.tables_voices import (
+    calibration,
     real_voices,
     real_voices_asterisk,
     real_voices_calibration,
@@ -88,6 +89,7 @@ TABLES: dict[str, Callable[[dict], list[str]]] = {
     "real_voices:asterisk": real_voices_asterisk,
     "real_voices:loco": real_voices_loco,
     "real_voices:stages": real_voices_stages,
+    "calibration": calibration,
     "transfer_ablation": transfer_ablation,
     "transcribe": transcribe_wer,
     "transcribe:engines": transcribe_engines,

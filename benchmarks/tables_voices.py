@@ -213,3 +213,86 @@ def real_voices_stages(data: dict) -> list[str]:
         "",
         _ran(data),
     ]
+
+
+def _mean_std(summary: dict, key: str) -> str:
+    if key not in summary:
+        return "-"
+    mean, std = summary[key]
+    return f"{100 * mean:.1f} ± {100 * std:.1f}"
+
+
+def voices_ablation(data: dict) -> list[str]:
+    """Per student of the voices ablation (voices_ablation.json): validation UA, test UA over
+    all held-out speakers, per corpus and on the synthetic words-only / prosody-only subsets,
+    ECE after calibration, and the student's training time, mean ± std over seeds."""
+    columns = [
+        ("valid UA", "valid_ua"), ("test UA, all", "test_ua"), ("RAVDESS 21-24", "ravdess_ua"),
+        ("synthetic", "synthetic_ua"), ("words-only", "words_only_ua"),
+        ("prosody-only", "prosody_only_ua"), ("ECE, calibrated", "test_ece_after"),
+    ]  # fmt: skip
+    rows = []
+    for row in data["rows"].values():
+        s = row["summary"]
+        seconds = s.get("student_seconds", [0.0])[0]
+        rows.append([
+            f"{row['label']} ({len(row['seeds'])} seed{'s' * (len(row['seeds']) > 1)})",
+            *[_mean_std(s, key) for _, key in columns], _minutes(seconds),
+        ])  # fmt: skip
+    for name, teacher in data["teachers"].items():
+        rows.append([f"{name} teacher", pct_or_dash(teacher.get("valid_ua")),
+                     pct_or_dash(teacher["test_ua"]), *["" for _ in columns[2:]], ""])  # fmt: skip
+    machine = data["machine"]
+    return [
+        *table(["student", *[name for name, _ in columns], "student time"], rows),
+        "",
+        f"% (ECE too), mean ± std over seeds {', '.join(map(str, data['seeds']))}, at the "
+        "epoch the validation speakers choose (RAVDESS actors 17-20 and 2 synthetic voices). "
+        "Test: RAVDESS actors 21-24 and 2 synthetic voices; words-only / prosody-only are the "
+        "synthetic test utterances whose emotion only the words / only the prosody carry. "
+        "Every student has the same teachers and targets. Student time: one student, "
+        f"{data['workers']} trained at once with {data['threads']} thread(s) each. "
+        f"`{data['command']}`, run {data['created'].replace('T', ' ')[:16]} UTC, "
+        f"{machine['cpus']} CPU cores, load average {load(machine['load_avg_before'])} -> "
+        f"{load(machine['load_avg_after'])}, {data['wall_seconds'] / 60:.0f} min in all.",
+    ]
+
+
+def pct_or_dash(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def calibration(data: dict) -> list[str]:
+    """calibration.json: per way of fitting T and per test part, ECE before and after it, the
+    floor a perfectly calibrated model shows on the same clips, and the goal."""
+    goal = data["goal_ece"]
+    rows = []
+    for fit, report in data["fits"].items():
+        for part, r in report["test"].items():
+            floor = r["floor_after"]
+            inside = floor["p5"] <= r["ece_after"] <= floor["p95"]
+            rows.append([
+                f"{fit} ({report['valid_clips']} clips)", num(report["temperature"], 2), part,
+                str(r["clips"]), num(100 * r["ece_before"]), num(100 * r["ece_after"]),
+                f"{num(100 * floor['mean'])} ({num(100 * floor['p5'])}-{num(100 * floor['p95'])})",
+                "yes" if inside else "no", "met" if r["ece_after"] <= goal else "missed",
+            ])  # fmt: skip
+    header = [
+        "T fitted on", "T", "test part", "clips", "ECE before %", "ECE after %",
+        "perfectly calibrated: mean (5-95th pct) %", "within it", f"goal <= {100 * goal:.0f}%",
+    ]  # fmt: skip
+    machine = data["machine"]
+    return [
+        *table(header, rows),
+        "",
+        "The exported model (ONNX Runtime, CPU) on its run's validation and test speakers; "
+        'before = T 1, after = the temperature of the row. "Perfectly calibrated": the ECE of '
+        "a model whose every answer is right with exactly its calibrated confidence, on the "
+        f"same clips and bins ({data['draws']} draws): a measured ECE within its 5-95th "
+        "percentile range is what perfect calibration would look like on this many clips.",
+        "",
+        f"`{data['command']}`, run {data['created'].replace('T', ' ')[:16]} UTC at commit "
+        f"{(data['git']['commit'] or 'unknown')[:10]}, load average "
+        f"{load(machine['load_avg_before'])} -> {load(machine['load_avg_after'])}, "
+        f"{data['seconds']:.0f} s.",
+    ]

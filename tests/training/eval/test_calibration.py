@@ -8,6 +8,7 @@ from training.data.utterance import EMOTIONS
 from training.eval.calibration import (
     calibration_report,
     ece,
+    ece_floor,
     fit_temperature,
     fold_temperature,
     nll,
@@ -40,6 +41,25 @@ def test_ece_and_nll_definitions():
     # A calibrated model: ECE shrinks with the sample (sampling noise only).
     logits, labels = overconfident(20000, 2, true_t=1.0)
     assert ece(logits, labels) < 0.02
+
+
+def test_the_floor_is_what_a_calibrated_model_scores_and_shrinks_with_the_sample():
+    # Labels drawn from the model's own probabilities: a perfectly calibrated model. Its
+    # measured ECE on 112 utterances sits inside the floor's spread, far above 0, and the floor
+    # falls roughly as one over the square root of the sample.
+    inside = 0
+    for seed in range(20):
+        logits, labels = overconfident(112, 100 + seed, true_t=1.0)
+        floor = ece_floor(logits, draws=300, seed=seed)
+        assert floor["p5"] < floor["mean"] < floor["p95"]
+        inside += floor["p5"] <= ece(logits, labels) <= floor["p95"]
+    assert inside >= 16  # ~90% expected
+    small = ece_floor(overconfident(112, 0, true_t=1.0)[0], draws=300)["mean"]
+    large = ece_floor(overconfident(11200, 0, true_t=1.0)[0], draws=50)["mean"]
+    assert small > 0.05 and large < small / 5
+    # The temperature applies as in ece: the same floor for logits / T at T = 1.
+    logits = overconfident(200, 1)[0]
+    assert ece_floor(logits, 2.0, draws=50) == ece_floor(logits / 2.0, draws=50)
 
 
 def test_calibration_lowers_test_ece_and_nll_of_an_overconfident_model():
