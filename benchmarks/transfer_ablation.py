@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -28,8 +27,12 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.run_links import link_folds  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results" / "transfer_ablation.json"
-SHARED = ("teachers", "targets", "train.jsonl", "valid.jsonl", "test.jsonl")
 
 
 def train(run_dir: Path, args: argparse.Namespace, extra: list[str]) -> float:
@@ -43,22 +46,6 @@ def train(run_dir: Path, args: argparse.Namespace, extra: list[str]) -> float:
     started = time.monotonic()
     subprocess.run(command, cwd=ROOT, check=True)
     return time.monotonic() - started
-
-
-def share_teachers(base: Path, run_dir: Path) -> None:
-    """Hard links to the base run's fold files and teachers (a resumed run skips them)."""
-    for fold in (base / "folds").iterdir():
-        target = run_dir / "folds" / fold.name
-        for name in SHARED:
-            source = fold / name
-            if not source.exists() or (target / name).exists():
-                continue
-            target.mkdir(parents=True, exist_ok=True)
-            if source.is_dir():
-                ignore = shutil.ignore_patterns("transfer-*")
-                shutil.copytree(source, target / name, copy_function=os.link, ignore=ignore)
-            else:
-                os.link(source, target / name)
 
 
 def collect(run_dir: Path) -> dict:
@@ -115,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     configs["none"] = {"transfer_n": 0, "wall_seconds": round(seconds, 1), **collect(base)}
     for size in args.sizes:
         run_dir = args.runs / f"t{size}"
-        share_teachers(base, run_dir)
+        link_folds(base, run_dir, skip=("transfer-*",))
         extra = [f"--transfer_n={size}", f"--transfer_mix={args.mix}"]
         seconds = train(run_dir, args, extra)
         configs[f"t{size}"] = {
