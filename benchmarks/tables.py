@@ -52,6 +52,7 @@ from benchmarks.tables_voices import (
     real_voices_loco,
     real_voices_ravdess,
     real_voices_stages,
+    voices_ablation,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,6 +92,7 @@ TABLES: dict[str, Callable[[dict], list[str]]] = {
     "real_voices:stages": real_voices_stages,
     "calibration": calibration,
     "transfer_ablation": transfer_ablation,
+    "voices_ablation": voices_ablation,
     "transcribe": transcribe_wer,
     "transcribe:engines": transcribe_engines,
     "transcribe:distill": transcribe_distill,

@@ -251,7 +251,9 @@ def voices_ablation(data: dict) -> list[str]:
         "Test: RAVDESS actors 21-24 and 2 synthetic voices; words-only / prosody-only are the "
         "synthetic test utterances whose emotion only the words / only the prosody carry. "
         "Every student has the same teachers and targets. Student time: one student, "
-        f"{data['workers']} trained at once with {data['threads']} thread(s) each. "
+        f"{data['workers']} trained at once with {data['threads']} thread(s) each, except the "
+        f"preset's seed {data['seeds'][0]}: the base run's own student ({data['base']}), "
+        "trained alone on all cores. "
         f"`{data['command']}`, run {data['created'].replace('T', ' ')[:16]} UTC, "
         f"{machine['cpus']} CPU cores, load average {load(machine['load_avg_before'])} -> "
         f"{load(machine['load_avg_after'])}, {data['wall_seconds'] / 60:.0f} min in all.",

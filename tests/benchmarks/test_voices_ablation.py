@@ -1,0 +1,150 @@
+"""benchmarks/voices_ablation.py with the training calls replaced: which students it asks for and
+in what order, the teachers it shares by hard links, the figures it collects per seed and the
+table `make tables` renders from them."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from benchmarks import tables, voices_ablation
+from tests.benchmarks.runs import scored, student, write_run
+
+
+def base_run(root: Path) -> Path:
+    base = write_run(root / "base", ["corpus"], ["ravdess", "synthetic"])
+    fold = base / "folds" / "corpus"
+    for name in ("teachers/ling", "targets", "student"):
+        (fold / name).mkdir(parents=True)
+    (fold / "teachers" / "ling" / "model.safetensors").write_bytes(b"weights")
+    (fold / "student" / "result.json").write_text("{}", encoding="utf-8")
+    (fold / "train.jsonl").write_text("{}\n", encoding="utf-8")
+    return base
+
+
+def finished(run_dir: Path, variants: list[str], seeds: list[int]) -> None:
+    """The metrics.json the group's final training call writes: one student per variant x seed,
+    their UA differing by seed so that the spread is not zero."""
+    students = []
+    for variant in variants:
+        for seed in seeds:
+            s = student("corpus", ["ravdess", "synthetic"], seed) | {
+                "variant": variant,
+                "seed": seed,
+                "subsets_best": {"words_only": scored(seed + 30), "prosody_only": scored(seed + 40)},
+            }  # fmt: skip
+            students.append(s)
+    teachers = {"ling": {"test": scored(20), "valid": scored(21)}, "pros": {"test": scored(22)}}
+    metrics = {"config": {}, "folds": ["corpus"], "teachers": [teachers], "students": students}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+
+
+@pytest.fixture()
+def ablation(tmp_path, monkeypatch) -> dict:
+    base = base_run(tmp_path)
+    calls: list[list[str]] = []
+
+    def fake_run(cmd: list[str], log: Path) -> float:
+        calls.append(cmd)
+        run_dir = Path(next(a for a in cmd if a.startswith("--run_dir="))[len("--run_dir=") :])
+        variants = next(a for a in cmd if a.startswith("--variants=")).split("=")[1].split(",")
+        seeds = next(a for a in cmd if a.startswith("--seeds=")).split("=")[1].split(",")
+        finished(run_dir, variants, [int(s) for s in seeds])
+        return 1.0
+
+    results = tmp_path / "voices_ablation.json"
+    monkeypatch.setattr(voices_ablation, "run", fake_run)
+    monkeypatch.setattr(voices_ablation, "RESULTS", results)
+    argv = ["--base", str(base), "--runs", str(tmp_path / "runs"), "--whisper-base"]
+    assert voices_ablation.main(argv) == 0
+    return {"calls": calls, "data": json.loads(results.read_text()), "runs": tmp_path / "runs",
+            "base": base}  # fmt: skip
+
+
+def plan(cmd: list[str]) -> tuple[str, str, str]:
+    args = dict(a[2:].split("=", 1) for a in cmd if a.startswith("--") and "=" in a)
+    return Path(args["run_dir"]).name, args["variants"], args["seeds"]
+
+
+def test_whisper_base_first_then_whole_seeds_then_one_call_per_group(ablation):
+    order = [plan(cmd) for cmd in ablation["calls"]]
+    one_by_one = [
+        ("whisper_base", "full", "0"),
+        *[(g, v, s) for s in "012" for g, v in [("aug", "ce_only"), ("aug", "ce+pros"),
+                                                ("aug", "ce+ling"), ("aug", "full"),
+                                                ("no_aug", "full")]],
+    ]  # fmt: skip
+    assert order[: len(one_by_one)] == one_by_one
+    assert order[len(one_by_one) :] == [
+        ("aug", "ce_only,ce+pros,ce+ling,full", "0,1,2"),
+        ("no_aug", "full", "0,1,2"),
+        ("whisper_base", "full", "0"),
+    ]
+    # Every augmentation off in the no_aug group only; one thread per student.
+    for cmd in ablation["calls"]:
+        group = plan(cmd)[0]
+        assert ("--aug_noise_p=0" in cmd) == (group == "no_aug")
+        assert ("--student_model=whisper-base" in cmd) == (group == "whisper_base")
+        assert "--threads=1" in cmd and "--preset" in cmd
+
+
+def test_groups_share_the_base_teachers_by_hard_links_and_only_aug_its_student(ablation):
+    weights = Path("folds/corpus/teachers/ling/model.safetensors")
+    original = (ablation["base"] / weights).stat()
+    for group in ("aug", "no_aug", "whisper_base"):
+        copy = (ablation["runs"] / group / weights).stat()
+        assert (copy.st_ino, copy.st_dev) == (original.st_ino, original.st_dev)
+        student_done = ablation["runs"] / group / "folds/corpus/student/result.json"
+        assert student_done.exists() == (group == "aug")
+
+
+def test_rows_hold_per_seed_figures_and_their_mean_and_spread(ablation):
+    rows = ablation["data"]["rows"]
+    assert list(rows) == ["aug/ce_only", "aug/ce+pros", "aug/ce+ling", "aug/full", "no_aug/full",
+                          "whisper_base/full"]  # fmt: skip
+    full = rows["aug/full"]
+    assert sorted(full["seeds"]) == ["0", "1", "2"]
+    values = [full["seeds"][s]["ravdess_ua"] for s in "012"]
+    mean, std = full["summary"]["ravdess_ua"]
+    assert mean == pytest.approx(sum(values) / 3)
+    assert std > 0
+    assert full["summary"]["test_ece_after"][0] == pytest.approx(0.08)
+    assert rows["whisper_base/full"]["summary"]["test_ua"][1] == 0.0  # one seed: no spread
+    assert set(ablation["data"]["teachers"]) == {"ling", "pros"}
+
+
+def test_the_table_lists_every_row_with_its_seeds(ablation, tmp_path):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "voices_ablation.json").write_text(json.dumps(ablation["data"]))
+    text = tables.rendertable("voices_ablation", tmp_path / "results")
+    assert "| full without augmentation (3 seeds) |" in text
+    assert "| full, Whisper base student (1 seed) |" in text
+    mean, std = ablation["data"]["rows"]["aug/ce_only"]["summary"]["ravdess_ua"]
+    assert f"{100 * mean:.1f} ± {100 * std:.1f}" in text
+    assert re.search(r"\| ling teacher \| [\d.]+ \| [\d.]+ \|", text)
+
+
+def test_a_base_that_is_not_a_finished_run_is_refused(tmp_path, capsys):
+    assert voices_ablation.main(["--base", str(tmp_path), "--runs", str(tmp_path / "r")]) == 2
+    assert "not a finished voices run" in capsys.readouterr().err
+
+
+def test_a_failed_training_call_stops_the_queue_and_shows_its_log(tmp_path, monkeypatch, capsys):
+    base = base_run(tmp_path)
+    script = tmp_path / "fail.py"
+    script.write_text("import sys; print('error: ravdess: not found'); sys.exit(2)\n")
+    started = []
+
+    def command(run_dir, variants, seeds, extra, threads):
+        started.append(variants)
+        return [voices_ablation.sys.executable, str(script), f"--run_dir={run_dir}"]
+
+    monkeypatch.setattr(voices_ablation, "command", command)
+    argv = ["--base", str(base), "--runs", str(tmp_path / "runs"), "--workers", "1"]
+    assert voices_ablation.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "exit status 2" in err and "ravdess: not found" in err
+    assert started == [("ce_only",)]  # nothing queued after the failure ran
