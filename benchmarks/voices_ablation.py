@@ -1,10 +1,11 @@
 """The real-voices ablation: the voices preset's student as CE only, + prosodic teacher,
 + linguistic teacher, full, and full without augmentation, 3 seeds each, scored on the held-out
 speakers (all, RAVDESS actors 21-24, the synthetic test voices, and the synthetic words-only and
-prosody-only subsets); optionally the Whisper base student beside tiny.en (full, one seed).
+prosody-only subsets); optionally the Whisper base student beside tiny.en (full, one seed) and
+the full student without each augmentation in turn (one seed), to choose each on validation.
 
     python benchmarks/voices_ablation.py --base runs/demo-voices [--seeds 0 1 2] [--workers 2]
-        [--whisper-base]
+        [--whisper-base] [--each-augmentation]
 
 ``--base`` is a finished voices run (``make demo-model`` with the corpora leaves one in
 runs/demo-voices): every group starts from hard links to its fold files, teachers and targets
@@ -50,6 +51,16 @@ GROUPS: dict[str, tuple[tuple[str, ...], list[str]]] = {
     "no_aug": (("full",), NO_AUG),
 }
 BASE_STUDENT = ("whisper_base", (("full",), ["--student_model=whisper-base"]))
+# --each-augmentation: the full student without one transform of the preset at a time (seed 0),
+# to choose each transform on the validation speakers.
+EACH_AUGMENTATION = {
+    "speed perturbation": "speed_perturb", "rooms": "aug_reverb_p",
+    "coloured noise": "aug_noise_p", "babble": "aug_babble_p",
+    "telephone band": "aug_telephone_p", "MP3": "aug_codec_p",
+}  # fmt: skip
+ONE_SEED_GROUPS = {
+    f"no_{key}": (("full",), [f"--{key}=0"]) for key in EACH_AUGMENTATION.values()
+} | dict([BASE_STUDENT])
 ROWS = {
     ("aug", "ce_only"): "CE only",
     ("aug", "ce+pros"): "+ prosodic teacher",
@@ -57,6 +68,7 @@ ROWS = {
     ("aug", "full"): "full (the preset)",
     ("no_aug", "full"): "full without augmentation",
     ("whisper_base", "full"): "full, Whisper base student",
+    **{(f"no_{key}", "full"): f"full without {name}" for name, key in EACH_AUGMENTATION.items()},
 }
 
 
@@ -149,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--whisper-base", action="store_true", help="also the Whisper base student (seed 0)"
     )
+    parser.add_argument(
+        "--each-augmentation",
+        action="store_true",
+        help="also the full student without each transform in turn (seed 0)",
+    )
     args = parser.parse_args(argv)
     if not (args.base / "metrics.json").is_file():
         print(f"{args.base} is not a finished voices run (no metrics.json)", file=sys.stderr)
@@ -156,14 +173,16 @@ def main(argv: list[str] | None = None) -> int:
     groups = dict(GROUPS)
     if args.whisper_base:
         groups[BASE_STUDENT[0]] = BASE_STUDENT[1]
+    if args.each_augmentation:
+        groups |= {g: ONE_SEED_GROUPS[g] for g in ONE_SEED_GROUPS if g.startswith("no_")}
     started = datetime.now(timezone.utc)
     load_before = os.getloadavg()
-    # The Whisper base student (about 3 tiny.en students of work) first, so that the workers
-    # finish together; then seed by seed, so that a stopped benchmark leaves whole seeds.
+    # The one-seed students first (Whisper base is about 3 tiny.en students of work), so that
+    # the workers finish together; then seed by seed, so that a stopped run leaves whole seeds.
     jobs = []
-    if args.whisper_base:
-        variants, extra = BASE_STUDENT[1]
-        jobs += [(BASE_STUDENT[0], variant, args.seeds[0], extra) for variant in variants]
+    for group, (variants, extra) in groups.items():
+        if group in ONE_SEED_GROUPS:
+            jobs += [(group, variant, args.seeds[0], extra) for variant in variants]
     for seed in args.seeds:
         for group, (variants, extra) in GROUPS.items():
             jobs += [(group, variant, seed, extra) for variant in variants]
@@ -197,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     # One call per group over all its students (all finished: it only writes metrics.json).
     rows = {}
     for group, (variants, extra) in groups.items():
-        seeds = [args.seeds[0]] if group == BASE_STUDENT[0] else args.seeds
+        seeds = [args.seeds[0]] if group in ONE_SEED_GROUPS else args.seeds
         run_dir = args.runs / group
         run(
             command(run_dir, variants, seeds, extra, args.threads), args.runs / "logs" / "final.log"

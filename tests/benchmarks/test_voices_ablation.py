@@ -148,3 +148,32 @@ def test_a_failed_training_call_stops_the_queue_and_shows_its_log(tmp_path, monk
     err = capsys.readouterr().err
     assert "exit status 2" in err and "ravdess: not found" in err
     assert started == [("ce_only",)]  # nothing queued after the failure ran
+
+
+def test_each_augmentation_trains_the_full_student_without_one_transform_at_a_time(
+    tmp_path, monkeypatch
+):
+    base = base_run(tmp_path)
+    calls: list[list[str]] = []
+
+    def fake_run(cmd: list[str], log: Path) -> float:
+        calls.append(cmd)
+        run_dir = Path(next(a for a in cmd if a.startswith("--run_dir="))[len("--run_dir=") :])
+        seeds = next(a for a in cmd if a.startswith("--seeds=")).split("=")[1].split(",")
+        finished(run_dir, ["full", "ce_only", "ce+pros", "ce+ling"], [int(s) for s in seeds])
+        return 1.0
+
+    monkeypatch.setattr(voices_ablation, "run", fake_run)
+    monkeypatch.setattr(voices_ablation, "RESULTS", tmp_path / "out.json")
+    argv = ["--base", str(base), "--runs", str(tmp_path / "runs"), "--each-augmentation"]
+    assert voices_ablation.main(argv) == 0
+    keys = list(voices_ablation.EACH_AUGMENTATION.values())
+    first = [plan(cmd) for cmd in calls[: len(keys)]]
+    assert first == [(f"no_{key}", "full", "0") for key in keys]
+    for cmd, key in zip(calls, keys, strict=False):
+        assert [a for a in cmd if a.endswith("=0") and not a.startswith("--seeds")] == [
+            f"--{key}=0"
+        ]  # that transform off, every other as the preset has it
+    rows = json.loads((tmp_path / "out.json").read_text())["rows"]
+    assert rows["no_aug_reverb_p/full"]["label"] == "full without rooms"
+    assert list(rows["no_aug_codec_p/full"]["seeds"]) == ["0"]
