@@ -29,6 +29,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.real_voices import Scorer, decode, record_header  # noqa: E402
 from benchmarks.real_voices_run import Failure  # noqa: E402
+from training.data.utterance import Utterance, read_jsonl  # noqa: E402
 from training.eval.calibration import ece, ece_floor, fit_temperature, nll  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "calibration.json"
@@ -37,26 +38,26 @@ GOAL_ECE = 0.05
 SYNTHETIC = ("synthetic",)
 
 
-def fold_clips(run_dir: Path, fold: str, part: str) -> list[dict]:
+def fold_clips(run_dir: Path, fold: str, part: str) -> list[Utterance]:
     path = run_dir / "folds" / fold / f"{part}.jsonl"
     if not path.is_file():
         raise Failure(f"{path} is missing: not a run directory with fold {fold!r}")
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    return read_jsonl(path)
 
 
-def scored(scorer: Scorer, rows: list[dict], temperature: float) -> dict[str, np.ndarray]:
-    """Uncalibrated logits, label indices and corpus of the rows the model could score."""
-    clips, kept, _ = decode(scorer, [Path(r["audio_path"]) for r in rows])
+def scored(scorer: Scorer, rows: list[Utterance], temperature: float) -> dict[str, np.ndarray]:
+    """Uncalibrated logits, label indices and corpus of the utterances the model could score."""
+    clips, kept, _ = decode(scorer, [Path(r.audio_path) for r in rows])
     if not clips:
         raise Failure("none of the fold's clips could be decoded")
     rows = [rows[i] for i in kept]
-    unknown = sorted({r["label"] for r in rows} - set(scorer.labels))
+    unknown = sorted({r.label for r in rows} - set(scorer.labels))
     if unknown:
         raise Failure(f"labels {unknown} are not the model's {scorer.labels}")
     return {
         "logits": scorer.logits(clips) * temperature,
-        "labels": np.array([scorer.labels.index(r["label"]) for r in rows]),
-        "corpus": np.array([r.get("corpus") or "all" for r in rows]),
+        "labels": np.array([scorer.labels.index(r.label) for r in rows]),
+        "corpus": np.array([r.corpus or "all" for r in rows]),
     }
 
 

@@ -14,6 +14,12 @@ def pct(share: float) -> str:
     return f"{share * 100:.0f}"
 
 
+def mean_std(pair: list[float]) -> str:
+    """A [mean, std] pair of shares as percentages: "72.5 ± 0.8"."""
+    mean, std = pair
+    return f"{100 * mean:.1f} ± {100 * std:.1f}"
+
+
 def span(values: list[float], fmt: Callable[[float], str]) -> str:
     low, high = fmt(min(values)), fmt(max(values))
     return low if low == high else f"{low}-{high}"

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.tables_format import table
-
-
-def _ms(pair: list[float]) -> str:
-    mean, std = pair
-    return f"{100 * mean:.1f} ± {100 * std:.1f}"
+from benchmarks.tables_format import mean_std, table
 
 
 def _label(name: str, row: dict) -> str:
@@ -31,8 +26,8 @@ def transfer_ablation(data: dict) -> list[str]:
     for name, row in configs.items():
         s = row["summary"]
         rows.append(
-            [_label(name, row), _ms(s["valid_ua"]), _ms(s["test_ua"]), _ms(s["words_only_ua"]),
-             _ms(s["prosody_only_ua"]), *[_ms(s[f"probe_{p}"]) for p in parts],
+            [_label(name, row), mean_std(s["valid_ua"]), mean_std(s["test_ua"]), mean_std(s["words_only_ua"]),
+             mean_std(s["prosody_only_ua"]), *[mean_std(s[f"probe_{p}"]) for p in parts],
              f"{row['wall_seconds'] / 60:.1f} min"]
         )  # fmt: skip
     teacher = first["probe_teacher"]

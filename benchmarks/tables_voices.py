@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.tables_format import load, num, pct, table
+from benchmarks.tables_format import load, mean_std, num, pct, table
 
 
 def _ran(data: dict) -> str:
@@ -216,10 +216,7 @@ def real_voices_stages(data: dict) -> list[str]:
 
 
 def _mean_std(summary: dict, key: str) -> str:
-    if key not in summary:
-        return "-"
-    mean, std = summary[key]
-    return f"{100 * mean:.1f} ± {100 * std:.1f}"
+    return mean_std(summary[key]) if key in summary else "-"
 
 
 def voices_ablation(data: dict) -> list[str]:
@@ -240,8 +237,9 @@ def voices_ablation(data: dict) -> list[str]:
             *[_mean_std(s, key) for _, key in columns], _minutes(seconds),
         ])  # fmt: skip
     for name, teacher in data["teachers"].items():
-        rows.append([f"{name} teacher", pct_or_dash(teacher.get("valid_ua")),
-                     pct_or_dash(teacher["test_ua"]), *["" for _ in columns[2:]], ""])  # fmt: skip
+        valid = teacher.get("valid_ua")
+        rows.append([f"{name} teacher", "-" if valid is None else num(100 * valid),
+                     num(100 * teacher["test_ua"]), *["" for _ in columns[2:]], ""])  # fmt: skip
     machine = data["machine"]
     return [
         *table(["student", *[name for name, _ in columns], "student time"], rows),
@@ -258,10 +256,6 @@ def voices_ablation(data: dict) -> list[str]:
         f"{machine['cpus']} CPU cores, load average {load(machine['load_avg_before'])} -> "
         f"{load(machine['load_avg_after'])}, {data['wall_seconds'] / 60:.0f} min in all.",
     ]
-
-
-def pct_or_dash(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
 
 
 def calibration(data: dict) -> list[str]:

@@ -50,7 +50,7 @@ GROUPS: dict[str, tuple[tuple[str, ...], list[str]]] = {
     "aug": (("ce_only", "ce+pros", "ce+ling", "full"), []),
     "no_aug": (("full",), NO_AUG),
 }
-BASE_STUDENT = ("whisper_base", (("full",), ["--student_model=whisper-base"]))
+WHISPER_BASE = {"whisper_base": (("full",), ["--student_model=whisper-base"])}
 # --each-augmentation: the full student without one transform of the preset at a time (seed 0),
 # to choose each transform on the validation speakers.
 EACH_AUGMENTATION = {
@@ -58,9 +58,8 @@ EACH_AUGMENTATION = {
     "coloured noise": "aug_noise_p", "babble": "aug_babble_p",
     "telephone band": "aug_telephone_p", "MP3": "aug_codec_p",
 }  # fmt: skip
-ONE_SEED_GROUPS = {
-    f"no_{key}": (("full",), [f"--{key}=0"]) for key in EACH_AUGMENTATION.values()
-} | dict([BASE_STUDENT])
+WITHOUT_EACH = {f"no_{key}": (("full",), [f"--{key}=0"]) for key in EACH_AUGMENTATION.values()}
+ONE_SEED_GROUPS = WHISPER_BASE | WITHOUT_EACH
 ROWS = {
     ("aug", "ce_only"): "CE only",
     ("aug", "ce+pros"): "+ prosodic teacher",
@@ -103,10 +102,13 @@ def ua(result: dict | None) -> float | None:
     return None if not result else result.get("ua")
 
 
-def collect(run_dir: Path, variant: str) -> dict[str, dict]:
+def read_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+
+
+def collect(metrics: dict, variant: str) -> dict[str, dict]:
     """Per seed: validation UA, test UA over all test speakers, per corpus and per synthetic
     subset (best validation epoch), best epoch and the student's seconds."""
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     seeds = {}
     for s in metrics["students"]:
         if s["variant"] != variant or "test_best" not in s:
@@ -141,8 +143,7 @@ def summarise(seeds: dict[str, dict]) -> dict[str, list[float]]:
     return out
 
 
-def teachers(run_dir: Path) -> dict[str, dict]:
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+def teachers(metrics: dict) -> dict[str, dict]:
     first = metrics["teachers"][0] if metrics.get("teachers") else {}
     out = {}
     for name, t in first.items():
@@ -172,9 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     groups = dict(GROUPS)
     if args.whisper_base:
-        groups[BASE_STUDENT[0]] = BASE_STUDENT[1]
+        groups |= WHISPER_BASE
     if args.each_augmentation:
-        groups |= {g: ONE_SEED_GROUPS[g] for g in ONE_SEED_GROUPS if g.startswith("no_")}
+        groups |= WITHOUT_EACH
     started = datetime.now(timezone.utc)
     load_before = os.getloadavg()
     # The one-seed students first (Whisper base is about 3 tiny.en students of work), so that
@@ -221,8 +222,9 @@ def main(argv: list[str] | None = None) -> int:
         run(
             command(run_dir, variants, seeds, extra, args.threads), args.runs / "logs" / "final.log"
         )
+        metrics = read_metrics(run_dir)
         for variant in variants:
-            per_seed = collect(run_dir, variant)
+            per_seed = collect(metrics, variant)
             rows[f"{group}/{variant}"] = {
                 "label": ROWS[(group, variant)],
                 "group": group,
@@ -245,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": args.seeds,
         "workers": args.workers,
         "threads": args.threads,
-        "teachers": teachers(args.runs / "aug"),
+        "teachers": teachers(read_metrics(args.runs / "aug")),
         "rows": rows,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ inputs it cannot use and the view `make tables` renders."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 from benchmarks import calibration, tables
 from tests.benchmarks.fake_models import LABELS, make_model_dir
 from tests.fixtures import write_clip
+from training.data.utterance import Utterance, read_jsonl, write_jsonl
 
 
 def fold(root: Path, corpora: dict[str, int]) -> Path:
@@ -27,9 +29,9 @@ def fold(root: Path, corpora: dict[str, int]) -> Path:
                 path = root / "clips" / f"{part}-{corpus}-{i}.wav"
                 kind = ("sine", "noise")[i % 2]
                 write_clip(path, seconds=0.2 + 0.05 * (i % 5), kind=kind, seed=i)
-                rows.append({"audio_path": str(path), "label": LABELS[i % 4], "corpus": corpus})
-        text = "\n".join(json.dumps(r) for r in rows) + "\n"
-        (folder / f"{part}.jsonl").write_text(text, encoding="utf-8")
+                rows.append(Utterance(f"{corpus}/{part}-{i}", str(path), LABELS[i % 4],
+                                      corpus=corpus))  # fmt: skip
+        write_jsonl(rows, folder / f"{part}.jsonl")
     return root / "run"
 
 
@@ -39,13 +41,12 @@ def relabel(run: Path, model: Path) -> None:
     scorer = calibration.Scorer(model, batch_size=8, threads=1)
     for part in ("valid", "test"):
         path = run / "folds" / "corpus" / f"{part}.jsonl"
-        rows = [json.loads(line) for line in path.read_text().splitlines()]
-        clips, kept, _ = calibration.decode(scorer, [Path(r["audio_path"]) for r in rows])
+        rows = read_jsonl(path)
+        clips, kept, _ = calibration.decode(scorer, [Path(r.audio_path) for r in rows])
         assert len(kept) == len(rows)
         answers = scorer.logits(clips).argmax(-1)
-        for i, (row, answer) in enumerate(zip(rows, answers, strict=True)):
-            row["label"] = LABELS[(answer + (i % 3 == 0)) % 4]
-        path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        labels = [LABELS[(answer + (i % 3 == 0)) % 4] for i, answer in enumerate(answers)]
+        write_jsonl([replace(r, label=y) for r, y in zip(rows, labels, strict=True)], path)
 
 
 @pytest.fixture(scope="module")

@@ -42,21 +42,27 @@ def finished(run_dir: Path, variants: list[str], seeds: list[int]) -> None:
     (run_dir / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
 
 
-@pytest.fixture()
-def ablation(tmp_path, monkeypatch) -> dict:
-    base = base_run(tmp_path)
+def fake_training(monkeypatch) -> list[list[str]]:
+    """``run`` replaced by a call that records the command and writes the metrics.json of its
+    students as finished; the list of commands it saw."""
     calls: list[list[str]] = []
 
     def fake_run(cmd: list[str], log: Path) -> float:
         calls.append(cmd)
-        run_dir = Path(next(a for a in cmd if a.startswith("--run_dir="))[len("--run_dir=") :])
-        variants = next(a for a in cmd if a.startswith("--variants=")).split("=")[1].split(",")
-        seeds = next(a for a in cmd if a.startswith("--seeds=")).split("=")[1].split(",")
-        finished(run_dir, variants, [int(s) for s in seeds])
+        args = dict(a[2:].split("=", 1) for a in cmd if a.startswith("--") and "=" in a)
+        seeds = [int(s) for s in args["seeds"].split(",")]
+        finished(Path(args["run_dir"]), args["variants"].split(","), seeds)
         return 1.0
 
-    results = tmp_path / "voices_ablation.json"
     monkeypatch.setattr(voices_ablation, "run", fake_run)
+    return calls
+
+
+@pytest.fixture()
+def ablation(tmp_path, monkeypatch) -> dict:
+    base = base_run(tmp_path)
+    calls = fake_training(monkeypatch)
+    results = tmp_path / "voices_ablation.json"
     monkeypatch.setattr(voices_ablation, "RESULTS", results)
     argv = ["--base", str(base), "--runs", str(tmp_path / "runs"), "--whisper-base"]
     assert voices_ablation.main(argv) == 0
@@ -154,16 +160,7 @@ def test_each_augmentation_trains_the_full_student_without_one_transform_at_a_ti
     tmp_path, monkeypatch
 ):
     base = base_run(tmp_path)
-    calls: list[list[str]] = []
-
-    def fake_run(cmd: list[str], log: Path) -> float:
-        calls.append(cmd)
-        run_dir = Path(next(a for a in cmd if a.startswith("--run_dir="))[len("--run_dir=") :])
-        seeds = next(a for a in cmd if a.startswith("--seeds=")).split("=")[1].split(",")
-        finished(run_dir, ["full", "ce_only", "ce+pros", "ce+ling"], [int(s) for s in seeds])
-        return 1.0
-
-    monkeypatch.setattr(voices_ablation, "run", fake_run)
+    calls = fake_training(monkeypatch)
     monkeypatch.setattr(voices_ablation, "RESULTS", tmp_path / "out.json")
     argv = ["--base", str(base), "--runs", str(tmp_path / "runs"), "--each-augmentation"]
     assert voices_ablation.main(argv) == 0

@@ -38,11 +38,18 @@ def binned(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(top-class confidence, correct, bin index) per utterance; bin b holds confidences in
     (b/bins, (b+1)/bins] (a confidence is always above 1/classes > 0)."""
+    probs, confidence, which = _confidence_bins(logits, temperature, bins)
+    return confidence, probs.argmax(-1) == np.asarray(labels), which
+
+
+def _confidence_bins(
+    logits: np.ndarray, temperature: float, bins: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(probabilities, top-class confidence, its bin) per utterance."""
     probs = softmax(np.asarray(logits, dtype=np.float64) / temperature)
     confidence = probs.max(-1)
-    correct = probs.argmax(-1) == np.asarray(labels)
     which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
-    return confidence, correct, which
+    return probs, confidence, which
 
 
 def ece(
@@ -74,9 +81,7 @@ def ece_floor(
     hundred utterances the bins hold a handful each and the floor is several points: a
     measured ECE inside its spread says nothing against the calibration. Mean, 5th and 95th
     percentile of the draws."""
-    probs = softmax(np.asarray(logits, dtype=np.float64) / temperature)
-    confidence = probs.max(-1)
-    which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    _, confidence, which = _confidence_bins(logits, temperature, bins)
     rng = np.random.default_rng(seed)
     values = np.array(
         [_ece_of(confidence, rng.random(len(confidence)) < confidence, which, bins)
