@@ -75,11 +75,15 @@ def test_waiting_ranks_outlive_the_process_group_timeout(tmp_path, use_main_firs
 
 
 def test_stage_records_time_and_peak_memory(tmp_path):
-    import numpy as np
+    import mmap
 
     with stage("big", tmp_path, fold="x"):
-        block = np.ones(80_000_000 // 8)  # 80 MB
-        del block
+        # 80 MB of fresh anonymous pages, each touched: an allocator could serve a numpy array
+        # from freed memory that is still resident, and then the peak would not move.
+        block = mmap.mmap(-1, 80_000_000)
+        for offset in range(0, len(block), mmap.PAGESIZE):
+            block[offset] = 1
+        block.close()
     with stage("small", tmp_path):
         pass
     big, small = read_stages(tmp_path)
