@@ -254,8 +254,20 @@ def voices_ablation(data: dict) -> list[str]:
         "trained alone on all cores. "
         f"`{data['command']}`, run {data['created'].replace('T', ' ')[:16]} UTC, "
         f"{machine['cpus']} CPU cores, load average {load(machine['load_avg_before'])} -> "
-        f"{load(machine['load_avg_after'])}, {data['wall_seconds'] / 60:.0f} min in all.",
+        f"{load(machine['load_avg_after'])}, {data['wall_seconds'] / 60:.0f} min in all."
+        + "".join(_update(u) for u in data.get("updates", [])),
     ]
+
+
+def _update(update: dict) -> str:
+    """A later ``--only`` call that merged seeds into some rows, as a sentence."""
+    machine = update["machine"]
+    return (
+        f" Then `{update['command']}` (seeds {', '.join(map(str, update['seeds']))} of its "
+        f"groups, merged into their rows), run {update['created'].replace('T', ' ')[:16]} UTC, "
+        f"load average {load(machine['load_avg_before'])} -> {load(machine['load_avg_after'])}, "
+        f"{update['wall_seconds'] / 60:.0f} min."
+    )
 
 
 def calibration(data: dict) -> list[str]:

@@ -1,11 +1,19 @@
 """The real-voices ablation: the voices preset's student as CE only, + prosodic teacher,
 + linguistic teacher, full, and full without augmentation, 3 seeds each, scored on the held-out
 speakers (all, RAVDESS actors 21-24, the synthetic test voices, and the synthetic words-only and
-prosody-only subsets); optionally the Whisper base student beside tiny.en (full, one seed) and
-the full student without each augmentation in turn (one seed), to choose each on validation.
+prosody-only subsets); optionally the Whisper base student beside tiny.en (full, one seed), the
+full student without each augmentation in turn (one seed), to choose each on validation, and the
+full student without the linguistic teacher on the scripted corpora (one seed).
 
     python benchmarks/voices_ablation.py --base runs/demo-voices [--seeds 0 1 2] [--workers 2]
-        [--whisper-base] [--each-augmentation]
+        [--whisper-base] [--each-augmentation] [--scripted]
+    python benchmarks/voices_ablation.py --base runs/demo-voices --only aug/full \
+        no_aug_telephone_p scripted --out benchmarks/results/voices_choices.json
+
+``--only GROUP[/VARIANT] ...`` trains just those groups (or variants) for ``--seeds`` (a one-seed
+group too). When ``--out`` exists, their seeds are merged into its rows, the other rows
+unchanged, and the call is refused when the base run's teachers are not the ones that file was
+measured with; otherwise ``--out`` is a new table of those rows only.
 
 ``--base`` is a finished voices run (``make demo-model`` with the corpora leaves one in
 runs/demo-voices): every group starts from hard links to its fold files, teachers and targets
@@ -59,7 +67,11 @@ EACH_AUGMENTATION = {
     "telephone band": "aug_telephone_p", "MP3": "aug_codec_p",
 }  # fmt: skip
 WITHOUT_EACH = {f"no_{key}": (("full",), [f"--{key}=0"]) for key in EACH_AUGMENTATION.values()}
-ONE_SEED_GROUPS = WHISPER_BASE | WITHOUT_EACH
+# --scripted: the full student without the linguistic teacher's terms on RAVDESS and TESS, whose
+# texts are fixed sentences spoken in every emotion (scripted_corpora).
+SCRIPTED = {"scripted": (("full",), ["--scripted_corpora=ravdess,tess"])}
+ONE_SEED_GROUPS = WHISPER_BASE | WITHOUT_EACH | SCRIPTED
+ALL_GROUPS = GROUPS | ONE_SEED_GROUPS
 ROWS = {
     ("aug", "ce_only"): "CE only",
     ("aug", "ce+pros"): "+ prosodic teacher",
@@ -68,6 +80,7 @@ ROWS = {
     ("no_aug", "full"): "full without augmentation",
     ("whisper_base", "full"): "full, Whisper base student",
     **{(f"no_{key}", "full"): f"full without {name}" for name, key in EACH_AUGMENTATION.items()},
+    ("scripted", "full"): "full, no linguistic teacher on RAVDESS and TESS",
 }
 
 
@@ -152,6 +165,47 @@ def teachers(metrics: dict) -> dict[str, dict]:
     return out
 
 
+def picked_groups(only: list[str]) -> tuple[dict[str, tuple], str | None]:
+    """``--only`` entries (GROUP or GROUP/VARIANT) as {group: (variants, extra)}, or why not."""
+    groups: dict[str, tuple] = {}
+    for entry in only:
+        group, _, variant = entry.partition("/")
+        if group not in ALL_GROUPS or (variant and variant not in ALL_GROUPS[group][0]):
+            names = [*ALL_GROUPS, *(f"{g}/{v}" for g, (vs, _) in ALL_GROUPS.items() for v in vs)]
+            return {}, f"unknown group {entry}: choose from {', '.join(names)}"
+        variants, extra = ALL_GROUPS[group]
+        chosen = (*groups.get(group, ((), extra))[0], *((variant,) if variant else variants))
+        groups[group] = (tuple(dict.fromkeys(chosen)), extra)
+    return groups, None
+
+
+def merge_problem(out: Path, base: Path) -> str | None:
+    """Why ``--only`` cannot merge into the results ``out``, or None: a base run whose teachers
+    differ from those the results were measured with (their validation and test UA must be
+    equal; merging students of other teachers would compare unlike with unlike)."""
+    measured = json.loads(out.read_text(encoding="utf-8"))["teachers"]
+    now = teachers(read_metrics(base))
+    if now != measured:
+        return (
+            f"the teachers of {base} ({now}) are not those {out} was measured with "
+            f"({measured}): rerun those groups into a new --out file"
+        )
+    return None
+
+
+def merged(data: dict, rows: dict[str, dict], provenance: dict) -> dict:
+    """The results ``data`` with ``rows``' seeds merged into its rows (a seed trained again
+    replaces the old one), their summaries recomputed, and ``provenance`` appended to its
+    updates."""
+    out = {**data, "rows": dict(data["rows"]), "updates": [*data.get("updates", []), provenance]}
+    for key, row in rows.items():
+        old = out["rows"].get(key)
+        seeds = {**(old["seeds"] if old else {}), **row["seeds"]}
+        seeds = dict(sorted(seeds.items(), key=lambda item: int(item[0])))
+        out["rows"][key] = {**row, "seeds": seeds, "summary": summarise(seeds)}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", type=Path, default=ROOT / "runs" / "demo-voices")
@@ -167,26 +221,52 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also the full student without each transform in turn (seed 0)",
     )
+    parser.add_argument(
+        "--scripted",
+        action="store_true",
+        help="also the full student without the linguistic teacher on RAVDESS and TESS (seed 0)",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="GROUP[/VARIANT]",
+        help="train only these groups (or one variant of a group) for --seeds and merge them "
+        "into --out when it exists (else write a new file): " + ", ".join(ALL_GROUPS),
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS, help="the results file")
     args = parser.parse_args(argv)
     if not (args.base / "metrics.json").is_file():
         print(f"{args.base} is not a finished voices run (no metrics.json)", file=sys.stderr)
         return 2
-    groups = dict(GROUPS)
-    if args.whisper_base:
-        groups |= WHISPER_BASE
-    if args.each_augmentation:
-        groups |= WITHOUT_EACH
+    if args.only:
+        groups, problem = picked_groups(args.only)
+        if not problem and args.out.is_file():
+            problem = merge_problem(args.out, args.base)
+        if problem:
+            print(problem, file=sys.stderr)
+            return 2
+        seeds_of = dict.fromkeys(groups, args.seeds)
+    else:
+        groups = dict(GROUPS)
+        if args.whisper_base:
+            groups |= WHISPER_BASE
+        if args.each_augmentation:
+            groups |= WITHOUT_EACH
+        if args.scripted:
+            groups |= SCRIPTED
+        seeds_of = {g: args.seeds[:1] if g in ONE_SEED_GROUPS else args.seeds for g in groups}
     started = datetime.now(timezone.utc)
     load_before = os.getloadavg()
     # The one-seed students first (Whisper base is about 3 tiny.en students of work), so that
     # the workers finish together; then seed by seed, so that a stopped run leaves whole seeds.
     jobs = []
     for group, (variants, extra) in groups.items():
-        if group in ONE_SEED_GROUPS:
-            jobs += [(group, variant, args.seeds[0], extra) for variant in variants]
+        if len(seeds_of[group]) == 1:
+            jobs += [(group, variant, seeds_of[group][0], extra) for variant in variants]
     for seed in args.seeds:
-        for group, (variants, extra) in GROUPS.items():
-            jobs += [(group, variant, seed, extra) for variant in variants]
+        for group, (variants, extra) in groups.items():
+            if len(seeds_of[group]) > 1:
+                jobs += [(group, variant, seed, extra) for variant in variants]
     for group in groups:
         student = ("student",) if group == "aug" else ()
         link_folds(args.base, args.runs / group, (*FOLD_FILES, *student))
@@ -217,10 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     # One call per group over all its students (all finished: it only writes metrics.json).
     rows = {}
     for group, (variants, extra) in groups.items():
-        seeds = [args.seeds[0]] if group in ONE_SEED_GROUPS else args.seeds
         run_dir = args.runs / group
         run(
-            command(run_dir, variants, seeds, extra, args.threads), args.runs / "logs" / "final.log"
+            command(run_dir, variants, seeds_of[group], extra, args.threads),
+            args.runs / "logs" / "final.log",
         )
         metrics = read_metrics(run_dir)
         for variant in variants:
@@ -232,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
                 "seeds": per_seed,
                 "summary": summarise(per_seed),
             }
-    result = {
+    provenance = {
         "command": "python benchmarks/voices_ablation.py " + " ".join(argv or sys.argv[1:]),
         "created": started.isoformat(timespec="seconds"),
         "wall_seconds": round((datetime.now(timezone.utc) - started).total_seconds(), 1),
@@ -242,17 +322,24 @@ def main(argv: list[str] | None = None) -> int:
             "load_avg_before": list(load_before),
             "load_avg_after": list(os.getloadavg()),
         },
-        "preset": "voices",
-        "base": str(args.base),
-        "seeds": args.seeds,
-        "workers": args.workers,
-        "threads": args.threads,
-        "teachers": teachers(read_metrics(args.runs / "aug")),
-        "rows": rows,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    for row in rows.values():
+    if args.only and args.out.is_file():
+        result = merged(json.loads(args.out.read_text(encoding="utf-8")), rows, provenance)
+        result["updates"][-1] |= {"base": str(args.base), "seeds": args.seeds}
+    else:
+        result = {
+            **provenance,
+            "preset": "voices",
+            "base": str(args.base),
+            "seeds": args.seeds,
+            "workers": args.workers,
+            "threads": args.threads,
+            "teachers": teachers(read_metrics(args.runs / next(iter(groups)))),
+            "rows": rows,
+        }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    for row in (result["rows"][key] for key in rows):
         s = row["summary"]
         figures = ", ".join(
             f"{k[:-3]} {100 * v[0]:.1f} ± {100 * v[1]:.1f}"
@@ -260,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
             if k.endswith("_ua")
         )
         print(f"{row['label']}: {figures}")
-    print(f"wrote {RESULTS}")
+    print(f"wrote {args.out}")
     return 0
 
 

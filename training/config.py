@@ -175,6 +175,11 @@ class Config:
         "per-utterance teacher weights: fixed (the paper) | confidence (by p_teacher(true label))",
         "fixed",
     )
+    scripted_corpora: list[str] = _list(
+        "corpora whose texts are fixed sentences spoken in every emotion (e.g. ravdess,tess): "
+        "the student does not learn from the linguistic teacher on their utterances",
+        [],
+    )
     dim_weight: float = _help(
         "weight of the CCC loss on rated arousal/valence/dominance (0 = off: the student has "
         "no dimensions head and the exported model no dimensions output)",

@@ -19,7 +19,7 @@ from accelerate import Accelerator
 
 from training.config import Config
 from training.data.utterance import Utterance
-from training.fit.targets import load_targets
+from training.fit.targets import load_targets, without_scripted
 from training.runs import MainFirst, stage
 from training.stages import (
     data,
@@ -93,6 +93,7 @@ def run(cfg: Config, accelerator: Accelerator) -> dict:
             audio["train"], cached = transfer.with_transfer(
                 cfg, fold_dir, audio["train"], cached, transfer_utts, needed
             )
+        cached = without_scripted(cached, parts["train"], cfg.scripted_corpora)
         audio.update({f"probe_{part}": data.audio_set(cfg, us) for part, us in probes.items()})
         carriers = data.test_carriers(cfg, parts)
         corpora = data.test_corpora(cfg, parts)

@@ -37,7 +37,8 @@ def finished(run_dir: Path, variants: list[str], seeds: list[int]) -> None:
                 "subsets_best": {"words_only": scored(seed + 30), "prosody_only": scored(seed + 40)},
             }  # fmt: skip
             students.append(s)
-    teachers = {"ling": {"test": scored(20), "valid": scored(21)}, "pros": {"test": scored(22)}}
+    teachers = {"ling": {"test": scored(20), "valid": scored(21)},
+                "pros": {"test": scored(22), "valid": scored(23)}}  # fmt: skip
     metrics = {"config": {}, "folds": ["corpus"], "teachers": [teachers], "students": students}
     (run_dir / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
 
@@ -174,3 +175,75 @@ def test_each_augmentation_trains_the_full_student_without_one_transform_at_a_ti
     rows = json.loads((tmp_path / "out.json").read_text())["rows"]
     assert rows["no_aug_reverb_p/full"]["label"] == "full without rooms"
     assert list(rows["no_aug_codec_p/full"]["seeds"]) == ["0"]
+
+
+def test_only_trains_the_named_groups_and_merges_their_seeds_into_the_results(
+    ablation, monkeypatch, tmp_path
+):
+    before = ablation["data"]
+    calls = fake_training(monkeypatch)
+    argv = ["--base", str(ablation["base"]), "--runs", str(tmp_path / "again"),
+            "--only", "whisper_base", "--seeds", "1", "2"]  # fmt: skip
+    assert voices_ablation.main(argv) == 0
+    assert [plan(cmd) for cmd in calls] == [
+        ("whisper_base", "full", "1"), ("whisper_base", "full", "2"),
+        ("whisper_base", "full", "1,2"),
+    ]  # fmt: skip
+    after = json.loads(voices_ablation.RESULTS.read_text())
+    row = after["rows"]["whisper_base/full"]
+    assert list(row["seeds"]) == ["0", "1", "2"]  # seed 0 kept from the first call
+    assert row["seeds"]["0"] == before["rows"]["whisper_base/full"]["seeds"]["0"]
+    values = [row["seeds"][s]["test_ua"] for s in "012"]
+    assert row["summary"]["test_ua"][0] == pytest.approx(sum(values) / 3)
+    assert row["summary"]["test_ua"][1] > 0
+    assert {k: v for k, v in after["rows"].items() if k != "whisper_base/full"} == {
+        k: v for k, v in before["rows"].items() if k != "whisper_base/full"
+    }
+    assert after["command"] == before["command"]
+    assert after["updates"][0]["seeds"] == [1, 2]
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "voices_ablation.json").write_text(json.dumps(after))
+    text = tables.rendertable("voices_ablation", tmp_path / "results")
+    assert "| full, Whisper base student (3 seeds) |" in text
+    text = " ".join(text.split())  # the view wraps its lines
+    assert "Then `python benchmarks/voices_ablation.py --base" in text
+    assert "--only whisper_base --seeds 1 2` (seeds 1, 2 of its groups, merged" in text
+
+
+def test_only_refuses_unknown_groups_and_other_teachers(ablation, tmp_path, capsys):
+    argv = ["--base", str(ablation["base"]), "--runs", str(tmp_path / "again"), "--only"]
+    assert voices_ablation.main([*argv, "no_such_group"]) == 2
+    assert "unknown group no_such_group: choose from aug, no_aug" in capsys.readouterr().err
+    assert voices_ablation.main([*argv, "aug/no_such_variant"]) == 2
+    assert "aug/ce_only, aug/ce+pros" in capsys.readouterr().err
+    metrics = json.loads((ablation["base"] / "metrics.json").read_text())
+    metrics["teachers"][0]["ling"]["test"]["ua"] = 0.123
+    (ablation["base"] / "metrics.json").write_text(json.dumps(metrics))
+    results = voices_ablation.RESULTS.read_text()
+    assert voices_ablation.main([*argv, "no_aug"]) == 2
+    assert "rerun those groups into a new --out file" in capsys.readouterr().err
+    assert voices_ablation.RESULTS.read_text() == results  # nothing trained, nothing written
+    assert not (tmp_path / "again").exists()
+
+
+def test_only_into_a_new_file_writes_a_table_of_those_rows_on_the_same_teachers(
+    ablation, monkeypatch, tmp_path
+):
+    calls = fake_training(monkeypatch)
+    out = tmp_path / "choices.json"
+    argv = ["--base", str(ablation["base"]), "--runs", str(tmp_path / "again"), "--only",
+            "aug/full", "scripted", "--seeds", "0", "1", "--out", str(out)]  # fmt: skip
+    assert voices_ablation.main(argv) == 0
+    assert [plan(cmd) for cmd in calls] == [
+        ("aug", "full", "0"), ("scripted", "full", "0"), ("aug", "full", "1"),
+        ("scripted", "full", "1"), ("aug", "full", "0,1"), ("scripted", "full", "0,1"),
+    ]  # fmt: skip
+    assert all("--scripted_corpora=ravdess,tess" in c for c in calls if plan(c)[0] == "scripted")
+    data = json.loads(out.read_text())
+    assert list(data["rows"]) == ["aug/full", "scripted/full"]
+    assert (
+        data["rows"]["scripted/full"]["label"] == "full, no linguistic teacher on RAVDESS and TESS"
+    )
+    assert data["seeds"] == [0, 1] and "updates" not in data
+    # the base's own student is the group's seed 0 (linked; its training call finds it done)
+    assert (tmp_path / "again/aug/folds/corpus/student/result.json").exists()

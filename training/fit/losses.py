@@ -175,10 +175,12 @@ def dimension_kd_loss(pred: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor
 def teacher_weights(
     labels: torch.Tensor, targets: dict[str, dict[str, torch.Tensor]], teachers: list[str]
 ) -> dict[str, torch.Tensor]:
-    """Per-utterance weight of each teacher: K * p_t(true label) / sum over the K teachers;
-    1 for every teacher on unlabelled utterances (label -1: no true label to weigh by)."""
+    """Per-utterance weight of each teacher: K * p_t(true label) / sum over the K teachers
+    that apply to it (``applies``); 1 for every teacher on unlabelled utterances (label -1: no
+    true label to weigh by); 0 where a teacher does not apply."""
     known = labels >= 0
-    probs = torch.stack(
+    applies = torch.stack([applying(targets[t], labels) for t in teachers])
+    probs = applies * torch.stack(
         [
             torch.softmax(targets[t]["logits"].float(), -1).gather(1, labels.clamp_min(0)[:, None])[
                 :, 0
@@ -186,9 +188,18 @@ def teacher_weights(
             for t in teachers
         ]
     )
-    shares = len(teachers) * probs / probs.sum(0).clamp_min(1e-8)
-    shares = torch.where(known[None], shares, torch.ones_like(shares))
+    shares = applies.sum(0) * probs / probs.sum(0).clamp_min(1e-8)
+    shares = torch.where(known[None], shares, applies)
     return dict(zip(teachers, shares, strict=True))
+
+
+def applying(targets: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    """Per utterance, 1 where the teacher's terms apply and 0 where they are left out (the
+    targets' optional "applies": the linguistic teacher on a corpus whose texts are fixed
+    sentences spoken in every emotion, ``scripted_corpora``)."""
+    if "applies" in targets:
+        return targets["applies"].float()
+    return torch.ones_like(labels, dtype=torch.float32)
 
 
 def distill_loss(
@@ -226,7 +237,7 @@ def distill_loss(
     shares = (
         teacher_weights(labels, targets, active)
         if weights.teacher_weighting == "confidence" and active
-        else {t: torch.ones_like(labels, dtype=torch.float32) for t in active}
+        else {t: applying(targets[t], labels) for t in active}
     )
     for teacher in active:
         share = shares[teacher]

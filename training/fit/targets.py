@@ -11,6 +11,7 @@ learnt adds no training run and no hyper-parameter search beyond ``RIDGE_ALPHA``
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from training.fit.teachers import predict
 from training.models.teachers import LinguisticTeacher, ProsodicTeacher
 from training.models.teachers.linguistic import make_collate, texts
 from training.models.teachers.prosodic import collate as prosodic_collate
+
+log = logging.getLogger(__name__)
 
 PROBE_FILE = "dimensions.npz"
 RIDGE_ALPHA = 10.0  # on standardised embeddings: shrinks the read-out of a few hundred rows
@@ -120,3 +123,23 @@ def load_targets(
         order = np.array([row[i] for i in ids], dtype=int)
         out[teacher] = {k: data[k][order] for k in data.files if k != "ids"}
     return out
+
+
+def without_scripted(
+    targets: dict[str, dict[str, np.ndarray]], utts: Sequence[Utterance], scripted: Sequence[str]
+) -> dict[str, dict[str, np.ndarray]]:
+    """``targets`` with the linguistic teacher marked as not applying ("applies" 0: no KD,
+    embedding or dimension term) on the utterances of ``scripted`` corpora, whose texts are
+    fixed sentences spoken in every emotion (RAVDESS, TESS): there its words predict nothing,
+    and distilling its near-uniform answer would only pull the student away from the prosody.
+    The rows after ``utts`` (the transfer set appended to them) keep it."""
+    if "ling" not in targets or not scripted:
+        return targets
+    applies = np.ones(len(targets["ling"]["logits"]), dtype=np.float32)
+    applies[: len(utts)] = [u.corpus not in scripted for u in utts]
+    left_out = int(len(utts) - applies[: len(utts)].sum())
+    log.info(
+        "linguistic teacher left out on %d of %d training utterances (scripted corpora: %s)",
+        left_out, len(utts), ", ".join(scripted),
+    )  # fmt: skip
+    return {**targets, "ling": {**targets["ling"], "applies": applies}}

@@ -16,7 +16,7 @@ from training.data.utterance import Utterance
 from training.eval.reports import brief, ccc_scores, scorer
 from training.fit.batches import AudioSet
 from training.fit.loop import predict_outputs, release_host_memory, train_student
-from training.fit.targets import load_targets
+from training.fit.targets import load_targets, without_scripted
 from training.models.student import load_student
 from training.stages.data import audio_set
 from training.stages.students import DONE, finish, student_dir, student_options, weights_for
@@ -46,7 +46,9 @@ def run_refit(
     train = audio_set(cfg, pool)
     weights = weights_for(cfg, variant, train)
     used = [t for t in teachers if weights.uses(t)]
-    train.targets = load_targets(fold_dir / "targets", used, [u.id for u in pool])
+    train.targets = without_scripted(
+        load_targets(fold_dir / "targets", used, [u.id for u in pool]), pool, cfg.scripted_corpora
+    )
     empty = AudioSet([], np.zeros(0, dtype=int), cache=False, durations=[])
     opts = student_options(cfg, weights, seed, f"refit {variant} s{seed}")
     opts.epochs = epochs

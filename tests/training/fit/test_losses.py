@@ -120,6 +120,38 @@ def test_confidence_weighting_with_one_teacher_is_the_fixed_loss(variant):
     assert confident.item() == pytest.approx(fixed.item(), rel=1e-6)
 
 
+@pytest.mark.parametrize("weighting", ["fixed", "confidence"])
+def test_a_teacher_that_does_not_apply_to_an_utterance_is_left_out_there(weighting):
+    """The linguistic teacher marked as not applying to the first 3 of 6 utterances (a
+    scripted corpus): their loss is the prosodic-only student's, the others' the full one."""
+    logits, projected, labels, targets = _batch(7)
+    applies = torch.tensor([0.0, 0, 0, 1, 1, 1])
+    marked = {**targets, "ling": {**targets["ling"], "applies": applies}}
+    w = LossWeights(teacher_weighting=weighting)
+    total, terms = distill_loss(logits, projected, labels, marked, w)
+
+    def part(rows, variant):
+        pick = {t: {k: v[rows] for k, v in p.items()} for t, p in targets.items()}
+        proj = {t: v[rows] for t, v in projected.items()}
+        out, _ = distill_loss(logits[rows], proj, labels[rows], pick, w.for_variant(variant))
+        return out.item()
+
+    expected = (part(slice(0, 3), "ce+pros") + part(slice(3, 6), "full")) / 2
+    assert total.item() == pytest.approx(expected, rel=1e-5)
+    if weighting == "confidence":
+        unmarked = distill_loss(logits, projected, labels, targets, w)[1]
+        assert terms["w_ling"] < unmarked["w_ling"]
+
+
+def test_an_utterance_no_teacher_applies_to_learns_from_its_label_only():
+    logits, projected, labels, targets = _batch(8)
+    none = {t: {**p, "applies": torch.zeros(len(labels))} for t, p in targets.items()}
+    for weighting in ("fixed", "confidence"):
+        w = LossWeights(teacher_weighting=weighting)
+        total, terms = distill_loss(logits, projected, labels, none, w)
+        assert total.item() == pytest.approx(terms["ce"], rel=1e-6)
+
+
 def test_unknown_teacher_weighting_is_refused():
     logits, projected, labels, targets = _batch(5)
     with pytest.raises(ValueError, match="fixed | confidence"):
