@@ -93,6 +93,7 @@ TABLES: dict[str, Callable[[dict], list[str]]] = {
     "calibration": calibration,
     "transfer_ablation": transfer_ablation,
     "voices_ablation": voices_ablation,
+    "voices_choices": voices_ablation,
     "transcribe": transcribe_wer,
     "transcribe:engines": transcribe_engines,
     "transcribe:distill": transcribe_distill,
