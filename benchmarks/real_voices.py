@@ -20,6 +20,7 @@ From the model directory (``python -m export``; ONNX Runtime on the CPU, the pro
 
 ``--loco RUN ...``: leave-one-corpus-out runs (``--dataset=corpora --data_path=ravdess,tess
 --protocol=loso``; a fold is named after its test corpus): train corpora -> test corpus, UA/WA.
+``--loco-only --loco RUN ... --out FILE`` writes that table alone (no ``--run`` or ``--model``).
 
 Clips are decoded to 16 kHz mono (emocore.audio.load_audio), cut to the model's longest input
 (model.json max_samples; the count is recorded) and scored in batches of clips of similar
@@ -257,8 +258,8 @@ def record_header(command: str) -> dict:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", type=Path, required=True, help="the training run directory")
-    parser.add_argument("--model", type=Path, required=True, help="the exported model directory")
+    parser.add_argument("--run", type=Path, help="the training run directory")
+    parser.add_argument("--model", type=Path, help="the exported model directory")
     parser.add_argument(
         "--corpora", type=Path, help="searched first for ravdess/ (then $EMODISTILL_CORPORA)"
     )
@@ -266,10 +267,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--loco", type=Path, nargs="*", default=[], help="leave-one-corpus-out run directories"
     )
+    parser.add_argument(
+        "--loco-only",
+        action="store_true",
+        help="only the --loco runs' table (no --run or --model), into --out",
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all)")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.loco_only and not args.loco:
+        parser.error("--loco-only needs --loco RUN ...")
+    if not args.loco_only and (args.run is None or args.model is None):
+        parser.error("--run and --model are required (or --loco-only with --loco RUN ...)")
+    return args
 
 
 def print_views(report: dict) -> None:
@@ -283,6 +294,22 @@ def print_views(report: dict) -> None:
     print(views.real_voices(report)[-1])
 
 
+def loco_only(args: argparse.Namespace, report: dict, started: float) -> int:
+    """``--loco-only``: the leave-one-corpus-out table alone (``benchmarks/tables_voices.py``
+    renders it as the table named after ``--out``'s file)."""
+    from benchmarks.tables_voices import real_voices_loco
+
+    report.pop("goals")
+    report["loco"] = loco_rows(args.loco)
+    report["machine"]["load_avg_after"] = list(os.getloadavg())
+    report["seconds"] = round(time.monotonic() - started, 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    print("\n".join(real_voices_loco(report)))
+    print(f"wrote {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
@@ -291,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     report: dict = {**record_header(command), "goals": GOALS}
     try:
+        if args.loco_only:
+            return loco_only(args, report, started)
         report["run"] = run_summary(args.run)
         report["loco"] = loco_rows(args.loco)
         scorer = Scorer(args.model, args.batch_size, args.threads)

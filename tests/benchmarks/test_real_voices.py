@@ -181,3 +181,27 @@ def test_the_views_say_what_was_not_measured(report):
     assert tables.TABLES["real_voices:loco"](data)[0].startswith("No leave-one-corpus-out")
     loco = tables.TABLES["real_voices:loco"](report)
     assert "| tess | ravdess |" in "\n".join(loco)
+
+
+def test_loco_only_writes_the_leave_one_corpus_out_table_alone(inputs, tmp_path, capsys):
+    out = tmp_path / "loco.json"
+    argv = ["--loco-only", "--loco", str(inputs["loco"]), "--out", str(out)]
+    assert real_voices.main(argv) == 0
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert set(data) == {"created", "command", "git", "machine", "loco", "seconds"}
+    assert [(row["train"], row["test"]) for row in data["loco"]] == [
+        (["tess"], "ravdess"), (["ravdess"], "tess"),
+    ]  # fmt: skip
+    assert "| tess | ravdess |" in capsys.readouterr().out
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "loco.json").write_text(out.read_text(encoding="utf-8"))
+    assert "| ravdess | tess |" in tables.rendertable("loco", tmp_path / "results")
+
+
+def test_loco_only_needs_loco_runs_and_the_full_report_needs_run_and_model(inputs, capsys):
+    with pytest.raises(SystemExit):
+        real_voices.main(["--loco-only"])
+    assert "--loco-only needs --loco RUN" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        real_voices.main(["--loco", str(inputs["loco"])])
+    assert "--run and --model are required" in capsys.readouterr().err
