@@ -89,6 +89,7 @@ TABLES: dict[str, Callable[[dict], list[str]]] = {
     "real_voices:gain": real_voices_gain,
     "real_voices:asterisk": real_voices_asterisk,
     "real_voices:loco": real_voices_loco,
+    "loco": real_voices_loco,
     "real_voices:stages": real_voices_stages,
     "calibration": calibration,
     "transfer_ablation": transfer_ablation,
