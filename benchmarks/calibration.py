@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 import time
@@ -27,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.real_voices import Scorer, decode, record_header  # noqa: E402
+from benchmarks.real_voices import Scorer, decode, record_header, write_record  # noqa: E402
 from benchmarks.real_voices_run import Failure  # noqa: E402
 from training.data.utterance import Utterance, read_jsonl  # noqa: E402
 from training.eval.calibration import ece, ece_floor, fit_temperature, nll  # noqa: E402
@@ -126,10 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                        "sha256": card.get("files", {}).get("model.onnx", {}).get("sha256")}  # fmt: skip
     report["draws"] = args.draws
     report["fits"] = measure(valid, test, args.draws)
-    report["machine"]["load_avg_after"] = list(os.getloadavg())
-    report["seconds"] = round(time.monotonic() - started, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    write_record(report, args.out, started)
     from benchmarks.tables_voices import calibration
 
     print("\n".join(calibration(report)))

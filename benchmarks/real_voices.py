@@ -256,6 +256,15 @@ def record_header(command: str) -> dict:
     }
 
 
+def write_record(report: dict, out: Path, started: float) -> None:
+    """Close a record opened by ``record_header`` (the load average after, the seconds since
+    ``started``, a ``time.monotonic()`` value) and write it to ``out`` as JSON."""
+    report["machine"]["load_avg_after"] = list(os.getloadavg())
+    report["seconds"] = round(time.monotonic() - started, 1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, help="the training run directory")
@@ -294,47 +303,35 @@ def print_views(report: dict) -> None:
     print(views.real_voices(report)[-1])
 
 
-def loco_only(args: argparse.Namespace, report: dict, started: float) -> int:
-    """``--loco-only``: the leave-one-corpus-out table alone (``benchmarks/tables_voices.py``
-    renders it as the table named after ``--out``'s file)."""
-    from benchmarks.tables_voices import real_voices_loco
-
-    report.pop("goals")
-    report["loco"] = loco_rows(args.loco)
-    report["machine"]["load_avg_after"] = list(os.getloadavg())
-    report["seconds"] = round(time.monotonic() - started, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    print("\n".join(real_voices_loco(report)))
-    print(f"wrote {args.out}")
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
     command = "python benchmarks/real_voices.py " + shlex.join(
         sys.argv[1:] if argv is None else argv
     )
-    report: dict = {**record_header(command), "goals": GOALS}
+    report: dict = record_header(command)
     try:
-        if args.loco_only:
-            return loco_only(args, report, started)
-        report["run"] = run_summary(args.run)
-        report["loco"] = loco_rows(args.loco)
-        scorer = Scorer(args.model, args.batch_size, args.threads)
-        report["model"] = model_summary(scorer, args.model)
-        report["ravdess"], (clips, probs) = ravdess_test(scorer, args.corpora)
-        report["gain"] = gain_sweep(scorer, clips, probs)
-        report["asterisk"] = asterisk_prompts(scorer, args.asterisk)
+        if args.loco_only:  # the leave-one-corpus-out table alone
+            report["loco"] = loco_rows(args.loco)
+        else:
+            report["goals"] = GOALS
+            report["run"] = run_summary(args.run)
+            report["loco"] = loco_rows(args.loco)
+            scorer = Scorer(args.model, args.batch_size, args.threads)
+            report["model"] = model_summary(scorer, args.model)
+            report["ravdess"], (clips, probs) = ravdess_test(scorer, args.corpora)
+            report["gain"] = gain_sweep(scorer, clips, probs)
+            report["asterisk"] = asterisk_prompts(scorer, args.asterisk)
     except Failure as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    report["machine"]["load_avg_after"] = list(os.getloadavg())
-    report["seconds"] = round(time.monotonic() - started, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    print_views(report)
+    write_record(report, args.out, started)
+    if args.loco_only:
+        from benchmarks.tables_voices import real_voices_loco
+
+        print("\n".join(real_voices_loco(report)))
+    else:
+        print_views(report)
     print(f"wrote {args.out} ({report['seconds']:.0f} s)")
     return 0
 

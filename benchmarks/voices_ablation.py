@@ -46,6 +46,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.run_links import FOLD_FILES, link_folds  # noqa: E402
+from benchmarks.tables_format import mean_std  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "voices_ablation.json"
 # Every augmentation of the preset off: the "no_aug" group.
@@ -324,8 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     if args.only and args.out.is_file():
-        result = merged(json.loads(args.out.read_text(encoding="utf-8")), rows, provenance)
-        result["updates"][-1] |= {"base": str(args.base), "seeds": args.seeds}
+        update = provenance | {"base": str(args.base), "seeds": args.seeds}
+        result = merged(json.loads(args.out.read_text(encoding="utf-8")), rows, update)
     else:
         result = {
             **provenance,
@@ -341,11 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     for row in (result["rows"][key] for key in rows):
         s = row["summary"]
-        figures = ", ".join(
-            f"{k[:-3]} {100 * v[0]:.1f} ± {100 * v[1]:.1f}"
-            for k, v in s.items()
-            if k.endswith("_ua")
-        )
+        figures = ", ".join(f"{k[:-3]} {mean_std(v)}" for k, v in s.items() if k.endswith("_ua"))
         print(f"{row['label']}: {figures}")
     print(f"wrote {args.out}")
     return 0
